@@ -249,6 +249,20 @@ def main(argv: list[str] | None = None) -> dict:
     def run_naive():
         return score_encoded_naive(model, encoded)
 
+    # arithmetic of each path (linear layers only: 2 FLOPs per weight per token): how much of
+    # the ratio comes from doing less work and how much from doing it faster
+    from teachfit.scoring import shared_prefix_len
+
+    emb = model.get_input_embeddings().weight
+    head_params = int(model.get_output_embeddings().weight.numel())
+    body_params = sum(int(p.numel()) for p in model.get_decoder().parameters() if p is not emb)
+    k = shared_prefix_len(encoded)
+    naive_tok = sum(e.prompt_len + len(e.joint) + len(e.alone) for e in encoded)
+    batched_tok = k + sum(len(e.joint) - k + len(e.alone) for e in encoded)
+    batched_head = sum((e.q_span[1] - e.q_span[0]) + 2 * (e.a_span[1] - e.a_span[0]) for e in encoded)
+    naive_flops = 2 * naive_tok * (body_params + head_params)
+    batched_flops = 2 * (batched_tok * body_params + batched_head * head_params)
+
     # warm-up, then alternate the two paths (the machine may be shared: best of repeats)
     fast, slow = run_batched(), run_naive()
     batched_s = naive_s = math.inf
@@ -277,6 +291,13 @@ def main(argv: list[str] | None = None) -> dict:
         "batched_s": round(batched_s, 4),
         "naive_s": round(naive_s, 4),
         "ratio": round(ratio, 3),
+        "naive_tokens": naive_tok,
+        "batched_tokens": batched_tok,
+        "batched_head_positions": batched_head,
+        "shared_prefix_tokens": k,
+        "work_ratio": round(naive_flops / batched_flops, 3),
+        "naive_gflop_s": round(naive_flops / naive_s / 1e9, 1),
+        "batched_gflop_s": round(batched_flops / batched_s / 1e9, 1),
         "max_rel_err": max_rel_err,
         "target": args.target,
         "passed": bool(ratio >= args.target and max_rel_err <= 1e-4),

@@ -96,6 +96,9 @@ def main() -> None:
           f"{'PASS' if g['ratio'] >= 3 else 'MISS'}")
     print(f"scoring     batched vs naive loop:    {s['ratio']:.2f}x "
           f"(max rel err {s['max_rel_err']:.1e}; target >= 3x) {'PASS' if s['ratio'] >= 3 else 'MISS'}")
+    print(f"            = {s['work_ratio']:.2f}x less arithmetic x "
+          f"{s['batched_gflop_s'] / s['naive_gflop_s']:.2f}x faster arithmetic "
+          f"({s['batched_gflop_s']} vs {s['naive_gflop_s']} GFLOP/s)")
     print(f"scale       paper dry-run:            {d['seconds']:.1f} s for {d['jobs']} jobs "
           f"(target < 20 s) {'PASS' if d['passed'] else 'MISS'}")
     print(f"summary: {out}")

@@ -13,6 +13,8 @@ from teachfit.judge import (
     SequenceClassifierReward,
     difficulty_file,
     difficulty_prompt,
+    label_token_ids,
+    label_word_probs,
     rating_scores,
     rating_token_ids,
     reward_file,
@@ -75,6 +77,31 @@ def test_rating_scores_formula_and_batching(models):
     rid = rating_token_ids(tok, ["1", "2", "3", "4", "5"])
     expected = float((torch.softmax(z[rid], -1) * torch.arange(1, 6, dtype=torch.float64)).sum())
     assert batched[1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_label_word_probs_shares_the_judge_primitive(models):
+    """Label-word probabilities (ObjecQA, win rate): softmax over the words' first tokens."""
+    import torch
+
+    from teachfit.io import DataError
+    from teachfit.models import load_causal_lm
+
+    tok = load_tokenizer(models["llama"], padding_side="left")
+    model = load_causal_lm(models["llama"])
+    prompts = [reward_prompt(tok, q, a) for q, a in PAIRS]
+    words = ["yes", "no"]
+    batched = label_word_probs(model, tok, prompts, words, batch_size=2)
+    single = label_word_probs(model, tok, prompts, words, batch_size=1)
+    assert batched.shape == (len(PAIRS), 2)
+    np.testing.assert_allclose(batched.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(batched, single, rtol=1e-5)
+    ids = tok(prompts[0], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        z = model(input_ids=ids).logits[0, -1].double()
+    expected = torch.softmax(z[label_token_ids(tok, words)], -1).numpy()
+    np.testing.assert_allclose(batched[0], expected, rtol=1e-5)
+    with pytest.raises(DataError, match="share a first token"):
+        label_word_probs(model, tok, prompts[:1], ["yes", "yes"])
 
 
 def test_rating_tokens_must_be_single_tokens(models):

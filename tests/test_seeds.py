@@ -142,3 +142,29 @@ def test_prepare_seeds_applies_the_seedset_entry(tmp_path):
     with pytest.raises(DataError, match="no field 'instruction'"):
         prepare_seeds(path, "d", {}, tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_offset_and_limit_split_one_file_into_disjoint_sets(tmp_path):
+    path = _jsonl(tmp_path / "s.jsonl", [
+        {"instruction": "A"}, {"instruction": ""}, {"instruction": "B"}, {"instruction": "A"},
+        {"instruction": "C"}, {"instruction": "D"}, {"instruction": "E"},
+    ])
+    train, c1 = load_seeds_with_counts(path, "train", limit=2)
+    held, c2 = load_seeds_with_counts(path, "held", offset=2, limit=2)
+    assert train["instruction"].to_list() == ["A", "B"]
+    # the offset counts usable instructions only: the empty and the duplicate do not shift it
+    assert held["instruction"].to_list() == ["C", "D"]
+    assert held["source_index"].to_list() == [4, 5]
+    assert (c2.skipped, c2.over_limit, c2.empty, c2.duplicate) == (2, 1, 1, 1)
+    assert c1.skipped == 0
+    with pytest.raises(DataError, match="5 skipped by offset"):
+        load_seeds_with_counts(tmp_path / "s.jsonl", "x", offset=5)  # only 5 usable
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        load_seeds_with_counts(path, "x", offset=-1)
+
+
+def test_prepare_seeds_passes_offset(tmp_path):
+    path = _jsonl(tmp_path / "s.jsonl", [{"instruction": x} for x in "ABCD"])
+    df = prepare_seeds(path, "held", {"path": str(path), "offset": 3}, tmp_path / "out.parquet")
+    assert df["instruction"].to_list() == ["D"]
+    assert pl.read_parquet(tmp_path / "out.parquet")["instruction"].to_list() == ["D"]

@@ -191,7 +191,9 @@ def rating_token_ids(tokenizer: Any, ratings: Sequence[str], name: str = "judge"
     return ids
 
 
-def _encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+def _encode_prompts(tokenizer: Any, prompts: Sequence[str],
+                    max_length: int | None) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids of each prompt (BOS added as the tokenizer would); keep the last ``max_length``."""
     bos = tokenizer.bos_token_id
     add_bos = adds_bos(tokenizer)
     seqs, truncated = [], []
@@ -201,25 +203,31 @@ def _encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int) -> 
             ids = [bos, *ids]
         if not ids:
             raise JudgeError("empty judge prompt")
-        truncated.append(len(ids) > max_length)
-        seqs.append(ids[-max_length:])
+        truncated.append(max_length is not None and len(ids) > max_length)
+        seqs.append(ids[-max_length:] if max_length is not None else ids)
     return seqs, np.array(truncated, dtype=bool)
 
 
-def rating_scores_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], settings: JudgeSettings,
-                         name: str = "judge") -> tuple[np.ndarray, np.ndarray]:
-    """(scores, truncated) with a loaded causal LM; see the module docstring."""
+def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int],
+                     batch_size: int = 8, max_length: int | None = None,
+                     desc: str = "judge") -> tuple[np.ndarray, np.ndarray]:
+    """The judge primitive: next-token probabilities after each prompt, over ``token_ids`` only.
+
+    Returns ``(probs [n_prompts, n_tokens] float64, truncated [n_prompts] bool)``: the softmax of
+    the last position's logits restricted to ``token_ids`` (rows sum to 1). Prompts are encoded
+    as :func:`_encode_prompts` does, sorted by length, left-padded with explicit position ids;
+    one forward pass per batch computes only the last position's logits.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    rating_ids = torch.tensor(rating_token_ids(tokenizer, settings.ratings, name), device=model.device)
-    values = torch.tensor(settings.values, dtype=torch.float64, device=model.device)
-    seqs, truncated = _encode_prompts(tokenizer, prompts, settings.max_length)
+    ids_t = torch.tensor(list(token_ids), device=model.device)
+    seqs, truncated = _encode_prompts(tokenizer, prompts, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    scores = np.full(len(seqs), np.nan)
-    batches = [order[i: i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-    for batch in tqdm(batches, desc="judge", unit="batch", mininterval=2.0):
+    out = np.full((len(seqs), len(token_ids)), np.nan)
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2.0):
         t_max = max(len(seqs[i]) for i in batch)
         ids = torch.full((len(batch), t_max), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), t_max), dtype=torch.long)
@@ -232,9 +240,40 @@ def rating_scores_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], set
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                            use_cache=False, logits_to_keep=1).logits[:, -1, :]
-        probs = torch.softmax(logits[:, rating_ids].double(), dim=-1)
-        scores[batch] = (probs @ values).cpu().numpy()
-    return scores, truncated
+        out[batch] = torch.softmax(logits[:, ids_t].double(), dim=-1).cpu().numpy()
+    return out, truncated
+
+
+def rating_scores_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], settings: JudgeSettings,
+                         name: str = "judge") -> tuple[np.ndarray, np.ndarray]:
+    """(scores, truncated) with a loaded causal LM; see the module docstring."""
+    rating_ids = rating_token_ids(tokenizer, settings.ratings, name)
+    probs, truncated = next_token_probs(model, tokenizer, prompts, rating_ids, settings.batch_size,
+                                        settings.max_length)
+    return probs @ np.asarray(settings.values, dtype=np.float64), truncated
+
+
+def label_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """First token of ``" " + word`` for each label word (the word's own token if the space splits off)."""
+    ids = []
+    for w in words:
+        toks = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+        # tokenizers that split the leading space off: score the word's own first token
+        while len(toks) > 1 and not tokenizer.decode(toks[:1]).strip():
+            toks = toks[1:]
+        if not toks:
+            raise DataError(f"judge label word {w!r} encodes to no tokens")
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise DataError(f"judge label words {list(words)} share a first token; choose distinct words")
+    return ids
+
+
+def label_word_probs(model: Any, tokenizer: Any, prompts: list[str], words: list[str],
+                     batch_size: int = 8) -> np.ndarray:
+    """Next-token probability of each label word's first token, renormalised over the words."""
+    return next_token_probs(model, tokenizer, prompts, label_token_ids(tokenizer, words), batch_size,
+                            desc="judge labels")[0]
 
 
 def rating_scores(model_dir: str | Path, prompts: Sequence[str], settings: JudgeSettings | None = None,
@@ -437,6 +476,7 @@ def difficulty_file(model_dir: str | Path, in_path: str | Path, out_path: str | 
 
 __all__ = [
     "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward", "difficulty_file",
-    "difficulty_prompt", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
+    "difficulty_prompt", "label_token_ids", "label_word_probs", "next_token_probs", "rating_scores",
+    "rating_scores_loaded", "rating_token_ids", "reward_file",
     "reward_prompt",
 ]

@@ -27,7 +27,7 @@ from teachfit.io import DataError, read_records
 OBJECQA_LABELS = ("objective", "subjective")
 # The bare label names are passed to ``score_fn``. The judge prompt ends with "Label:" (no
 # trailing space), so the score_fn scores the word *with* a leading space as the next token
-# (``" " + word``, as ``teachfit.stages.ifs.label_word_probs`` does).
+# (``" " + word``, as ``teachfit.judge.label_word_probs`` does).
 DEFAULT_LABEL_WORDS = OBJECQA_LABELS
 
 JUDGE_INSTRUCTIONS = (

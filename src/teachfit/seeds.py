@@ -40,6 +40,7 @@ class SeedCounts:
     duplicate: int
     over_limit: int
     too_long: int = 0
+    skipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -83,17 +84,25 @@ def load_seeds_with_counts(
     input_field: str = "input",
     limit: int | None = None,
     max_chars: int | None = MAX_CHARS,
+    offset: int = 0,
 ) -> tuple[pl.DataFrame, SeedCounts]:
-    """Load a seed set; return the table and the drop counts (see module doc)."""
+    """Load a seed set; return the table and the drop counts (see module doc).
+
+    ``offset`` skips the first N usable instructions (after dropping empties,
+    over-long ones and duplicates) before ``limit`` applies, so two seed sets
+    over one file can be disjoint (e.g. a training split and a held-out split).
+    """
     path = Path(path)
     if limit is not None and limit < 1:
         raise ValueError(f"seeds.{name}.limit must be >= 1 or null, got {limit}")
+    if offset < 0:
+        raise ValueError(f"seeds.{name}.offset must be >= 0, got {offset}")
     if max_chars is not None and max_chars < 1:
         raise ValueError(f"seeds.{name}.max_chars must be >= 1 or null, got {max_chars}")
     records = read_records(path)  # DataError names the file (and line for JSONL)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    empty = duplicate = over_limit = too_long = 0
+    empty = duplicate = over_limit = too_long = skipped = 0
     for index, rec in enumerate(records):
         if instruction_field not in rec:
             raise DataError(
@@ -118,10 +127,13 @@ def load_seeds_with_counts(
         if text in seen:
             duplicate += 1
             continue
+        seen.add(text)
+        if skipped < offset:
+            skipped += 1
+            continue
         if limit is not None and len(rows) >= limit:
             over_limit += 1
             continue
-        seen.add(text)
         answer = _optional_str(rec, "answer", path, index)
         rows.append({
             "id": content_id(name, text),
@@ -139,10 +151,11 @@ def load_seeds_with_counts(
         raise DataError(
             f"{path}: no usable instructions in field {instruction_field!r} "
             f"({len(records)} records, {empty} empty, {duplicate} duplicate, "
-            f"{too_long} longer than {max_chars} characters)"
+            f"{too_long} longer than {max_chars} characters, {skipped} skipped by offset)"
         )
     counts = SeedCounts(read=len(records), kept=len(rows), empty=empty,
-                        duplicate=duplicate, over_limit=over_limit, too_long=too_long)
+                        duplicate=duplicate, over_limit=over_limit, too_long=too_long,
+                        skipped=skipped)
     schema = {c: pl.String for c in SEED_COLUMNS}
     schema["source_index"] = pl.Int64
     return pl.DataFrame(rows, schema=schema), counts
@@ -155,15 +168,17 @@ def load_seeds(
     input_field: str = "input",
     limit: int | None = None,
     max_chars: int | None = MAX_CHARS,
+    offset: int = 0,
 ) -> pl.DataFrame:
     """Load a seed set (see :func:`load_seeds_with_counts`); drops are logged, never silent."""
-    df, counts = load_seeds_with_counts(path, name, instruction_field, input_field, limit, max_chars)
+    df, counts = load_seeds_with_counts(path, name, instruction_field, input_field, limit, max_chars,
+                                        offset)
     level = logging.WARNING if counts.empty or counts.duplicate or counts.too_long else logging.INFO
     log.log(
         level,
         "seed set %s (%s): read %d, kept %d, dropped %d empty, %d duplicate, %d too long "
-        "(> %s characters), %d over limit",
+        "(> %s characters), %d skipped by offset, %d over limit",
         name, path, counts.read, counts.kept, counts.empty, counts.duplicate, counts.too_long,
-        max_chars, counts.over_limit,
+        max_chars, counts.skipped, counts.over_limit,
     )
     return df

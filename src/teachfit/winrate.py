@@ -6,7 +6,7 @@ prefers. The judge is injected, as in :mod:`teachfit.objecqa`:
 ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any
 non-negative scores) of each label word as the next token after the prompt (the
 score_fn adds the leading space its tokenizer needs; e.g.
-``teachfit.stages.ifs.label_word_probs`` or
+``teachfit.judge.label_word_probs`` or
 ``teachfit.openai_backend.OpenAIBackend.score_labels``).
 
 Position bias is controlled by judging every pair in both orders (model output as

@@ -150,38 +150,11 @@ def answer_ifs(prompts_path: str | Path, model_dir: str | Path, sft_dir: str | N
     return out
 
 
-def label_word_probs(model: Any, tokenizer: Any, prompts: list[str], words: list[str],
-                     batch_size: int = 8) -> np.ndarray:
-    """Next-token probability of each label word's first token, renormalised over the words."""
-    import torch
-
-    ids = []
-    for w in words:
-        toks = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
-        # tokenizers that split the leading space off: score the word's own first token
-        while len(toks) > 1 and not tokenizer.decode(toks[:1]).strip():
-            toks = toks[1:]
-        if not toks:
-            raise DataError(f"judge label word {w!r} encodes to no tokens")
-        ids.append(toks[0])
-    if len(set(ids)) != len(ids):
-        raise DataError(f"judge label words {words} share a first token; choose distinct words")
-    tokenizer.padding_side = "left"
-    out = np.zeros((len(prompts), len(words)))
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        enc = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
-        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(**enc, position_ids=pos).logits[:, -1, :]
-        out[start:start + len(batch)] = torch.softmax(logits[:, ids].double(), dim=-1).cpu().numpy()
-    return out
-
-
 def score_answers(answers_path: str | Path, classifier_dir: str | Path, judge_dir: str | Path,
                   out_path: str | Path, batch_size: int = 16, threads: int = 1) -> pl.DataFrame:
     """Tone label of every IFS answer; ObjecQA objectivity judgement of every ObjecQA answer."""
     from teachfit.ifs import classify_responses
+    from teachfit.judge import label_word_probs
     from teachfit.models import load_causal_lm, load_tokenizer
     from teachfit.objecqa import judge_objectivity
 

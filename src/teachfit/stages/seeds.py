@@ -23,6 +23,7 @@ def prepare_seeds(source: str | Path, name: str, entry: dict[str, Any],
         instruction_field=entry.get("instruction_field", "instruction"),
         input_field=entry.get("input_field", "input"),
         limit=entry.get("limit"),
+        offset=entry.get("offset", 0),
     )
     log.info("seed set %s: %d instructions from %s", name, df.height, source)
     write_parquet(df, out_path)

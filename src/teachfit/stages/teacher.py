@@ -133,7 +133,7 @@ def judge_winrate(answers_path: str | Path, reference_path: str | Path, judge_di
                   batch_size: int) -> dict[str, Any]:
     """AlpacaEval-style pairwise judgement in both orders; raw and length-controlled win rate."""
     from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.stages.ifs import label_word_probs
+    from teachfit.judge import label_word_probs
     from teachfit.winrate import judge_pairs, summarize
 
     ans = read_parquet(answers_path, required=["id", "instruction", "response"])
