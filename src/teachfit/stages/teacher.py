@@ -228,8 +228,13 @@ def plot_teacher_figures(metrics_csv: str | Path, performance_csv: str | Path,
     figures.bar(best_rows.with_columns((pl.col("base") + ": " + pl.col("generator")).alias("label")),
                 x="label", y="performance", path_stem=Path(best).with_suffix(""),
                 title="Best response generator per base model", style=fs)
+    # name the points while they stay readable (paper scale: 100 points, no names)
+    many_bases = df["base"].n_unique() > 1
+    df = df.with_columns((pl.col("base") + ": " + pl.col("generator") if many_bases
+                          else pl.col("generator")).alias("point"))
+    point_label = "point" if df.height <= 30 else None
     for metric, path in zip(metrics, scatter):
         rho = avg[f"{metric}_spearman"][0] if avg.height and f"{metric}_spearman" in avg.columns else float("nan")
         figures.scatter_with_rho(df, x=metric, y="performance", path_stem=Path(path).with_suffix(""),
                                  title=f"{metric} vs performance (avg Spearman rho = {rho:.2f})",
-                                 style=fs)
+                                 style=fs, label=point_label)
