@@ -280,7 +280,7 @@ def test_bad_seed_record_is_dropped_and_counted(tmp_path, case, records, dropped
     path.write_bytes(_jsonl(*good, *records))
     df, counts = load_seeds_with_counts(path, "fz")
     expected = {"read": 1 + len(records), "kept": 1 + len(records) - sum(dropped.values()),
-                "empty": 0, "duplicate": 0, "over_limit": 0, "too_long": 0, **dropped}
+                "empty": 0, "duplicate": 0, "over_limit": 0, "too_long": 0, "skipped": 0, **dropped}
     assert counts.as_dict() == expected
     assert df.height == expected["kept"]
     assert all(len(t) <= MAX_CHARS for t in df["instruction"].to_list())
