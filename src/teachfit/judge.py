@@ -269,6 +269,22 @@ def label_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
     return ids
 
 
+def first_label_share(scores: Any, n: int) -> np.ndarray:
+    """``s0 / (s0 + s1)`` per row of a two-label judge's scores (probabilities or any
+    non-negative scores, shape ``[n, 2]``); raises on a wrong shape, NaN/negative scores
+    (log-probabilities passed by mistake) or a row with zero mass on both labels."""
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.shape != (n, 2):
+        raise RuntimeError(f"judge score_fn returned shape {arr.shape}; expected ({n}, 2)")
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise RuntimeError("judge score_fn returned NaN or negative scores (log-probs?)")
+    total = arr.sum(axis=1)
+    if (total <= 0).any():
+        bad = int(np.flatnonzero(total <= 0)[0])
+        raise RuntimeError(f"judge gave zero mass to both label words for judge prompt {bad}")
+    return arr[:, 0] / total
+
+
 def label_word_probs(model: Any, tokenizer: Any, prompts: list[str], words: list[str],
                      batch_size: int = 8) -> np.ndarray:
     """Next-token probability of each label word's first token, renormalised over the words."""
@@ -476,7 +492,7 @@ def difficulty_file(model_dir: str | Path, in_path: str | Path, out_path: str | 
 
 __all__ = [
     "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward", "difficulty_file",
-    "difficulty_prompt", "label_token_ids", "label_word_probs", "next_token_probs", "rating_scores",
-    "rating_scores_loaded", "rating_token_ids", "reward_file",
+    "difficulty_prompt", "first_label_share", "label_token_ids", "label_word_probs",
+    "next_token_probs", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
     "reward_prompt",
 ]

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, read_records
+from teachfit.judge import first_label_share
 
 OBJECQA_LABELS = ("objective", "subjective")
 # The bare label names are passed to ``score_fn``. The judge prompt ends with "Label:" (no
@@ -113,18 +114,7 @@ def judge_objectivity(
     if not prompts:
         return pl.DataFrame(schema={"prompt": pl.String, "p_objective": pl.Float64,
                                     "judge_label": pl.String})
-    scores = np.asarray(score_fn(prompts, list(label_words)), dtype=np.float64)
-    if scores.shape != (len(prompts), 2):
-        raise RuntimeError(
-            f"judge score_fn returned shape {scores.shape}; expected ({len(prompts)}, 2)"
-        )
-    if np.isnan(scores).any() or (scores < 0).any():
-        raise RuntimeError("judge score_fn returned NaN or negative scores (log-probs?)")
-    total = scores.sum(axis=1)
-    if (total <= 0).any():
-        bad = int(np.flatnonzero(total <= 0)[0])
-        raise RuntimeError(f"judge gave zero mass to both label words for row {bad}")
-    p_obj = scores[:, 0] / total
+    p_obj = first_label_share(score_fn(prompts, list(label_words)), len(prompts))
     labels = np.where(p_obj >= threshold, OBJECQA_LABELS[0], OBJECQA_LABELS[1])
     return pl.DataFrame({"prompt": prompts, "p_objective": p_obj,
                          "judge_label": labels.tolist()})

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import content_id
+from teachfit.judge import first_label_share
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ def pairwise_prompt(instruction: str, output_a: str, output_b: str) -> str:
         + "Which response is better, A or B? Reply with the single letter A or B.\n"
         + "Answer:"
     )
-
-
-def _check_scores(scores: Any, n: int) -> np.ndarray:
-    arr = np.asarray(scores, dtype=np.float64)
-    if arr.shape != (n, 2):
-        raise RuntimeError(f"judge score_fn returned shape {arr.shape}; expected ({n}, 2)")
-    if np.isnan(arr).any() or (arr < 0).any():
-        raise RuntimeError("judge score_fn returned NaN or negative scores (log-probs?)")
-    total = arr.sum(axis=1)
-    if (total <= 0).any():
-        bad = int(np.flatnonzero(total <= 0)[0])
-        raise RuntimeError(f"judge gave zero mass to both label words for judge prompt {bad}")
-    return arr[:, 0] / total  # P(A)
 
 
 def judge_pairs(
@@ -122,7 +110,7 @@ def judge_pairs(
     prompts = [pairwise_prompt(q, m, r) for q, m, r in zip(instructions, model_outputs, reference_outputs)]
     prompts += [pairwise_prompt(q, r, m) for q, m, r in zip(instructions, model_outputs, reference_outputs)]
     order = np.random.default_rng(seed).permutation(2 * n)
-    p_a_shuffled = _check_scores(score_fn([prompts[k] for k in order], list(label_words)), 2 * n)
+    p_a_shuffled = first_label_share(score_fn([prompts[k] for k in order], list(label_words)), 2 * n)
     p_a = np.empty(2 * n)
     p_a[order] = p_a_shuffled
     first = p_a[:n]  # model output is A: the model wins with P(A)
