@@ -24,23 +24,21 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from workflow_utils import Preempted, preempt_after_save
 
 from teachfit.io import DataError, read_parquet, write_csv, write_json, write_parquet
-from teachfit.models import materialize
 
 SFT = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
        "max_length": 64}
 
 
-class Killed(Exception):
-    """Stands in for SIGKILL / preemption inside the process."""
+Killed = Preempted  # SIGKILL / preemption stand-in (shared with tests/test_sft.py)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    materialize("tiny", {"source": "random", "arch": "llama", "kind": "instruct"}, out)
-    return out
+def tiny(tiny_llama) -> Path:
+    """The session's tiny random llama (conftest.tiny_llama)."""
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +52,6 @@ def train_file(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- SFT resume
 
 
-def _raise_after_save(step: int):
-    from transformers import TrainerCallback
-
-    class RaiseAfterSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise Killed(f"killed after checkpoint-{step}")
-
-    return RaiseAfterSave()
-
-
 def _sft_paths(tmp_path: Path) -> tuple[Path, Path, Path]:
     return tmp_path / "out", tmp_path / "scratch", tmp_path / "log.parquet"
 
@@ -74,7 +61,7 @@ def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path,
 
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
-        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[_raise_after_save(2)])
+        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[preempt_after_save(2)])
     assert not out.exists() and not log_table.exists()
     assert [p.name for p in scratch.glob("checkpoint-*")] == ["checkpoint-2"]
 
@@ -98,7 +85,7 @@ def test_sft_kill_during_checkpoint_save_resumes_from_last_complete(tiny, train_
 
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
-        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[_raise_after_save(2)])
+        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[preempt_after_save(2)])
     # what SIGKILL half-way through the save of checkpoint-4 leaves: weights, no trainer state
     partial = scratch / "checkpoint-4"
     partial.mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from workflow_utils import Preempted, preempt_after_save
 
 from teachfit.io import DataError, sha256_file, write_parquet
 from teachfit.models import MANIFEST, materialize
@@ -243,25 +244,10 @@ def test_load_for_inference_lora(lora_run, tiny):
 # --------------------------------------------------------------------------- resume
 
 
-class _Preempt(Exception):
-    pass
-
-
-def _preempt_after_save(at_step: int):
-    from transformers import TrainerCallback
-
-    class PreemptAfterSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == at_step:
-                raise _Preempt(f"simulated preemption after checkpoint-{at_step}")
-
-    return PreemptAfterSave()
-
-
 def test_resume_after_interruption(tiny, train_file, tmp_path, lora_run, caplog):
     out, scratch, log_path = tmp_path / "out", tmp_path / "scratch", tmp_path / "log.parquet"
-    with pytest.raises(_Preempt):
-        train_sft(tiny, train_file, out, RUN, scratch, log_path, callbacks=[_preempt_after_save(4)])
+    with pytest.raises(Preempted):
+        train_sft(tiny, train_file, out, RUN, scratch, log_path, callbacks=[preempt_after_save(4)])
     assert not out.exists() and not log_path.exists(), "a crash must not leave complete-looking outputs"
     assert sorted(p.name for p in scratch.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 

@@ -1,4 +1,4 @@
-"""Helpers to run the workflow in a scratch copy of the repository."""
+"""Test helpers: run the workflow in a scratch copy of the repository; simulate preemption."""
 
 from __future__ import annotations
 
@@ -82,3 +82,19 @@ def planned_jobs(output: str) -> dict[str, int]:
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:
     proc = snakemake(workdir, "-n", *args, timeout=300)
     return planned_jobs(proc.stdout + "\n" + proc.stderr)
+
+
+class Preempted(Exception):
+    """Stands in for SIGKILL / preemption inside the process."""
+
+
+def preempt_after_save(step: int):
+    """A trainer callback that raises :class:`Preempted` once checkpoint-``step`` is saved."""
+    from transformers import TrainerCallback
+
+    class PreemptAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Preempted(f"simulated preemption after checkpoint-{step}")
+
+    return PreemptAfterSave()

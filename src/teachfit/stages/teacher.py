@@ -132,8 +132,8 @@ def judge_winrate(answers_path: str | Path, reference_path: str | Path, judge_di
                   summary_path: str | Path, judged_path: str | Path, seed: int,
                   batch_size: int) -> dict[str, Any]:
     """AlpacaEval-style pairwise judgement in both orders; raw and length-controlled win rate."""
-    from teachfit.models import load_causal_lm, load_tokenizer
     from teachfit.judge import label_word_probs
+    from teachfit.models import load_causal_lm, load_tokenizer
     from teachfit.winrate import judge_pairs, summarize
 
     ans = read_parquet(answers_path, required=["id", "instruction", "response"])
