@@ -52,7 +52,8 @@ PROMPTS = [
 
 
 def run(model_dir: str, max_new_tokens: int, batch_size: int, threads: int | None) -> dict:
-    from teachfit.generation import SamplingConfig, TransformersBackend
+    from teachfit.generation.base import SamplingConfig
+    from teachfit.generation.hf import TransformersBackend
     from teachfit.prompts import format_prompts
 
     backend = TransformersBackend(model_dir, batch_size=batch_size, threads=threads)

@@ -1,4 +1,4 @@
-"""Benchmark: batched scoring (teachfit.scoring) vs the per-example naive reference.
+"""Benchmark: batched scoring (teachfit.scoring.losses) vs the per-example naive reference.
 
 Scores 64 realistic (instruction, response) pairs (written below; responses of
 roughly 10–200 tokens) with a real small model (SmolLM2-135M-Instruct by
@@ -231,8 +231,13 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from teachfit.scoring import (
-        ScoringSettings, _Head, encode_pairs, load_scoring_model, score_encoded, score_encoded_naive,
+    from teachfit.scoring.losses import (
+        ScoringSettings,
+        _Head,
+        encode_pairs,
+        load_scoring_model,
+        score_encoded,
+        score_encoded_naive,
     )
 
     torch.set_num_threads(args.threads)
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # arithmetic of each path (linear layers only: 2 FLOPs per weight per token): how much of
     # the ratio comes from doing less work and how much from doing it faster
-    from teachfit.scoring import shared_prefix_len
+    from teachfit.scoring.losses import shared_prefix_len
 
     emb = model.get_input_embeddings().weight
     head_params = int(model.get_output_embeddings().weight.numel())

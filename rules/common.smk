@@ -15,6 +15,7 @@ if _SRC not in sys.path:
 
 from teachfit.config import check_duplicate_keys, validate_config  # noqa: E402
 from teachfit import plan  # noqa: E402
+from teachfit.io import package_data  # noqa: E402
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)

@@ -29,26 +29,26 @@ rule evolve_instructions:
         "../scripts/evolve_instructions.py"
 
 
-rule run_autoif:
+rule evolve_autoif:
     input:
         seeds="results/instructions/{seedset}.parquet",
-        seed_instructions=config["evolver"]["scenarios"]["autoif"]["seed_instructions"],
+        seed_instructions=autoif_seed_instructions,
         model_dir=evolver_dir,
     output:
         evolved="results/evolved/{seedset}/{evolver}/autoif/round1.parquet",
         drops="results/evolved/{seedset}/{evolver}/autoif/round1.drops.json",
         verifiers="results/evolved/{seedset}/{evolver}/autoif/verifiers.parquet",
     log:
-        log="results/logs/run_autoif/{seedset}/{evolver}.log",
+        log="results/logs/evolve_autoif/{seedset}/{evolver}.log",
     benchmark:
-        "results/benchmarks/run_autoif/{seedset}/{evolver}.tsv"
+        "results/benchmarks/evolve_autoif/{seedset}/{evolver}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 2
     params:
         evolve=autoif_params,
     script:
-        "../scripts/run_autoif.py"
+        "../scripts/evolve_autoif.py"
 
 
 rule merge_evolved:

@@ -58,6 +58,11 @@ def teacher_design(wildcards):
 # --- evolve study
 
 
+def autoif_seed_instructions(wildcards):
+    path = config["evolver"]["scenarios"]["autoif"]["seed_instructions"]
+    return path or str(package_data("autoif_seed_instructions.txt"))
+
+
 def previous_round(wildcards):
     k = int(wildcards.k)
     if k == 1:

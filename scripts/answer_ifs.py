@@ -1,7 +1,7 @@
 """Snakemake adapter: answers of a model (all prompt formats) or of every checkpoint of a run."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import answer_ifs
+from teachfit.studies.ifs.answers import answer_ifs
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 answer_ifs(

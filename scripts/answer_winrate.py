@@ -1,7 +1,7 @@
 """Snakemake adapter: the fine-tuned student's answers to the win-rate instructions."""
 
+from teachfit.evaluation.winrate import answer_winrate
 from teachfit.logs import log_to
-from teachfit.stages.teacher import answer_winrate
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 answer_winrate(

@@ -1,7 +1,7 @@
 """Snakemake adapter: evolver comparison, instruction statistics, selection comparison."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import build_evolver_tables
+from teachfit.studies.evolver.tables import build_evolver_tables
 
 log_to(snakemake.log["log"])  # noqa: F821
 build_evolver_tables(

@@ -1,7 +1,7 @@
 """Snakemake adapter: IFS tables (models, checkpoints, early stopping)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import build_ifs_tables
+from teachfit.studies.ifs.scores import build_ifs_tables
 
 log_to(snakemake.log["log"])  # noqa: F821
 build_ifs_tables(

@@ -1,7 +1,7 @@
 """Snakemake adapter: benchmark scores per (base, generator) and their average."""
 
 from teachfit.logs import log_to
-from teachfit.stages.teacher import build_teacher_performance
+from teachfit.studies.teacher import build_teacher_performance
 
 log_to(snakemake.log["log"])  # noqa: F821
 build_teacher_performance(

@@ -1,7 +1,7 @@
 """Snakemake adapter: CAR = (r + offset) / (1 + beta * L) per (generator, base)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.teacher import compute_car
+from teachfit.studies.teacher import compute_car
 
 log_to(snakemake.log["log"])  # noqa: F821
 compute_car(

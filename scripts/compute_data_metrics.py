@@ -1,7 +1,7 @@
 """Snakemake adapter: per (generator, base) data metrics (no CAR yet)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.teacher import compute_data_metrics
+from teachfit.studies.teacher import compute_data_metrics
 
 log_to(snakemake.log["log"])  # noqa: F821
 compute_data_metrics(

@@ -1,7 +1,7 @@
 """Snakemake adapter: Spearman / Kendall of each data metric with performance."""
 
 from teachfit.logs import log_to
-from teachfit.stages.teacher import correlate_teacher_metrics
+from teachfit.studies.teacher import correlate_teacher_metrics
 
 log_to(snakemake.log["log"])  # noqa: F821
 correlate_teacher_metrics(

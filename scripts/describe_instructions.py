@@ -1,7 +1,7 @@
 """Snakemake adapter: length, difficulty, diversity and reward of each instruction."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import describe_instructions
+from teachfit.studies.evolver.describe import describe_instructions
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 describe_instructions(

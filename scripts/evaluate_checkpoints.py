@@ -1,7 +1,7 @@
 """Snakemake adapter: lm-eval on the checkpoints of one SFT run."""
 
+from teachfit.evaluation.lm_eval import evaluate_run
 from teachfit.logs import log_to
-from teachfit.stages.evaluate import evaluate_run
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 evaluate_run(

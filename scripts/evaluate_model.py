@@ -1,7 +1,7 @@
 """Snakemake adapter: lm-eval on a base or instruct model."""
 
+from teachfit.evaluation.lm_eval import evaluate_model_stage
 from teachfit.logs import log_to
-from teachfit.stages.evaluate import evaluate_model_stage
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 evaluate_model_stage(

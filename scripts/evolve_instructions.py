@@ -1,7 +1,7 @@
 """Snakemake adapter: one evolution round (Evol-Instruct or Auto Evol-Instruct)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import evolve_instructions
+from teachfit.studies.evolver.evolve import evolve_instructions
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 evolve_instructions(

@@ -1,7 +1,7 @@
 """Snakemake adapter: one generator answers every instruction of a data set."""
 
+from teachfit.generation.responses import generate_responses
 from teachfit.logs import log_to
-from teachfit.stages.responses import generate_responses
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 generate_responses(

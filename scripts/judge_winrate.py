@@ -1,7 +1,7 @@
 """Snakemake adapter: pairwise judge (both orders) of student answers vs reference outputs."""
 
+from teachfit.evaluation.winrate import judge_winrate
 from teachfit.logs import log_to
-from teachfit.stages.teacher import judge_winrate
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 judge_winrate(

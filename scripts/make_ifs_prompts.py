@@ -1,7 +1,7 @@
 """Snakemake adapter: IFS prompt set (full and partial instructions)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import make_prompts
+from teachfit.studies.ifs.prompts import make_prompts
 
 log_to(snakemake.log["log"])  # noqa: F821
 make_prompts(

@@ -1,7 +1,7 @@
 """Snakemake adapter: responses vs continuations for the tone classifier."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import make_tone_data
+from teachfit.studies.ifs.tone import make_tone_data
 
 log_to(snakemake.log["log"])  # noqa: F821
 make_tone_data(

@@ -1,7 +1,7 @@
 """Snakemake adapter: merge rounds per evolver and equalize set sizes across evolvers."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import merge_evolved
+from teachfit.studies.evolver.sets import merge_evolved
 
 log_to(snakemake.log["log"])  # noqa: F821
 merge_evolved(

@@ -1,7 +1,7 @@
 """Snakemake adapter: evolver-study figures."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import plot_evolver_figures
+from teachfit.studies.evolver.tables import plot_evolver_figures
 
 log_to(snakemake.log["log"])  # noqa: F821
 plot_evolver_figures(

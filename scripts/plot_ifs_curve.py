@@ -1,7 +1,7 @@
 """Snakemake adapter: IFS and ObjecQA vs examples seen, plateau marked."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import plot_ifs_curve
+from teachfit.studies.ifs.scores import plot_ifs_curve
 
 log_to(snakemake.log["log"])  # noqa: F821
 plot_ifs_curve(

@@ -1,7 +1,7 @@
 """Snakemake adapter: teacher-study figures (heatmap, best generator, scatters)."""
 
 from teachfit.logs import log_to
-from teachfit.stages.teacher import plot_teacher_figures
+from teachfit.studies.teacher import plot_teacher_figures
 
 log_to(snakemake.log["log"])  # noqa: F821
 plot_teacher_figures(

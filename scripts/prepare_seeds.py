@@ -1,7 +1,7 @@
 """Snakemake adapter: seed file -> instructions Parquet."""
 
 from teachfit.logs import log_to
-from teachfit.stages.seeds import prepare_seeds
+from teachfit.seeds import prepare_seeds
 
 log_to(snakemake.log["log"])  # noqa: F821
 prepare_seeds(

@@ -1,7 +1,7 @@
 """Snakemake adapter: tone labels (IFS) and ObjecQA judgements of answers."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import score_answers
+from teachfit.studies.ifs.answers import score_answers
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 score_answers(

@@ -1,7 +1,7 @@
 """Snakemake adapter: L(Q), L(A|Q), L(A) of every kept response under one scorer."""
 
 from teachfit.logs import log_to
-from teachfit.stages.metrics import score_losses
+from teachfit.scoring.losses import score_losses
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 score_losses(

@@ -1,7 +1,7 @@
 """Snakemake adapter: reward of every generated response."""
 
 from teachfit.logs import log_to
-from teachfit.stages.responses import score_rewards
+from teachfit.scoring.rewards import score_rewards
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 score_rewards(

@@ -1,7 +1,7 @@
 """Snakemake adapter: IFS curve of one run and its plateau-selected checkpoint."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import select_checkpoint
+from teachfit.studies.ifs.scores import select_checkpoint
 
 log_to(snakemake.log["log"])  # noqa: F821
 select_checkpoint(

@@ -1,7 +1,7 @@
 """Snakemake adapter: keep one response per instruction (first / best / worst)."""
 
+from teachfit.generation.responses import select_responses
 from teachfit.logs import log_to
-from teachfit.stages.responses import select_responses
 
 log_to(snakemake.log["log"])  # noqa: F821
 select_responses(

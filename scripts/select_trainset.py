@@ -1,7 +1,7 @@
 """Snakemake adapter: full data or the top-k% by a selection metric."""
 
 from teachfit.logs import log_to
-from teachfit.stages.train import select_trainset
+from teachfit.training.selection import select_trainset
 
 log_to(snakemake.log["log"])  # noqa: F821
 select_trainset(

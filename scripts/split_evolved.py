@@ -1,7 +1,7 @@
 """Snakemake adapter: one evolver's equalized instruction set."""
 
 from teachfit.logs import log_to
-from teachfit.stages.evolver import split_evolved
+from teachfit.studies.evolver.sets import split_evolved
 
 log_to(snakemake.log["log"])  # noqa: F821
 split_evolved(

@@ -1,7 +1,7 @@
 """Snakemake adapter: all tidy lm-eval tables -> one CSV."""
 
+from teachfit.evaluation.lm_eval import summarize_evals
 from teachfit.logs import log_to
-from teachfit.stages.evaluate import summarize_evals
 
 log_to(snakemake.log["log"])  # noqa: F821
 summarize_evals(

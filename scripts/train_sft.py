@@ -1,7 +1,7 @@
 """Snakemake adapter: SFT of one base model on one training set."""
 
 from teachfit.logs import log_to
-from teachfit.sft import train_sft
+from teachfit.training.sft import train_sft
 
 log = log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 summary = train_sft(

@@ -1,7 +1,7 @@
 """Snakemake adapter: fine-tune the response-tone classifier; held-out metrics."""
 
 from teachfit.logs import log_to
-from teachfit.stages.ifs import train_classifier
+from teachfit.studies.ifs.tone import train_classifier
 
 log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
 train_classifier(

@@ -6,7 +6,8 @@ from collections import defaultdict
 import polars as pl
 import pytest
 
-from teachfit.autoif import (
+from teachfit.io import DataError, content_id
+from teachfit.studies.evolver.autoif import (
     AutoIFSettings,
     VerifierCase,
     autoif_stage,
@@ -20,7 +21,6 @@ from teachfit.autoif import (
     propose_instructions,
     run_autoif,
 )
-from teachfit.io import DataError, content_id
 
 SEEDS = [
     "Answer in fewer than 50 words.",

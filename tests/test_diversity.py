@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.diversity import embed, nn_distance, top1_stats
 from teachfit.models import materialize
+from teachfit.studies.evolver.diversity import embed, nn_distance, top1_stats
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,8 @@ def test_embed_with_tiny_bert(tiny_bert):
 
 
 def test_describe_instructions_nn_distance(tmp_path, tiny_bert, tiny_llama):
-    """Diversity as the workflow computes it (``teachfit.stages.evolver.describe_instructions``)."""
-    from teachfit.stages.evolver import describe_instructions
+    """Diversity as the workflow computes it (``teachfit.studies.evolver.describe.describe_instructions``)."""
+    from teachfit.studies.evolver.describe import describe_instructions
 
     texts = ["x y", "x y", "python code"]
     pl.DataFrame({"id": ["a", "b", "c"], "instruction": texts, "round": [1, 1, 1]}).write_parquet(

@@ -1,4 +1,4 @@
-"""Tests for teachfit.evaluate and the custom lm-eval tasks (tiny random models, offline)."""
+"""Tests for teachfit.evaluation.lm_eval and the custom lm-eval tasks (tiny random models, offline)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from teachfit.evaluate import (
+from teachfit.evaluation.lm_eval import (
     DEFAULT_TASKS_DIR,
     EvalError,
     EvalSettings,
@@ -287,7 +287,7 @@ def test_evaluate_checkpoints(tiny_model, tmp_path):
     _adapter(tiny_model, sft / "adapter", seed=3)
     from teachfit.models import load_tokenizer
 
-    load_tokenizer(tiny_model).save_pretrained(str(sft / "adapter"))  # as teachfit.sft does
+    load_tokenizer(tiny_model).save_pretrained(str(sft / "adapter"))  # as teachfit.training.sft does
     write_json([{"step": 2, "examples_seen": 16, "path": "checkpoints/checkpoint-2"},
                 {"step": 4, "examples_seen": 32, "path": "adapter"}], sft / "checkpoints.json")
     settings = {**FAST, "tasks": ["tf_arith"], "limit": 1}

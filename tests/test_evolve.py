@@ -9,7 +9,8 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from teachfit.evolve import (
+from teachfit.io import DataError, content_id
+from teachfit.studies.evolver.evolve import (
     FAILURE_REASONS,
     OPERATIONS,
     EvolSettings,
@@ -20,15 +21,14 @@ from teachfit.evolve import (
     build_auto_evol_prompt,
     build_evol_prompt,
     classify_failure,
-    equalize_sizes,
     evolve_round,
     is_copy,
     make_generate_fn,
     parse_auto_evol,
     parse_evolved,
-    select_top,
 )
-from teachfit.io import DataError, content_id
+from teachfit.studies.evolver.sets import equalize_sizes
+from teachfit.training.selection import select_top
 
 ORIG = "Write a haiku about winter."
 GOOD = "Write a haiku about winter that mentions a red fox hiding in the snow."
@@ -329,9 +329,9 @@ class FakeGenerateFn:
 
 
 def test_evolve_instructions_writes_table_and_reports(tmp_path, records, monkeypatch):
-    """The workflow's round (``teachfit.stages.evolver.evolve_instructions``) with a fake evolver."""
-    import teachfit.evolve
-    from teachfit.stages.evolver import evolve_instructions
+    """The workflow's round (``teachfit.studies.evolver.evolve.evolve_instructions``) with a fake evolver."""
+    import teachfit.studies.evolver.evolve
+    from teachfit.studies.evolver.evolve import evolve_instructions
 
     made = []
 
@@ -339,7 +339,7 @@ def test_evolve_instructions_writes_table_and_reports(tmp_path, records, monkeyp
         made.append((str(model_dir), dict(generation), desc))
         return FakeGenerateFn()
 
-    monkeypatch.setattr(teachfit.evolve, "make_generate_fn", fake_make_generate_fn)
+    monkeypatch.setattr(teachfit.studies.evolver.evolve, "make_generate_fn", fake_make_generate_fn)
     records.write_parquet(tmp_path / "in.parquet")
     params = {"scenario": "evol_instruct", "settings": {"operations": list(OPERATIONS), "rounds": 2},
               "max_new_tokens": 64, "prompt_format": "chat", "backend": "transformers",
@@ -390,12 +390,15 @@ def test_backend_glue_uses_the_generation_api(monkeypatch):
             seen["build"] = (model_dir, threads, seed)
             return Backend()
 
-    gen_mod = types.ModuleType("teachfit.generation")
-    gen_mod.SamplingConfig, gen_mod.BackendConfig = SamplingConfig, BackendConfig
+    base_mod = types.ModuleType("teachfit.generation.base")
+    base_mod.SamplingConfig = SamplingConfig
+    engines_mod = types.ModuleType("teachfit.generation.engines")
+    engines_mod.BackendConfig = BackendConfig
     prompts_mod = types.ModuleType("teachfit.prompts")
     prompts_mod.format_prompt = lambda tok, ins, fmt="chat", system=None, fewshot=(): f"[{fmt}|{system}]{ins}"
     prompts_mod.stop_strings = lambda fmt, extra=(): ["STOP"] if fmt == "fewshot" else []
-    monkeypatch.setitem(sys.modules, "teachfit.generation", gen_mod)
+    monkeypatch.setitem(sys.modules, "teachfit.generation.base", base_mod)
+    monkeypatch.setitem(sys.modules, "teachfit.generation.engines", engines_mod)
     monkeypatch.setitem(sys.modules, "teachfit.prompts", prompts_mod)
     monkeypatch.setattr("teachfit.models.load_tokenizer", lambda d: "TOK")
     fn = make_generate_fn("m", {"temperature": 0.3, "system": "sys", "logprobs": True, "max_new_tokens": 64,
@@ -421,7 +424,7 @@ def tiny_llama(tmp_path_factory):
 
 def test_evolve_round_with_a_real_tiny_model(tiny_llama):
     """End to end through teachfit.generation (skipped where that module is absent)."""
-    pytest.importorskip("teachfit.generation")
+    pytest.importorskip("teachfit.generation.hf")
     records = pl.DataFrame({"id": ["a", "b", "c"], "instruction": ["Explain rain.", "List two colours.", "Add 2 and 3."]})
     fn = make_generate_fn(tiny_llama, {"max_new_tokens": 12, "temperature": 0.0, "logprobs": True})
     kept, counts = evolve_round(records, fn, OPERATIONS, seed=0, round=1, evolver="tiny")

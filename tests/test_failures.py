@@ -7,7 +7,7 @@ complete-looking file, and a corrupt input is reported with its path.
 * generation killed after 2 of 5 shards regenerates only the 3 missing shards.
 * ``teachfit.io.write_*`` interrupted half-way leave nothing under the final name.
 * truncated / garbage / empty Parquet inputs raise ``DataError`` naming the file, also
-  through a stage function (``teachfit.stages.train.select_trainset``).
+  through a stage function (``teachfit.training.selection.select_trainset``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _sft_paths(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path, caplog):
-    from teachfit.sft import train_sft
+    from teachfit.training.sft import train_sft
 
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
@@ -65,9 +65,9 @@ def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path,
     assert not out.exists() and not log_table.exists()
     assert [p.name for p in scratch.glob("checkpoint-*")] == ["checkpoint-2"]
 
-    with caplog.at_level(logging.INFO, logger="teachfit.sft"):
+    with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
         summary = train_sft(tiny, train_file, out, SFT, scratch, log_table)
-    lines = [r.getMessage() for r in caplog.records if r.name == "teachfit.sft"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "teachfit.training.sft"]
     assert any(line.startswith("resuming from checkpoint-2 ") for line in lines), lines
     assert not any(line.startswith("training from scratch") for line in lines)
     assert summary["resumed_from"] == 2 and summary["start_step"] == 2
@@ -81,7 +81,7 @@ def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path,
 
 
 def test_sft_kill_during_checkpoint_save_resumes_from_last_complete(tiny, train_file, tmp_path, caplog):
-    from teachfit.sft import train_sft
+    from teachfit.training.sft import train_sft
 
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
@@ -91,7 +91,7 @@ def test_sft_kill_during_checkpoint_save_resumes_from_last_complete(tiny, train_
     partial.mkdir()
     for f in (scratch / "checkpoint-2").glob("adapter_*"):
         shutil.copy2(f, partial / f.name)
-    with caplog.at_level(logging.INFO, logger="teachfit.sft"):
+    with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
         summary = train_sft(tiny, train_file, out, SFT, scratch, log_table)
     assert summary["resumed_from"] == 2 and summary["steps"] == 4
 
@@ -114,7 +114,9 @@ class KilledAfter:
 
 
 def test_generation_killed_after_two_shards_regenerates_only_the_rest(tiny, tmp_path):
-    from teachfit.generation import SamplingConfig, TransformersBackend, generate_to_parquet
+    from teachfit.generation.base import SamplingConfig
+    from teachfit.generation.driver import generate_to_parquet
+    from teachfit.generation.hf import TransformersBackend
 
     backend = TransformersBackend(tiny, batch_size=4, threads=1)
     records = [{"id": f"r{i}", "instruction": f"say {i}"} for i in range(10)]
@@ -221,7 +223,7 @@ def test_missing_columns_are_reported_with_file_and_columns(tmp_path):
 
 
 def test_corrupt_input_through_a_stage_names_the_file(tmp_path):
-    from teachfit.stages.train import select_trainset
+    from teachfit.training.selection import select_trainset
 
     responses = _good_parquet(tmp_path / "responses.parquet")
     good = responses.read_bytes()

@@ -99,11 +99,11 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from workflow_utils import ROOT, copy_workflow, snakemake
 
 from teachfit.config import ConfigError, load_yaml, validate_config
 from teachfit.io import DataError
 from teachfit.seeds import MAX_CHARS, load_seeds_with_counts
-from workflow_utils import ROOT, copy_workflow, snakemake
 
 # --------------------------------------------------------------------------- configs
 

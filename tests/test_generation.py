@@ -10,18 +10,11 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from teachfit.generation import (
-    BackendConfig,
-    Completion,
-    SamplingConfig,
-    TransformersBackend,
-    completion_from_vllm,
-    encode_prompts,
-    generate_to_parquet,
-    get_backend,
-    truncate_at_stop,
-    vllm_sampling_kwargs,
-)
+from teachfit.generation.base import Completion, SamplingConfig, encode_prompts, truncate_at_stop
+from teachfit.generation.driver import generate_to_parquet
+from teachfit.generation.engines import BackendConfig, get_backend
+from teachfit.generation.hf import TransformersBackend
+from teachfit.generation.vllm import completion_from_vllm, vllm_sampling_kwargs
 from teachfit.io import DataError
 from teachfit.models import materialize
 from teachfit.prompts import format_prompt

@@ -1,4 +1,4 @@
-"""Tests for teachfit.ifs: tone data rule, classifier (tiny random bert), IFS prompts and
+"""Tests for teachfit.studies.ifs: tone data rule, classifier (tiny random bert), IFS prompts and
 formulas, plateau early stopping."""
 
 from __future__ import annotations
@@ -9,8 +9,34 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit import ifs
 from teachfit.io import DataError
+from teachfit.studies.ifs.answers import generate_fn_from_backend, run_ifs
+from teachfit.studies.ifs.prompts import (
+    IfsPromptSettings,
+    build_ifs_requests,
+    format_ifs_prompt,
+    load_ifs_instructions,
+    make_ifs_prompts,
+)
+from teachfit.studies.ifs.scores import (
+    PlateauSettings,
+    checkpoint_ifs_table,
+    ifs_scores,
+    ifs_table,
+    select_plateau_checkpoint,
+)
+from teachfit.studies.ifs.tone import (
+    TONE_MANIFEST,
+    ToneClassifierSettings,
+    ToneDataSettings,
+    binary_metrics,
+    classify_responses,
+    evaluate_tone_classifier,
+    make_tone_dataset,
+    make_tone_dataset_from_settings,
+    split_tone_dataset,
+    train_tone_classifier,
+)
 
 INS = "Write a short poem about the sea and the moon"  # 10 words
 RESP = "Silver light\non rolling waves,\nthe moon keeps watch."
@@ -24,7 +50,7 @@ def one_pair(**kw) -> pl.DataFrame:
 
 
 def test_tone_rule_pinned_on_hand_made_pair_ic():
-    df = ifs.make_tone_dataset(one_pair(), seed=0, shift_choices=[0.5], ic_share=1.0)
+    df = make_tone_dataset(one_pair(), seed=0, shift_choices=[0.5], ic_share=1.0)
     assert df.height == 2
     r = df.filter(pl.col("kind") == "R").row(0, named=True)
     assert (r["label"], r["cut"], r["text"], r["pair_id"]) == (1, 10, RESP, "p1")
@@ -35,17 +61,17 @@ def test_tone_rule_pinned_on_hand_made_pair_ic():
 
 
 def test_tone_rule_pinned_ic_plus_r_and_clipping():
-    df = ifs.make_tone_dataset(one_pair(), seed=3, shift_choices=[0.25], ic_share=0.0)
+    df = make_tone_dataset(one_pair(), seed=3, shift_choices=[0.25], ic_share=0.0)
     c = df.filter(pl.col("label") == 0).row(0, named=True)
     # floor(0.25 * 10 + 0.5) = 3 words kept -> cut 7; joiner "\n" then the response
     assert (c["kind"], c["cut"]) == ("Ic+R", 7)
     assert c["text"] == "and the moon\n" + RESP
     # tiny fraction: clipped up to min_fragment_words
-    lo = ifs.make_tone_dataset(one_pair(), shift_choices=[0.01], ic_share=1.0,
+    lo = make_tone_dataset(one_pair(), shift_choices=[0.01], ic_share=1.0,
                                min_fragment_words=3).filter(pl.col("label") == 0)
     assert lo["cut"].item() == 7 and lo["text"].item() == "and the moon"
     # f = 1.0: at most n - 1 words, so the text still starts inside the instruction
-    hi = ifs.make_tone_dataset(one_pair(), shift_choices=[1.0], ic_share=1.0)
+    hi = make_tone_dataset(one_pair(), shift_choices=[1.0], ic_share=1.0)
     hi = hi.filter(pl.col("label") == 0)
     assert hi["cut"].item() == 1 and hi["text"].item() == INS.split(" ", 1)[1]
 
@@ -56,7 +82,7 @@ def test_tone_rule_keeps_whitespace_and_drops_short_pairs():
         "instruction": ["List  three\nfruits please now", "Too short", "Name a colour for me"],
         "response": ["Apple, pear, plum.", "Fine answer here.", "Red"],
     })
-    df = ifs.make_tone_dataset(pairs, shift_choices=[0.5], ic_share=1.0)
+    df = make_tone_dataset(pairs, shift_choices=[0.5], ic_share=1.0)
     # b: 2 instruction words < 4; c: 1 response word < 2 -> dropped; ids taken from "id"
     assert df["pair_id"].unique().to_list() == ["a"]
     assert df.filter(pl.col("label") == 0)["text"].item() == "fruits please now"
@@ -71,9 +97,9 @@ def test_tone_dataset_seeded_balanced_and_order_free():
                         for _ in range(300)],
         "response": [" ".join(rng.choice(words, size=6)) for _ in range(300)],
     })
-    a = ifs.make_tone_dataset(pairs, seed=7)
-    b = ifs.make_tone_dataset(pairs.reverse(), seed=7)
-    c = ifs.make_tone_dataset(pairs, seed=8)
+    a = make_tone_dataset(pairs, seed=7)
+    b = make_tone_dataset(pairs.reverse(), seed=7)
+    c = make_tone_dataset(pairs, seed=8)
     assert a.height == 600 and a["label"].sum() == 300
     key = ["pair_id", "kind"]
     assert a.sort(key).equals(b.sort(key))  # row order does not change any pair's draw
@@ -88,21 +114,21 @@ def test_tone_dataset_seeded_balanced_and_order_free():
     assert 0.1 < held < 0.3
     assert set(a.filter(pl.col("split") == "heldout")["pair_id"]) == set(
         c.filter(pl.col("split") == "heldout")["pair_id"])  # seed-independent split
-    tr, ho = ifs.split_tone_dataset(a)
+    tr, ho = split_tone_dataset(a)
     assert not set(tr["pair_id"]) & set(ho["pair_id"])
 
 
 def test_tone_settings_reject_unknown_and_bad_values():
     with pytest.raises(ValueError, match="shift_choice.*allowed keys"):
-        ifs.ToneDataSettings.from_dict({"shift_choice": [0.5]})
+        ToneDataSettings.from_dict({"shift_choice": [0.5]})
     with pytest.raises(ValueError, match="min_instruction_words"):
-        ifs.ToneDataSettings(min_instruction_words=2, min_fragment_words=2)
+        ToneDataSettings(min_instruction_words=2, min_fragment_words=2)
     with pytest.raises(ValueError, match="learning_rte"):
-        ifs.ToneClassifierSettings.from_dict({"learning_rte": 1e-4})
+        ToneClassifierSettings.from_dict({"learning_rte": 1e-4})
     with pytest.raises(DataError, match="duplicate pair id"):
-        ifs.make_tone_dataset(pl.concat([one_pair(), one_pair()]))
-    s = ifs.ToneDataSettings.from_dict({"shift_choices": [0.5], "ic_share": 1.0})
-    out = ifs.make_tone_dataset_from_settings(one_pair(), s)
+        make_tone_dataset(pl.concat([one_pair(), one_pair()]))
+    s = ToneDataSettings.from_dict({"shift_choices": [0.5], "ic_share": 1.0})
+    out = make_tone_dataset_from_settings(one_pair(), s)
     assert out.filter(pl.col("label") == 0)["kind"].item() == "Ic"
 
 
@@ -110,11 +136,11 @@ def test_tone_settings_reject_unknown_and_bad_values():
 
 
 def test_binary_metrics_hand_made():
-    m = ifs.binary_metrics([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    m = binary_metrics([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3) and m["n"] == 5
-    z = ifs.binary_metrics([0, 0], [0, 0])
+    z = binary_metrics([0, 0], [0, 0])
     assert z["precision"] == 0.0 and z["accuracy"] == 1.0
 
 
@@ -145,47 +171,47 @@ def test_train_and_evaluate_tiny_classifier(tinybert, tmp_path):
     held = _separable(40, 1).with_columns(pl.lit("R").alias("kind"))
     s = {"epochs": 4, "learning_rate": 1e-3, "batch_size": 16, "max_length": 32,
          "warmup_ratio": 0.0}
-    man = ifs.train_tone_classifier(tinybert, train, tmp_path / "clf", s, device="cpu")
+    man = train_tone_classifier(tinybert, train, tmp_path / "clf", s, device="cpu")
     assert man["epoch_losses"][-1] < man["epoch_losses"][0]
-    assert man["n_train"] == 96 and (tmp_path / "clf" / ifs.TONE_MANIFEST).exists()
+    assert man["n_train"] == 96 and (tmp_path / "clf" / TONE_MANIFEST).exists()
     assert not (tmp_path / ".clf.partial").exists()
-    met = ifs.evaluate_tone_classifier(tmp_path / "clf", held, device="cpu")
+    met = evaluate_tone_classifier(tmp_path / "clf", held, device="cpu")
     for key in ("accuracy", "precision", "recall", "f1"):
         assert 0.0 <= met[key] <= 1.0
     assert met["n"] == 40 and met["accuracy"] > 0.75
-    probs, labels = ifs.classify_responses(tmp_path / "clf", ["", "the sum is 4", "   "],
+    probs, labels = classify_responses(tmp_path / "clf", ["", "the sum is 4", "   "],
                                            device="cpu")
     assert probs.shape == (3,) and labels.tolist()[0] == 0 and labels.tolist()[2] == 0
     assert 0.0 <= probs[1] <= 1.0
     # determinism: same seed, same losses
-    man2 = ifs.train_tone_classifier(tinybert, train, tmp_path / "clf2", s, device="cpu")
+    man2 = train_tone_classifier(tinybert, train, tmp_path / "clf2", s, device="cpu")
     assert man2["epoch_losses"] == pytest.approx(man["epoch_losses"])
 
 
 def test_train_refuses_heldout_rows(tinybert, tmp_path):
     df = _separable(8, 0).with_columns(pl.Series("split", ["train"] * 6 + ["heldout"] * 2))
     with pytest.raises(DataError, match="heldout"):
-        ifs.train_tone_classifier(tinybert, df, tmp_path / "x", {"epochs": 1})
+        train_tone_classifier(tinybert, df, tmp_path / "x", {"epochs": 1})
 
 
 # ----------------------------------------------------------------------------- prompts
 
 
 def test_prompt_formats_exact():
-    assert ifs.format_ifs_prompt("Name a fruit", "none") == "Name a fruit"
-    assert ifs.format_ifs_prompt("Name a fruit", "suffix") == "Name a fruit\n\n### Response:"
-    assert ifs.format_ifs_prompt("Name a fruit", "alpaca") == (
+    assert format_ifs_prompt("Name a fruit", "none") == "Name a fruit"
+    assert format_ifs_prompt("Name a fruit", "suffix") == "Name a fruit\n\n### Response:"
+    assert format_ifs_prompt("Name a fruit", "alpaca") == (
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\nName a fruit\n\n### Response:"
     )
     with pytest.raises(ValueError, match="allowed: none, suffix, alpaca"):
-        ifs.format_ifs_prompt("x", "chatml")
+        format_ifs_prompt("x", "chatml")
 
 
 def test_packaged_ifs_instructions_and_prompt_set():
-    ins = ifs.load_ifs_instructions()
+    ins = load_ifs_instructions()
     assert 55 <= ins.height <= 70 and ins["id"].n_unique() == ins.height
-    p = ifs.make_ifs_prompts(ins, seed=0)
+    p = make_ifs_prompts(ins, seed=0)
     assert p.height == ins.height
     assert p.filter(pl.col("variant") == "partial").height == math.floor(ins.height / 2 + 0.5)
     full = dict(zip(ins["id"], ins["instruction"]))
@@ -198,19 +224,19 @@ def test_packaged_ifs_instructions_and_prompt_set():
             assert 1 <= r["kept_words"] < r["n_words"]
             assert len(r["text"].split()) == r["kept_words"]
             assert 0.3 - 0.5 / r["n_words"] <= r["kept_words"] / r["n_words"] <= 0.7 + 0.5 / r["n_words"]
-    assert p.equals(ifs.make_ifs_prompts(ins.reverse(), seed=0))
-    assert not p["variant"].equals(ifs.make_ifs_prompts(ins, seed=1)["variant"])
-    req = ifs.build_ifs_requests(p, ["none", "alpaca"])
+    assert p.equals(make_ifs_prompts(ins.reverse(), seed=0))
+    assert not p["variant"].equals(make_ifs_prompts(ins, seed=1)["variant"])
+    req = build_ifs_requests(p, ["none", "alpaca"])
     assert req.height == 2 * p.height and set(req["fmt"]) == {"none", "alpaca"}
 
 
 def test_partial_prompt_cut_pinned():
     df = pl.DataFrame({"id": ["a"], "instruction": ["one two three four five six seven eight nine ten"]})
-    p = ifs.make_ifs_prompts(df, seed=0, partial_share=1.0, min_frac=0.5, max_frac=0.5)
+    p = make_ifs_prompts(df, seed=0, partial_share=1.0, min_frac=0.5, max_frac=0.5)
     assert p.row(0, named=True) == {"id": "a__partial", "source_id": "a", "variant": "partial",
                                          "text": "one two three four five", "n_words": 10,
                                          "kept_words": 5}
-    none = ifs.make_ifs_prompts(df, seed=0, partial_share=0.0)
+    none = make_ifs_prompts(df, seed=0, partial_share=0.0)
     assert none["variant"].to_list() == ["full"]
 
 
@@ -220,17 +246,17 @@ def test_partial_prompt_cut_pinned():
 def test_ifs_scores_hand_made():
     df = pl.DataFrame({"variant": ["full"] * 4 + ["partial"] * 6,
                        "label": [1, 1, 1, 0] + [1, 0, 0, 0, 0, 1]})
-    s = ifs.ifs_scores(df)
+    s = ifs_scores(df)
     assert s["ifs"] == pytest.approx(5 / 10)
     assert s["ifs_full"] == pytest.approx(3 / 4)
     assert s["ifs_partial"] == pytest.approx(2 / 6)
     assert (s["n"], s["n_full"], s["n_partial"]) == (10, 4, 6)
-    only_full = ifs.ifs_scores(df.filter(pl.col("variant") == "full"))
+    only_full = ifs_scores(df.filter(pl.col("variant") == "full"))
     assert math.isnan(only_full["ifs_partial"]) and only_full["ifs"] == pytest.approx(0.75)
     with pytest.raises(DataError, match="label"):
-        ifs.ifs_scores(pl.DataFrame({"variant": ["full"], "label": [2]}))
+        ifs_scores(pl.DataFrame({"variant": ["full"], "label": [2]}))
     with pytest.raises(DataError, match="variant"):
-        ifs.ifs_scores(pl.DataFrame({"variant": ["whole"], "label": [1]}))
+        ifs_scores(pl.DataFrame({"variant": ["whole"], "label": [1]}))
 
 
 def test_ifs_table_per_model_and_format():
@@ -240,7 +266,7 @@ def test_ifs_table_per_model_and_format():
         "variant": ["full", "partial"] * 4,
         "label": [0, 0, 1, 0, 1, 0, 1, 1],
     })
-    t = ifs.ifs_table(df)
+    t = ifs_table(df)
     assert t.select("model", "fmt").rows() == [("base", "alpaca"), ("base", "none"),
                                                ("sft", "alpaca"), ("sft", "none")]
     assert t["ifs"].to_list() == [0.5, 0.0, 1.0, 0.5]
@@ -248,10 +274,10 @@ def test_ifs_table_per_model_and_format():
 
 
 def test_run_ifs_with_fake_generator_and_classifier():
-    prompts = ifs.make_ifs_prompts(
+    prompts = make_ifs_prompts(
         pl.DataFrame({"id": ["a", "b"], "instruction": ["Name three fruits please", "Say hi to me"]}),
         seed=0)
-    req = ifs.build_ifs_requests(prompts, ["suffix"])
+    req = build_ifs_requests(prompts, ["suffix"])
 
     class Comp:
         def __init__(self, text):
@@ -262,15 +288,15 @@ def test_run_ifs_with_fake_generator_and_classifier():
             assert sampling == "greedy"
             return [[Comp("Sure: apples." if p.endswith("### Response:") else "")] for p in prompts]
 
-    gen = ifs.generate_fn_from_backend(Backend(), "greedy")
-    out = ifs.run_ifs(req, gen, lambda texts: np.full(len(texts), 0.9))
+    gen = generate_fn_from_backend(Backend(), "greedy")
+    out = run_ifs(req, gen, lambda texts: np.full(len(texts), 0.9))
     assert out["label"].to_list() == [1, 1] and out["response"].to_list() == ["Sure: apples."] * 2
     seen = []
-    out1 = ifs.run_ifs(req, lambda ps: ["\n  Apples.  "] * len(ps),
+    out1 = run_ifs(req, lambda ps: ["\n  Apples.  "] * len(ps),
                        lambda t: seen.extend(t) or np.zeros(len(t)))
     assert seen == ["Apples."] * 2 and out1["response"][0] == "\n  Apples.  "
     assert out1["label"].to_list() == [0, 0]
-    out2 = ifs.run_ifs(req, lambda ps: [""] * len(ps), lambda t: np.ones(len(t)))
+    out2 = run_ifs(req, lambda ps: [""] * len(ps), lambda t: np.ones(len(t)))
     assert out2["label"].to_list() == [0, 0]  # empty generations are not answers
 
 
@@ -281,51 +307,51 @@ S = lambda n: list(range(100, 100 * (n + 1), 100))  # noqa: E731
 
 
 def test_plateau_monotone_rising_has_none():
-    c = ifs.select_plateau_checkpoint(S(6), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epsilon=0.05, k=2)
+    c = select_plateau_checkpoint(S(6), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epsilon=0.05, k=2)
     assert (c.index, c.step, c.plateau_found) == (5, 600, False)
 
 
 def test_plateau_early():
-    c = ifs.select_plateau_checkpoint(S(6), [0.2, 0.8, 0.81, 0.8, 0.82, 0.81], epsilon=0.05, k=2)
+    c = select_plateau_checkpoint(S(6), [0.2, 0.8, 0.81, 0.8, 0.82, 0.81], epsilon=0.05, k=2)
     assert (c.index, c.step, c.ifs, c.plateau_found) == (1, 200, 0.8, True)
 
 
 def test_plateau_noisy():
     curve = [0.1, 0.5, 0.8, 0.82, 0.79, 0.83, 0.81]
-    assert ifs.select_plateau_checkpoint(S(7), curve, epsilon=0.05, k=3).index == 2
+    assert select_plateau_checkpoint(S(7), curve, epsilon=0.05, k=3).index == 2
     # with a tighter epsilon the later 0.83 is a rise of 0.03 over 0.80, so index 2 fails;
     # index 3 (0.82) sees at most 0.83 = +0.01 in its window
-    c = ifs.select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=3)
+    c = select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=3)
     assert (c.index, c.plateau_found) == (3, True)
     # a window of 4 from index 3 does not fit (only 3 checkpoints follow) -> none found
-    c = ifs.select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=4)
+    c = select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=4)
     assert (c.index, c.plateau_found) == (6, False)
     # rises by exactly epsilon do not count as flat (strict <)
-    c = ifs.select_plateau_checkpoint(S(3), [0.5, 0.75, 0.75], epsilon=0.25, k=1)
+    c = select_plateau_checkpoint(S(3), [0.5, 0.75, 0.75], epsilon=0.25, k=1)
     assert c.index == 1
 
 
 def test_plateau_flat_single_and_window():
-    assert ifs.select_plateau_checkpoint(S(4), [0.7] * 4, 0.01, 2).index == 0
-    one = ifs.select_plateau_checkpoint([50], [0.4], 0.01, 1)
+    assert select_plateau_checkpoint(S(4), [0.7] * 4, 0.01, 2).index == 0
+    one = select_plateau_checkpoint([50], [0.4], 0.01, 1)
     assert (one.index, one.step, one.plateau_found) == (0, 50, False)
     # k larger than the remaining checkpoints: the full window is required
-    c = ifs.select_plateau_checkpoint(S(3), [0.7, 0.7, 0.7], 0.01, 5)
+    c = select_plateau_checkpoint(S(3), [0.7, 0.7, 0.7], 0.01, 5)
     assert (c.index, c.plateau_found) == (2, False)
 
 
 def test_plateau_nans_and_errors():
     # the NaN checkpoint is skipped: windows run over valid values only
-    c = ifs.select_plateau_checkpoint(S(5), [0.1, float("nan"), 0.6, 0.61, 0.6], 0.05, 2)
+    c = select_plateau_checkpoint(S(5), [0.1, float("nan"), 0.6, 0.61, 0.6], 0.05, 2)
     assert (c.index, c.plateau_found) == (2, True)
-    c = ifs.select_plateau_checkpoint(S(3), [0.2, 0.5, float("nan")], 0.05, 1)
+    c = select_plateau_checkpoint(S(3), [0.2, 0.5, float("nan")], 0.05, 1)
     assert (c.index, c.plateau_found) == (1, False)
     with pytest.raises(ValueError, match="NaN"):
-        ifs.select_plateau_checkpoint(S(2), [float("nan")] * 2, 0.05, 1)
+        select_plateau_checkpoint(S(2), [float("nan")] * 2, 0.05, 1)
     with pytest.raises(ValueError, match="increasing"):
-        ifs.select_plateau_checkpoint([2, 1], [0.1, 0.2], 0.05, 1)
+        select_plateau_checkpoint([2, 1], [0.1, 0.2], 0.05, 1)
     with pytest.raises(ValueError, match="epsilon"):
-        ifs.select_plateau_checkpoint([1, 2], [0.1, 0.2], 0.0, 1)
+        select_plateau_checkpoint([1, 2], [0.1, 0.2], 0.0, 1)
 
 
 def test_checkpoint_ifs_table():
@@ -335,7 +361,7 @@ def test_checkpoint_ifs_table():
             rows.append(dict(run=run, step=(i + 1) * 10, examples_seen=(i + 1) * 80, ifs=v,
                              ifs_partial=v - 0.1, ifs_full=v + 0.05, objecqa=0.9 - 0.1 * i,
                              train_loss=2.0 - 0.1 * i))
-    t = ifs.checkpoint_ifs_table(list(reversed(rows)), epsilon=0.05, k=2)
+    t = checkpoint_ifs_table(list(reversed(rows)), epsilon=0.05, k=2)
     assert t["run"].to_list() == ["r1"] * 4 + ["r2"] * 4
     sel = t.filter(pl.col("selected"))
     assert sel.select("run", "step", "plateau_found").rows() == [("r1", 20, True), ("r2", 40, False)]
@@ -343,18 +369,19 @@ def test_checkpoint_ifs_table():
     assert r1["ifs_delta"][0] is None and r1["ifs_delta"][1] == pytest.approx(0.7)
     assert r1["objecqa_delta"][1] == pytest.approx(-0.1)
     with pytest.raises(DataError, match="duplicate"):
-        ifs.checkpoint_ifs_table(rows + rows[:1])
+        checkpoint_ifs_table(rows + rows[:1])
     with pytest.raises(ValueError, match="metric"):
-        ifs.PlateauSettings.from_dict({"metric": "loss"})
+        PlateauSettings.from_dict({"metric": "loss"})
     with pytest.raises(ValueError, match="allowed keys"):
-        ifs.PlateauSettings.from_dict({"eps": 0.1})
+        PlateauSettings.from_dict({"eps": 0.1})
 
 
 def test_stage_functions_on_files(tmp_path):
-    """The workflow's IFS stages (``teachfit.stages.ifs``) on files."""
+    """The workflow's IFS stages (``teachfit.studies.ifs``) on files."""
     import json
 
-    from teachfit.stages.ifs import make_prompts, make_tone_data
+    from teachfit.studies.ifs.prompts import make_prompts
+    from teachfit.studies.ifs.tone import make_tone_data
 
     pairs = tmp_path / "pairs.jsonl"
     with pairs.open("w") as fh:
@@ -380,21 +407,21 @@ def test_stage_functions_on_files(tmp_path):
     assert pl.read_parquet(tmp_path / "prompts.parquet").equals(prompts)
     assert prompts["id"].n_unique() == prompts.height == 62
     assert make_prompts(None, tmp_path / "p10.parquet", {"limit": 10}).height == 10
-    req = ifs.build_ifs_requests(prompts, ["none", "suffix"])
+    req = build_ifs_requests(prompts, ["none", "suffix"])
     assert req.select("id", "fmt").n_unique() == req.height == 2 * 62
     with pytest.raises(ValueError, match="formats"):
-        ifs.IfsPromptSettings.from_dict({"formats": ["chat"]})
+        IfsPromptSettings.from_dict({"formats": ["chat"]})
 
 
 def test_train_classifier_stage(tinybert, tmp_path):
     from teachfit.io import write_parquet
-    from teachfit.stages.ifs import train_classifier
+    from teachfit.studies.ifs.tone import train_classifier
 
     words = "alpha beta gamma delta epsilon zeta eta theta".split()
     pairs = pl.DataFrame({"pair_id": [f"p{i}" for i in range(30)],
                           "instruction": [" ".join(words[i % 4:i % 4 + 5]) for i in range(30)],
                           "response": ["the answer is " + str(i) for i in range(30)]})
-    tone = ifs.make_tone_dataset(pairs, heldout_share=0.3)
+    tone = make_tone_dataset(pairs, heldout_share=0.3)
     write_parquet(tone, tmp_path / "tone.parquet")
     row = train_classifier(tmp_path / "tone.parquet", tinybert, tmp_path / "clf", tmp_path / "metrics.csv",
                            {"epochs": 1, "batch_size": 8, "max_length": 16}, seed=0)

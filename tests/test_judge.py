@@ -1,4 +1,4 @@
-"""teachfit.judge: rating-token judge and sequence-classifier reward models (tiny random models)."""
+"""teachfit.scoring.judge: rating-token judge and sequence-classifier reward models (tiny random models)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from teachfit.io import read_parquet
-from teachfit.judge import (
+from teachfit.models import load_tokenizer, materialize
+from teachfit.scoring.judge import (
     JudgeError,
     JudgeSettings,
     SequenceClassifierReward,
@@ -20,7 +21,6 @@ from teachfit.judge import (
     reward_file,
     reward_prompt,
 )
-from teachfit.models import load_tokenizer, materialize
 
 PAIRS = [
     ("What is the sum of 2 and 3?", "5"),

@@ -1,4 +1,4 @@
-"""teachfit.metrics: formulas pinned on hand-computed examples (arithmetic in comments)."""
+"""teachfit.scoring.metrics: formulas pinned on hand-computed examples (arithmetic in comments)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.metrics import car, data_metrics_table, ic_ifd, ifd, ppl, response_length
+from teachfit.scoring.metrics import car, data_metrics_table, ic_ifd, ifd, ppl, response_length
 
 
 def test_ifd():

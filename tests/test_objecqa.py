@@ -1,4 +1,4 @@
-"""Tests for teachfit.objecqa: data set, judge prompt, judging with a fake judge, score."""
+"""Tests for teachfit.studies.ifs.objecqa: data set, judge prompt, judging with a fake judge, score."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit import objecqa
 from teachfit.io import DataError
+from teachfit.studies.ifs import objecqa
 
 
 def test_packaged_questions():

@@ -11,15 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from teachfit.generation import SamplingConfig, generate_to_parquet
+from teachfit.generation.base import SamplingConfig
+from teachfit.generation.driver import generate_to_parquet
+from teachfit.generation.openai import API_TOKEN_ID, APIError, OpenAIBackend, OpenAIConfig, prompt_seed
 from teachfit.io import read_parquet
-from teachfit.openai_backend import (
-    API_TOKEN_ID,
-    APIError,
-    OpenAIBackend,
-    OpenAIConfig,
-    prompt_seed,
-)
 
 KEY = "sk-test-SECRET-0123456789"
 ENV = "TEACHFIT_TEST_API_KEY"

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from workflow_utils import planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow

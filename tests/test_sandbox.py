@@ -1,4 +1,4 @@
-"""Hostile-code tests for teachfit.sandbox: each attack is contained, counted, and the host is fine."""
+"""Hostile-code tests for teachfit.studies.evolver.sandbox: each attack is contained, counted, and the host is fine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from teachfit.sandbox import (
+from teachfit.studies.evolver.sandbox import (
     SandboxJob,
     SandboxSettings,
     network_namespace_prefix,

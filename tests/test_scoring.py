@@ -1,4 +1,4 @@
-"""teachfit.scoring: batched scoring vs the naive reference, spans, truncation, empty inputs."""
+"""teachfit.scoring.losses: batched scoring vs the naive reference, spans, truncation, empty inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from teachfit.io import DataError, read_parquet
 from teachfit.models import materialize
-from teachfit.scoring import (
+from teachfit.scoring.losses import (
     ScoringError,
     ScoringSettings,
     _Head,
@@ -94,7 +94,7 @@ def test_batched_matches_naive(models, arch, padding_side):
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_shared_prefix_cache_matches_naive(models, arch, share_prefix):
-    from teachfit.scoring import shared_prefix_len
+    from teachfit.scoring.losses import shared_prefix_len
 
     settings = ScoringSettings(batch_tokens=300, share_prefix=share_prefix)
     _, tok = load_scoring_model(models[arch])

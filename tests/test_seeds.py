@@ -7,9 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from teachfit.io import DataError, content_id
-from teachfit.seeds import SEED_COLUMNS, load_seeds, load_seeds_with_counts
-from teachfit.stages.seeds import prepare_seeds
+from teachfit.io import DataError, content_id, package_data
+from teachfit.seeds import SEED_COLUMNS, load_seeds, load_seeds_with_counts, prepare_seeds
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "config" / "seeds"
 
@@ -34,7 +33,7 @@ def test_project_seed_sets_load_cleanly(name, low, high):
 
 
 def test_autoif_seed_instruction_file_has_instructions():
-    lines = [ln.strip() for ln in (SEED_DIR / "autoif_seed_instructions.txt").read_text().splitlines()]
+    lines = [ln.strip() for ln in package_data("autoif_seed_instructions.txt").read_text().splitlines()]
     instructions = [ln for ln in lines if ln and not ln.startswith("#")]
     assert len(instructions) >= 10
     assert len(set(instructions)) == len(instructions)
@@ -123,7 +122,7 @@ def test_empty_instruction_list_is_an_error(tmp_path):
 
 
 def test_prepare_seeds_writes_table_and_logs_counts(tmp_path, caplog):
-    """The workflow's stage (``teachfit.stages.seeds.prepare_seeds``): table written, drops counted."""
+    """The workflow's stage (``teachfit.seeds.prepare_seeds``): table written, drops counted."""
     path = _jsonl(tmp_path / "s.jsonl", [{"instruction": "A"}, {"instruction": "A"}])
     with caplog.at_level(logging.INFO, logger="teachfit.seeds"):
         df = prepare_seeds(path, "d", {}, tmp_path / "out.parquet")

@@ -1,4 +1,4 @@
-"""Tests of teachfit.sft on tiny random models (CPU, seconds each)."""
+"""Tests of teachfit.training.sft on tiny random models (CPU, seconds each)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from workflow_utils import Preempted, preempt_after_save
 
 from teachfit.io import DataError, sha256_file, write_parquet
 from teachfit.models import MANIFEST, materialize
-from teachfit.sft import (
+from teachfit.training.sft import (
     FINGERPRINT_FILE,
     SFTSettings,
     _fingerprint,
@@ -251,7 +251,7 @@ def test_resume_after_interruption(tiny, train_file, tmp_path, lora_run, caplog)
     assert not out.exists() and not log_path.exists(), "a crash must not leave complete-looking outputs"
     assert sorted(p.name for p in scratch.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
-    with caplog.at_level(logging.INFO, logger="teachfit.sft"):
+    with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
         s = train_sft(tiny, train_file, out, RUN, scratch, log_path)
     assert "resuming from checkpoint-4" in caplog.text
     assert s["resumed_from"] == 4 and s["start_step"] == 4 and s["steps_run"] == 2 and s["steps"] == 6

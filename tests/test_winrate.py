@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.winrate import (
+from teachfit.evaluation.winrate import (
     judge_pairs,
     length_controlled_win_rate,
     pairwise_prompt,

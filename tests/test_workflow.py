@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from workflow_utils import ROOT, copy_workflow, dry_run, snakemake
 
 

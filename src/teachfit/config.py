@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from teachfit.io import package_data
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+SCHEMA_PATH = package_data("schema.yaml")
 
 
 class ConfigError(ValueError):
@@ -154,15 +155,15 @@ def non_finite_numbers(value: Any, where: str = "config") -> list[str]:
 def check_stage_settings(config: dict[str, Any]) -> None:
     """Build the settings dataclasses that receive a config section unchanged, so their
     ``__post_init__`` checks (stricter than the schema) fail here, not inside a job."""
-    from teachfit.evaluate import EvalSettings
+    from teachfit.evaluation.lm_eval import EvalSettings
     from teachfit.figures import FigureStyle
-    from teachfit.scoring import ScoringSettings
-    from teachfit.sft import SFTSettings
+    from teachfit.scoring.losses import ScoringSettings
+    from teachfit.training.sft import SFTSettings
 
     sections = [
         ("sft", SFTSettings, config.get("sft")),
         ("scoring", ScoringSettings, config.get("scoring")),
-        # the rules pass eval minus 'checkpoints' (teachfit.stages.evaluate)
+        # the rules pass eval minus 'checkpoints' (teachfit.evaluation.lm_eval)
         ("eval", EvalSettings,
          {k: v for k, v in config["eval"].items() if k != "checkpoints"} if "eval" in config else None),
         ("analysis.figures", FigureStyle, config.get("analysis", {}).get("figures")),

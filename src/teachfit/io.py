@@ -19,6 +19,14 @@ from typing import Any
 import polars as pl
 
 
+def package_data(*parts: str) -> Path:
+    """Path of a file or folder shipped in ``teachfit/data/`` (schema, lm-eval tasks, ObjecQA,
+    IFS prompts, AutoIF seed instructions), wherever the package is installed."""
+    from importlib import resources
+
+    return Path(str(resources.files("teachfit").joinpath("data", *parts)))
+
+
 class DataError(ValueError):
     """Bad input data; the message names the file and the field."""
 
@@ -137,3 +145,30 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise DataError(f"{path}: expected a JSON list of objects")
         return data
     raise DataError(f"{path}: unsupported file type {suffix!r} (use .json, .jsonl or .parquet)")
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Parquet, JSONL or JSON records as a table (errors name the file)."""
+
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        return read_parquet(path)
+    records = read_records(path)
+    return pl.from_dicts(records, infer_schema_length=None) if records else pl.DataFrame()
+
+
+def write_table(df: pl.DataFrame, path: str | Path) -> Path:
+    """Write Parquet, or JSONL when the name ends in ``.jsonl`` (atomically)."""
+    import json
+
+
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in df.to_dicts()), path)
+    return write_parquet(df, path)
+
+
+def require_columns(df: pl.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{what}: missing required column(s) {missing}; has {df.columns}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_records
+from teachfit.io import DataError, content_id, read_records, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -181,4 +181,35 @@ def load_seeds(
         name, path, counts.read, counts.kept, counts.empty, counts.duplicate, counts.too_long,
         max_chars, counts.skipped, counts.over_limit,
     )
+    return df
+
+
+# --------------------------------------------------------------------------- rules prepare_seeds, download_seedset
+
+
+def prepare_seeds(source: str | Path, name: str, entry: dict[str, Any],
+                  out_path: str | Path) -> pl.DataFrame:
+
+    df = load_seeds(
+        source,
+        name,
+        instruction_field=entry.get("instruction_field", "instruction"),
+        input_field=entry.get("input_field", "input"),
+        limit=entry.get("limit"),
+        offset=entry.get("offset", 0),
+    )
+    log.info("seed set %s: %d instructions from %s", name, df.height, source)
+    write_parquet(df, out_path)
+    return df
+
+
+def download_seedset(entry: dict[str, Any], out_path: str | Path) -> pl.DataFrame:
+    """Fetch a hub data set (clusters with network) into a raw Parquet file."""
+    from datasets import load_dataset
+
+    ds = load_dataset(entry["hf_dataset"], entry.get("hf_config"), split=entry.get("hf_split", "train"),
+                      revision=entry.get("hf_revision"))
+    df = pl.from_arrow(ds.data.table)
+    log.info("downloaded %s (%d rows)", entry["hf_dataset"], df.height)
+    write_parquet(df, out_path)
     return df

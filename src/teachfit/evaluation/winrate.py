@@ -1,0 +1,310 @@
+"""AlpacaEval-style pairwise win rate of a model against reference outputs.
+
+A judge reads an instruction and two outputs (:func:`pairwise_prompt`) and the
+next-token probabilities of the label words ``"A"`` and ``"B"`` say which output it
+prefers. The judge is injected, as in :mod:`teachfit.studies.ifs.objecqa`:
+``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any
+non-negative scores) of each label word as the next token after the prompt (the
+score_fn adds the leading space its tokenizer needs; e.g.
+``teachfit.judge.label_word_probs`` or
+``teachfit.openai_backend.OpenAIBackend.score_labels``).
+
+Position bias is controlled by judging every pair in both orders (model output as
+A, then as B) and averaging the probability that the model's output wins
+(:func:`judge_pairs`). :func:`win_rate` is the AlpacaEval win rate (ties count
+one half) with its standard error; :func:`length_controlled_win_rate` is a
+simplified length-controlled win rate (see its docstring). Rates are fractions in
+[0, 1], not percentages. Lengths are counted in characters, as AlpacaEval does.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from teachfit.io import content_id, read_parquet, write_json, write_parquet
+from teachfit.scoring.judge import first_label_share
+
+log = logging.getLogger(__name__)
+
+WINRATE_VERSION = 1  # bump when prompts or estimators change
+LABEL_WORDS = ("A", "B")
+TIE_TOL = 1e-9
+TARGETS = ("win", "p_win")
+
+JUDGE_INSTRUCTIONS = (
+    "You are comparing two responses written for the same instruction. Decide which "
+    "response serves the person who wrote the instruction better: it should do what was "
+    "asked, be correct, relevant and clear, and give the level of detail the task calls "
+    "for. A longer response is not better for being longer, and the order in which the "
+    "responses are shown does not matter.\n\n"
+)
+
+
+def pairwise_prompt(instruction: str, output_a: str, output_b: str) -> str:
+    """Judge prompt asking whether output A or output B is better; ends with ``Answer:``."""
+    for name, value in (("instruction", instruction), ("output_a", output_a), ("output_b", output_b)):
+        if not isinstance(value, str):
+            raise TypeError(f"pairwise_prompt: {name} must be a string, got {type(value).__name__}")
+    return (
+        JUDGE_INSTRUCTIONS
+        + f"### Instruction\n{instruction.strip()}\n\n"
+        + f"### Response A\n{output_a.strip()}\n\n"
+        + f"### Response B\n{output_b.strip()}\n\n"
+        + "Which response is better, A or B? Reply with the single letter A or B.\n"
+        + "Answer:"
+    )
+
+
+def judge_pairs(
+    instructions: Sequence[str],
+    model_outputs: Sequence[str],
+    reference_outputs: Sequence[str],
+    score_fn: Callable[[list[str], Sequence[str]], Any],
+    seed: int = 0,
+    label_words: Sequence[str] = LABEL_WORDS,
+    ids: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Judge every (model output, reference output) pair in both orders.
+
+    Returns one row per instruction: ``id`` (``ids[i]``, default a content hash of the
+    instruction and both outputs), ``p_win`` = mean over the two orders of P(the model's
+    output is preferred) (each order's P renormalised over the two label words),
+    ``win`` = 1 / 0.5 / 0 for ``p_win`` >, =, < 0.5 (ties within 1e-9), ``len_model``,
+    ``len_ref`` (characters), and the per-order values ``p_win_model_first`` (model
+    output shown as A) and ``p_win_model_second`` (shown as B).
+
+    All 2n prompts go to ``score_fn`` in one call, in an order shuffled with ``seed``
+    so that a batching score_fn does not put one presentation order systematically
+    in the same batch positions; with a score_fn whose scores do not depend on the
+    batch, the result does not depend on ``seed``.
+    """
+    instructions, model_outputs, reference_outputs = list(instructions), list(model_outputs), list(reference_outputs)
+    n = len(instructions)
+    if len(model_outputs) != n or len(reference_outputs) != n:
+        raise ValueError(f"judge_pairs: {n} instructions, {len(model_outputs)} model outputs and "
+                         f"{len(reference_outputs)} reference outputs; they must align")
+    for name, seq in (("instructions", instructions), ("model_outputs", model_outputs),
+                      ("reference_outputs", reference_outputs)):
+        for i, v in enumerate(seq):
+            if not isinstance(v, str):
+                raise TypeError(f"judge_pairs: {name}[{i}] must be a string, got {type(v).__name__}")
+    if len(label_words) != 2 or len(set(label_words)) != 2:
+        raise ValueError(f"judge_pairs: need 2 distinct label words, got {list(label_words)}")
+    if ids is None:
+        ids = [content_id("winrate", q, m, r) for q, m, r in zip(instructions, model_outputs, reference_outputs)]
+    ids = [str(x) for x in ids]
+    if len(ids) != n:
+        raise ValueError(f"judge_pairs: {len(ids)} ids for {n} instructions")
+    schema = {"id": pl.String, "p_win": pl.Float64, "win": pl.Float64, "len_model": pl.Int64,
+              "len_ref": pl.Int64, "p_win_model_first": pl.Float64, "p_win_model_second": pl.Float64}
+    if n == 0:
+        return pl.DataFrame(schema=schema)
+
+    prompts = [pairwise_prompt(q, m, r) for q, m, r in zip(instructions, model_outputs, reference_outputs)]
+    prompts += [pairwise_prompt(q, r, m) for q, m, r in zip(instructions, model_outputs, reference_outputs)]
+    order = np.random.default_rng(seed).permutation(2 * n)
+    p_a_shuffled = first_label_share(score_fn([prompts[k] for k in order], list(label_words)), 2 * n)
+    p_a = np.empty(2 * n)
+    p_a[order] = p_a_shuffled
+    first = p_a[:n]  # model output is A: the model wins with P(A)
+    second = 1.0 - p_a[n:]  # model output is B: the model wins with P(B)
+    p_win = (first + second) / 2.0
+    win = np.where(np.abs(p_win - 0.5) <= TIE_TOL, 0.5, (p_win > 0.5).astype(np.float64))
+    return pl.DataFrame(
+        {
+            "id": ids,
+            "p_win": p_win,
+            "win": win,
+            "len_model": [len(m) for m in model_outputs],
+            "len_ref": [len(r) for r in reference_outputs],
+            "p_win_model_first": first,
+            "p_win_model_second": second,
+        },
+        schema=schema,
+    )
+
+
+def _column(df: pl.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        raise ValueError(f"win-rate table has no column {col!r}; has {df.columns}")
+    values = df[col].to_numpy().astype(np.float64)
+    if np.isnan(values).any():
+        raise ValueError(f"win-rate table: column {col!r} has missing values")
+    return values
+
+
+def win_rate(df: pl.DataFrame) -> dict[str, float]:
+    """AlpacaEval win rate of a :func:`judge_pairs` table.
+
+    ``win_rate`` = mean of ``win`` (ties count 1/2), ``n`` = pairs, ``stderr`` = its
+    standard error (sample std / sqrt(n); NaN for n = 1). Also ``soft_win_rate`` =
+    mean ``p_win``, and ``p_first`` = the judge's mean probability of choosing the
+    output shown first (0.5 = no position bias) when the per-order columns exist.
+    """
+    win = _column(df, "win")
+    n = win.size
+    if n == 0:
+        raise ValueError("win_rate: empty table")
+    out = {
+        "win_rate": float(win.mean()),
+        "n": int(n),
+        "stderr": float(win.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "soft_win_rate": float(_column(df, "p_win").mean()),
+    }
+    if {"p_win_model_first", "p_win_model_second"} <= set(df.columns):
+        first, second = _column(df, "p_win_model_first"), _column(df, "p_win_model_second")
+        out["p_first"] = float(((first + (1.0 - second)) / 2.0).mean())
+    return out
+
+
+def _sigmoid(z: np.ndarray | float) -> Any:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z)))  # overflow-free
+
+
+def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float = 1e-3) -> dict[str, float]:
+    """Length-controlled win rate: the predicted win rate at zero length difference.
+
+    A simplification of AlpacaEval-LC (Dubois et al. 2024, ``length_controlled_minimal``
+    without the instruction-difficulty term and the regularisation towards the GPT-4
+    baseline): fit the logistic model
+
+        P(model wins) = sigmoid(b0 + b1 * tanh(d / sd(d))),  d = len_model - len_ref,
+
+    (``sd`` = sample std of ``d``, not centred, so d = 0 still means equal lengths) to
+    the ``target`` column (``"win"``: the 1 / 0.5 / 0 indicator; ``"p_win"``: the
+    judge's probability; both as soft labels with binary cross-entropy), by
+    ``scipy.optimize.minimize`` with a small L2 penalty ``l2 * b1**2 / 2`` on the
+    length slope only (finite under separation). The LC win rate is ``sigmoid(b0)``:
+    what the judge would prefer if both outputs had the same length. ``stderr`` is
+    the delta-method standard error from the sandwich covariance of (b0, b1).
+
+    Degenerate cases: if every target is 0 (or every one is 1) the rate is that value
+    (stderr 0); if ``d`` does not vary the length effect cannot be separated from
+    the intercept, the length feature is dropped and the rate equals the raw mean
+    (logged as a warning).
+
+    Returns ``lc_win_rate, stderr, n, win_rate`` (raw mean of ``target``),
+    ``intercept, length_coef, len_scale`` (= sd(d)).
+    """
+    from scipy.optimize import minimize
+
+    if target not in TARGETS:
+        raise ValueError(f"length_controlled_win_rate: target {target!r} is not known; allowed: {', '.join(TARGETS)}")
+    if l2 < 0:
+        raise ValueError(f"length_controlled_win_rate: l2 must be >= 0, got {l2}")
+    y = _column(df, target)
+    n = y.size
+    if n < 2:
+        raise ValueError(f"length_controlled_win_rate: need at least 2 pairs, got {n}")
+    if (y < 0).any() or (y > 1).any():
+        raise ValueError(f"length_controlled_win_rate: column {target!r} must lie in [0, 1]")
+    d = _column(df, "len_model") - _column(df, "len_ref")
+    scale = float(d.std(ddof=1))
+    raw = float(y.mean())
+    base = {"n": int(n), "win_rate": raw, "len_scale": scale}
+    if np.all(y == 0.0) or np.all(y == 1.0):
+        return {**base, "lc_win_rate": raw, "stderr": 0.0, "intercept": math.copysign(math.inf, raw - 0.5),
+                "length_coef": 0.0}
+    if scale > 0:
+        x = np.tanh(d / scale)
+    else:
+        log.warning("length_controlled_win_rate: the length difference is the same for all %d pairs; "
+                    "the length effect is not identifiable, LC win rate = raw win rate", n)
+        x = np.zeros(n)
+    X = np.column_stack([np.ones(n), x])
+    penalty = np.array([0.0, l2])
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        z = X @ b
+        # mean binary cross-entropy with soft labels: softplus(z) - y z
+        value = float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * b * b))
+        grad = X.T @ (_sigmoid(z) - y) / n + penalty * b
+        return value, grad
+
+    b0 = np.array([math.log(raw / (1.0 - raw)), 0.0])
+    res = minimize(loss, b0, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-10})
+    if not res.success:
+        log.warning("length_controlled_win_rate: optimiser did not converge: %s", res.message)
+    b = res.x
+    p = _sigmoid(X @ b)
+    # sandwich covariance of b: H^-1 M H^-1 (robust to soft labels / misspecification)
+    H = (X * (p * (1.0 - p))[:, None]).T @ X + n * np.diag(penalty)
+    r = p - y
+    M = (X * (r * r)[:, None]).T @ X
+    try:
+        Hinv = np.linalg.inv(H)
+        var_b0 = float((Hinv @ M @ Hinv)[0, 0])
+    except np.linalg.LinAlgError:
+        var_b0 = float("nan")
+    lc = float(_sigmoid(b[0]))
+    return {**base, "lc_win_rate": lc, "stderr": lc * (1.0 - lc) * math.sqrt(max(var_b0, 0.0)),
+            "intercept": float(b[0]), "length_coef": float(b[1])}
+
+
+def summarize(df: pl.DataFrame, l2: float = 1e-3) -> dict[str, Any]:
+    """Win rate and LC win rate of a :func:`judge_pairs` table in one JSON-ready dict."""
+    wr = win_rate(df)
+    lc = length_controlled_win_rate(df, target="win", l2=l2)
+    return {
+        **wr,
+        "lc_win_rate": lc["lc_win_rate"],
+        "lc_stderr": lc["stderr"],
+        "lc_length_coef": lc["length_coef"],
+        "avg_len_model": float(df["len_model"].mean()),
+        "avg_len_ref": float(df["len_ref"].mean()),
+        "winrate_version": WINRATE_VERSION,
+    }
+
+
+# --------------------------------------------------------------------------- rules answer_winrate, judge_winrate
+
+
+def answer_winrate(instructions_path: str | Path, model_dir: str | Path, sft_dir: str | Path,
+                   out_path: str | Path, max_new_tokens: int, batch_size: int) -> pl.DataFrame:
+    """Greedy answers of the final fine-tuned student (SFT chat template) to the win-rate set."""
+    from teachfit.generation.base import SamplingConfig
+    from teachfit.generation.hf import TransformersBackend
+    from teachfit.prompts import format_prompt
+    from teachfit.training.sft import load_for_inference
+
+    df = read_parquet(instructions_path, required=["id", "instruction"])
+    model, tok = load_for_inference(sft_dir, model_dir)
+    backend = TransformersBackend.from_loaded(model, tok, batch_size=batch_size)
+    prompts = [format_prompt(tok, t, fmt="chat") for t in df["instruction"].to_list()]
+    outs = backend.generate(prompts, SamplingConfig(max_new_tokens=max_new_tokens), desc="win-rate answers")
+    out = df.select("id", "instruction").with_columns(pl.Series("response", [o[0].text for o in outs]))
+    write_parquet(out, out_path)
+    return out
+
+
+def judge_winrate(answers_path: str | Path, reference_path: str | Path, judge_dir: str | Path,
+                  summary_path: str | Path, judged_path: str | Path, seed: int,
+                  batch_size: int) -> dict[str, Any]:
+    """AlpacaEval-style pairwise judgement in both orders; raw and length-controlled win rate."""
+    from teachfit.models import load_causal_lm, load_tokenizer
+    from teachfit.scoring.judge import label_word_probs
+
+    ans = read_parquet(answers_path, required=["id", "instruction", "response"])
+    ref = read_parquet(reference_path, required=["id", "response"]).select(
+        "id", pl.col("response").alias("reference"))
+    df = ans.join(ref, on="id", how="inner")
+    if df.height < ans.height:
+        log.warning("win rate: %d of %d instructions have no reference output", ans.height - df.height,
+                    ans.height)
+    tok = load_tokenizer(judge_dir, padding_side="left")
+    model = load_causal_lm(judge_dir)
+    judged = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
+                         lambda prompts, words: label_word_probs(model, tok, prompts, list(words), batch_size),
+                         seed=seed, ids=df["id"].to_list())
+    summary = summarize(judged)
+    write_parquet(judged, judged_path)
+    write_json(summary, summary_path)
+    return summary

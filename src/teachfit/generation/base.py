@@ -1,0 +1,208 @@
+"""Text generation backends and a sharded, resumable generation driver.
+
+Two backends share one interface (:class:`Backend`): prompts are already
+formatted strings (see :mod:`teachfit.prompts`), the answer is one list of ``n``
+:class:`Completion` per prompt, in input order.
+
+* :class:`TransformersBackend` – CPU/GPU, plain ``transformers``. Its decoding
+  loop is written here rather than delegated to ``model.generate`` so that it can
+  (a) drop rows from the batch (and from the KV cache) as soon as they hit EOS or
+  a stop string, (b) seed every sampled row from its own prompt, so sampled
+  outputs do not depend on which other prompts share the batch, and (c) report
+  the top-1 log-probability of the model's raw distribution at every step.
+  Greedy decoding reproduces ``model.generate(do_sample=False)`` token for token
+  (tested).
+* :class:`VLLMBackend` – ``vllm.LLM`` on CUDA; same sampling semantics mapped onto
+  ``vllm.SamplingParams``.
+
+:func:`generate_to_parquet` runs a backend over a list of records in shards that
+are written atomically and reused on restart (a preempted job resumes), then
+writes one row per (record, sample index).
+
+Sampling semantics (both backends):
+
+* ``temperature == 0`` is greedy decoding; ``n > 1`` then is an error (``n``
+  identical copies would silently fake diversity).
+* sampling = softmax(logits / temperature) restricted to the top-p nucleus; no
+  top-k, no repetition penalty (the model's ``generation_config`` is ignored, so
+  results do not depend on defaults shipped with a checkpoint).
+* a completion ends at an EOS token (``finish_reason="stop"``, EOS not returned),
+  at the first stop string (text cut before it, ``"stop"``), or after
+  ``max_new_tokens`` tokens (``"length"``).
+* ``top1_logprobs[i]`` = max over the vocabulary of log softmax(raw logits) at
+  generated position ``i`` (temperature/top-p not applied); for greedy decoding
+  this is the chosen token's log-probability.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from teachfit.io import content_id
+from teachfit.settings import from_dict as settings_from_dict
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("transformers", "vllm", "openai")
+FINISH_REASONS = ("stop", "length")
+GENERATION_VERSION = 1  # bump when the semantics of generated rows change
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class SamplingConfig:
+    """How to decode. ``temperature == 0`` means greedy."""
+
+    temperature: float = field(default=0.0, metadata={"help": "Softmax temperature; 0 = greedy decoding."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 = off."})
+    n: int = field(default=1, metadata={"help": "Completions per prompt (needs temperature > 0 when > 1)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Maximum generated tokens per completion."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed; each prompt derives its own stream from it."})
+    stop: list[str] = field(default_factory=list, metadata={"help": "Stop strings; the text is cut before the first one."})
+    logprobs: bool = field(default=False, metadata={"help": "Return the top-1 log-probability at each generated position."})
+
+    def __post_init__(self) -> None:
+        self.temperature = float(self.temperature)
+        self.top_p = float(self.top_p)
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        for name in ("n", "max_new_tokens", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"sampling.{name} must be an integer, got {value!r}")
+        if self.n < 1:
+            raise ValueError(f"sampling.n must be >= 1, got {self.n}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.seed < 0:
+            raise ValueError(f"sampling.seed must be >= 0, got {self.seed}")
+        if self.n > 1 and self.temperature == 0.0:
+            raise ValueError(
+                f"sampling.n = {self.n} with temperature 0 (greedy) would return {self.n} identical "
+                "completions; set temperature > 0 or n = 1"
+            )
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop)
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise ValueError(f"sampling.stop entries must be non-empty strings, got {s!r}")
+        if not isinstance(self.logprobs, bool):
+            raise ValueError(f"sampling.logprobs must be true or false, got {self.logprobs!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> SamplingConfig:
+        return settings_from_dict(cls, d, "sampling")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    """One generated continuation of one prompt."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS or stop string) | "length"
+    top1_logprobs: list[float] | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate"
+    ) -> list[list[Completion]]:
+        """One list of ``sampling.n`` completions per prompt, in input order."""
+        ...
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of already-formatted prompts.
+
+    Special tokens (BOS) are added by the tokenizer unless the prompt text already
+    starts with the BOS token (chat templates usually write it), so no prompt gets
+    two BOS tokens. Both backends use this, so they see identical token ids.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    out: list[list[int]] = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompts[{i}] must be a str, got {type(p).__name__}")
+        add_special = not (bos and p.startswith(bos))
+        ids = list(tokenizer(p, add_special_tokens=add_special)["input_ids"])
+        if not ids:
+            if tokenizer.bos_token_id is None:
+                raise ValueError(f"prompts[{i}] is empty and the tokenizer has no BOS token to start from")
+            ids = [tokenizer.bos_token_id]
+        out.append(ids)
+    return out
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the earliest occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    if cut < 0:
+        return text, False
+    return text[:cut], True
+
+
+def row_seed(seed: int, prompt_ids: Sequence[int], sample_idx: int) -> int:
+    """Seed of one sampled row, derived from the run seed and the prompt itself."""
+    return int(content_id(seed, list(prompt_ids), sample_idx, n=15), 16)
+
+
+def eos_token_ids(tokenizer: Any, model_config: Any = None, generation_config: Any = None) -> set[int]:
+    """All token ids that end a completion (tokenizer EOS + model/generation config EOS)."""
+    ids: set[int] = set()
+    for src in (generation_config, model_config):
+        value = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """Identity of a model directory for shard keys: its manifest's file hashes if present."""
+    manifest = model_dir / "teachfit_model.json"
+    if manifest.exists():
+        try:
+            files = json.loads(manifest.read_text()).get("files_sha256", {})
+            return content_id(files)
+        except (OSError, json.JSONDecodeError):
+            pass
+    return str(model_dir.resolve())
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+# --------------------------------------------------------------------------- vLLM
+
+
+# --------------------------------------------------------------------------- factory
+
+
+# --------------------------------------------------------------------------- driver
+
+

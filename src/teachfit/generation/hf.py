@@ -1,0 +1,237 @@
+"""Generation with plain ``transformers`` (CPU or GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from teachfit.generation.base import (
+    Completion,
+    SamplingConfig,
+    encode_prompts,
+    eos_token_ids,
+    model_fingerprint,
+    row_seed,
+    truncate_at_stop,
+)
+
+log = logging.getLogger(__name__)
+
+
+
+class TransformersBackend:
+    """Batched generation with ``transformers`` (left padding, length-sorted batches).
+
+    ``batch_size`` counts sequences (rows): with ``n`` samples per prompt a batch
+    holds ``max(1, batch_size // n)`` prompts. Prompts longer than
+    ``max_length - max_new_tokens`` tokens are cut from the left (with a warning).
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        batch_size: int = 16,
+        dtype: str = "float32",
+        device: str | None = None,
+        max_length: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from teachfit.models import load_causal_lm, load_tokenizer
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+        if threads:  # before loading, so that loading uses the same thread count
+            import torch
+
+            torch.set_num_threads(int(threads))
+        tokenizer = load_tokenizer(model_dir, padding_side="left")
+        model = load_causal_lm(model_dir, dtype=dtype, device=device)
+        self._setup(model, tokenizer, batch_size=batch_size, max_length=max_length, threads=threads,
+                    info={"dtype": dtype, "model_fingerprint": model_fingerprint(model_dir)})
+        self.model_dir = model_dir
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        threads: int | None = None,
+    ) -> TransformersBackend:
+        """Wrap an already loaded causal LM (e.g. a ``peft.PeftModel`` of an SFT checkpoint)."""
+        self = cls.__new__(cls)
+        self.model_dir = None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.eval()
+        self._setup(model, tokenizer, batch_size=batch_size, max_length=max_length, threads=threads,
+                    info={"dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                          "model_fingerprint": str(getattr(model, "name_or_path", type(model).__name__))})
+        return self
+
+    def _setup(self, model: Any, tokenizer: Any, batch_size: int, max_length: int | None,
+               threads: int | None, info: dict[str, Any]) -> None:
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.batch_size = int(batch_size)
+        self.tokenizer = tokenizer
+        self.model = model
+        self.device = next(model.parameters()).device
+        text_cfg = model.config.get_text_config(decoder=True)
+        self.max_length = max_length or getattr(text_cfg, "max_position_embeddings", None)
+        self.eos_ids = eos_token_ids(tokenizer, model.config, getattr(model, "generation_config", None))
+        self.pad_id = tokenizer.pad_token_id
+        self.info = {"backend": self.name, **info}
+
+    # -- public ------------------------------------------------------------
+
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate"
+    ) -> list[list[Completion]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        if not prompts:
+            return []
+        encoded = self._fit_lengths(encode_prompts(self.tokenizer, prompts), sampling.max_new_tokens)
+        order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+        per_batch = max(1, self.batch_size // sampling.n)
+        batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+        results: list[list[Completion] | None] = [None] * len(prompts)
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc=desc, unit="batch", mininterval=5.0):
+                rows = [(encoded[i], j) for i in batch for j in range(sampling.n)]
+                comps = self._generate_rows(rows, sampling)
+                for k, i in enumerate(batch):
+                    results[i] = comps[k * sampling.n : (k + 1) * sampling.n]
+        return results  # type: ignore[return-value]
+
+    # -- internals ---------------------------------------------------------
+
+    def _fit_lengths(self, encoded: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        if not self.max_length:
+            return encoded
+        budget = self.max_length - max_new_tokens
+        if budget < 1:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt within "
+                f"max_length={self.max_length} ({self.model_dir})"
+            )
+        cut = [i for i, ids in enumerate(encoded) if len(ids) > budget]
+        if cut:
+            log.warning("%d prompt(s) longer than %d tokens were cut from the left (first: #%d)",
+                        len(cut), budget, cut[0])
+        return [ids[-budget:] if len(ids) > budget else ids for ids in encoded]
+
+    def _forward(self, **kwargs: Any) -> Any:
+        return self.model(use_cache=True, logits_to_keep=1, **kwargs).logits[:, -1, :].float()
+
+    def _generate_rows(self, rows: list[tuple[list[int], int]], s: SamplingConfig) -> list[Completion]:
+        """Decode a batch of rows (prompt ids, sample index); returns completions in row order."""
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        n_rows = len(rows)
+        width = max(len(ids) for ids, _ in rows)
+        pad = self.pad_id if self.pad_id is not None else 0
+        input_ids = torch.full((n_rows, width), pad, dtype=torch.long)
+        mask = torch.zeros((n_rows, width), dtype=torch.long)
+        for r, (ids, _) in enumerate(rows):
+            input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[r, width - len(ids) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        next_pos = mask.sum(-1)
+
+        generators = None
+        if not s.greedy:
+            generators = []
+            for ids, j in rows:
+                g = torch.Generator(device=dev)
+                g.manual_seed(row_seed(s.seed, ids, j))
+                generators.append(g)
+
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids=input_ids, attention_mask=mask,
+                               position_ids=positions, past_key_values=cache)
+        active = list(range(n_rows))  # current batch position -> row index
+        tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        lps: list[list[float]] = [[] for _ in range(n_rows)]
+        finish: list[str | None] = [None] * n_rows
+        stop_tail = 4 * max((len(x) for x in s.stop), default=0) + 8
+
+        for step in range(s.max_new_tokens):
+            chosen = self._choose(logits, s, generators, active)
+            chosen_list = chosen.tolist()
+            top1 = torch.log_softmax(logits, dim=-1).amax(dim=-1).tolist() if s.logprobs else None
+            keep: list[int] = []
+            for b, r in enumerate(active):
+                tok = chosen_list[b]
+                if tok in self.eos_ids:
+                    finish[r] = "stop"
+                    continue
+                tokens[r].append(tok)
+                if top1 is not None:
+                    lps[r].append(top1[b])
+                if s.stop and self._hit_stop(tokens[r], s.stop, stop_tail):
+                    finish[r] = "stop"
+                    continue
+                if step + 1 == s.max_new_tokens:
+                    finish[r] = "length"
+                    continue
+                keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(active):  # drop finished rows from the batch and the cache
+                idx = torch.tensor(keep, dtype=torch.long, device=dev)
+                cache.batch_select_indices(idx)
+                mask, next_pos, chosen = mask[idx], next_pos[idx], chosen[idx]
+                active = [active[b] for b in keep]
+                if generators is not None:
+                    generators = [generators[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            logits = self._forward(input_ids=chosen[:, None], attention_mask=mask,
+                                   position_ids=next_pos[:, None], past_key_values=cache)
+            next_pos = next_pos + 1
+
+        out = []
+        for r in range(n_rows):
+            text = self.tokenizer.decode(tokens[r], skip_special_tokens=True)
+            text, _ = truncate_at_stop(text, s.stop)
+            out.append(Completion(text=text, token_ids=tokens[r], finish_reason=finish[r] or "length",
+                                  top1_logprobs=lps[r] if s.logprobs else None))
+        return out
+
+    def _choose(self, logits: Any, s: SamplingConfig, generators: list[Any] | None,
+                active: list[int]) -> Any:
+        import torch
+
+        if s.greedy:
+            return logits.argmax(dim=-1)
+        scores = logits / s.temperature
+        if s.top_p < 1.0:
+            sorted_logits, sorted_idx = torch.sort(scores, descending=False, dim=-1)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove_sorted = cum <= (1.0 - s.top_p)
+            remove_sorted[..., -1] = False  # always keep the most likely token
+            remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+            scores = scores.masked_fill(remove, float("-inf"))
+        probs = scores.softmax(dim=-1)
+        picks = [torch.multinomial(probs[b], 1, generator=generators[b]) for b in range(len(active))]
+        return torch.cat(picks)
+
+    def _hit_stop(self, ids: list[int], stop: list[str], tail: int) -> bool:
+        text = self.tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+        return any(x in text for x in stop)

@@ -1,0 +1,498 @@
+"""LLM-judge scores and reward-model scores of responses.
+
+Two methods (``JudgeSettings.method``):
+
+* ``rating`` – an instruct model is asked for a rating and the score is the
+  probability-weighted rating over the rating tokens:
+  ``score = Σ_k v_k · softmax_k(z)``, where ``z`` are the next-token logits of the
+  rating tokens (``ratings``, default ``"1"…"5"``, values ``v_k = float(rating)``)
+  at the last prompt position, the softmax taken over the rating tokens only. So
+  a score lies in ``[min v, max v]`` (``[1, 5]`` by default). Every rating string
+  must be exactly one token of the judge's tokenizer (checked; a clear error
+  otherwise). Prompts are built with the judge's chat template (user turn +
+  generation prompt), see :data:`PROMPTS`; batches are left-padded with explicit
+  position ids and one forward pass per batch computes only the last position's
+  logits. Prompts longer than ``max_length`` tokens keep their *last*
+  ``max_length`` tokens (the rating question sits at the end) and are flagged.
+* ``seq_cls`` – a reward model with a sequence-classification head (e.g.
+  Skywork-Reward, ArmoRM with ``trust_remote_code``): the (instruction, response)
+  conversation is formatted with the model's chat template (or as a text pair for
+  encoder models without one) and the score is the model output's ``score``
+  attribute when it has one (ArmoRM), else ``logits[:, 0]``. Decoder models are
+  left-padded and pooled at the last position; encoders are right-padded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from teachfit.io import DataError, content_id, read_records, write_parquet
+from teachfit.scoring.losses import adds_bos
+from teachfit.settings import from_dict as settings_from_dict
+
+METHODS = ("rating", "seq_cls")
+DTYPES = ("float32", "bfloat16", "float16")
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert",
+                 "modernbert", "albert")
+
+PROMPTS: dict[str, tuple[str, str]] = {
+    # prompt_id: (kind, template with {instruction} / {response} / {lo} / {hi})
+    "quality_v1": (
+        "quality",
+        "Please act as an impartial judge and evaluate the quality of the response that an AI "
+        "assistant gave to the instruction below. Consider helpfulness, correctness, relevance, "
+        "depth and clarity. Rate the response on a scale of {lo} to {hi}, where {lo} means very poor "
+        "and {hi} means excellent.\n\n"
+        "[Instruction]\n{instruction}\n\n[Response]\n{response}\n\n"
+        "Reply with a single number from {lo} to {hi} and nothing else.",
+    ),
+    "difficulty_v1": (
+        "difficulty",
+        "Rate how difficult the following instruction is for an AI assistant to answer well, on a "
+        "scale of {lo} to {hi}, where {lo} means very easy (a short, well-known fact) and {hi} means "
+        "very hard (it needs expert knowledge, multi-step reasoning or long, careful writing).\n\n"
+        "[Instruction]\n{instruction}\n\n"
+        "Reply with a single number from {lo} to {hi} and nothing else.",
+    ),
+}
+
+
+class JudgeError(ValueError):
+    """A judge model/tokenizer/prompt combination that cannot work; the message says why."""
+
+
+@dataclass
+class JudgeSettings:
+    method: str = field(
+        default="rating",
+        metadata={"help": "rating: LLM judge over rating tokens; seq_cls: reward model", "choices": METHODS},
+    )
+    ratings: list[str] = field(
+        default_factory=lambda: ["1", "2", "3", "4", "5"],
+        metadata={"help": "rating strings (numeric, one token each)"},
+    )
+    prompt_id: str = field(
+        default="quality_v1",
+        metadata={"help": "judge prompt text version", "choices": tuple(PROMPTS)},
+    )
+    max_length: int = field(
+        default=2048,
+        metadata={"help": "max prompt tokens (longer prompts keep their last tokens, flagged)"},
+    )
+    batch_size: int = field(default=8, metadata={"help": "prompts per forward pass"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "model weights dtype", "choices": DTYPES},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "seq_cls: allow the model's own code (ArmoRM needs it)"},
+    )
+    version: int = field(default=1, metadata={"help": "bump when the judge semantics change"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"judge.method: {self.method!r} not allowed; allowed: {', '.join(METHODS)}")
+        if self.prompt_id not in PROMPTS:
+            raise ValueError(f"judge.prompt_id: {self.prompt_id!r} not known; allowed: {', '.join(PROMPTS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"judge.dtype: {self.dtype!r} not allowed; allowed: {', '.join(DTYPES)}")
+        if len(self.ratings) < 2 or len(set(self.ratings)) != len(self.ratings):
+            raise ValueError(f"judge.ratings: need ≥ 2 distinct rating strings, got {self.ratings}")
+        for r in self.ratings:
+            try:
+                float(r)
+            except (TypeError, ValueError):
+                raise ValueError(f"judge.ratings: {r!r} is not a number") from None
+        if self.max_length < 1 or self.batch_size < 1:
+            raise ValueError("judge.max_length and judge.batch_size must be ≥ 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> JudgeSettings:
+        return settings_from_dict(cls, d, "judge")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return content_id(self.to_dict(), n=12)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([float(r) for r in self.ratings], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def _scale(ratings: Sequence[str]) -> tuple[str, str]:
+    vals = sorted(ratings, key=float)
+    return vals[0], vals[-1]
+
+
+def _chat(tokenizer: Any, text: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return f"{text}\n\nRating: "
+
+
+def _template(prompt_id: str, kind: str) -> str:
+    if prompt_id not in PROMPTS:
+        raise JudgeError(f"prompt_id {prompt_id!r} not known; allowed: {', '.join(PROMPTS)}")
+    got, text = PROMPTS[prompt_id]
+    if got != kind:
+        allowed = [k for k, (g, _) in PROMPTS.items() if g == kind]
+        raise JudgeError(f"prompt_id {prompt_id!r} is a {got} prompt; use one of {allowed} here")
+    return text
+
+
+def reward_prompt(tokenizer: Any, instruction: str, response: str, prompt_id: str = "quality_v1",
+                  ratings: Sequence[str] = ("1", "2", "3", "4", "5")) -> str:
+    """Chat-formatted prompt asking for a quality rating of ``response`` to ``instruction``."""
+    lo, hi = _scale(ratings)
+    body = _template(prompt_id, "quality").format(instruction=instruction, response=response, lo=lo, hi=hi)
+    return _chat(tokenizer, body)
+
+
+def difficulty_prompt(tokenizer: Any, instruction: str, prompt_id: str = "difficulty_v1",
+                      ratings: Sequence[str] = ("1", "2", "3", "4", "5")) -> str:
+    """Chat-formatted prompt asking for the difficulty of ``instruction``."""
+    lo, hi = _scale(ratings)
+    body = _template(prompt_id, "difficulty").format(instruction=instruction, lo=lo, hi=hi)
+    return _chat(tokenizer, body)
+
+
+# --------------------------------------------------------------------------- rating judge
+
+
+def rating_token_ids(tokenizer: Any, ratings: Sequence[str], name: str = "judge") -> list[int]:
+    """The single token id of each rating string; raises JudgeError otherwise."""
+    ids = []
+    for r in ratings:
+        toks = tokenizer(r, add_special_tokens=False)["input_ids"]
+        if len(toks) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(toks)
+            raise JudgeError(
+                f"{name}: rating {r!r} is {len(toks)} tokens {pieces} under this tokenizer; every "
+                "rating must be a single token (choose other judge.ratings or another judge model)"
+            )
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise JudgeError(f"{name}: ratings {list(ratings)} map to repeated token ids {ids}")
+    return ids
+
+
+def _encode_prompts(tokenizer: Any, prompts: Sequence[str],
+                    max_length: int | None) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids of each prompt (BOS added as the tokenizer would); keep the last ``max_length``."""
+    bos = tokenizer.bos_token_id
+    add_bos = adds_bos(tokenizer)
+    seqs, truncated = [], []
+    for p in prompts:
+        ids = list(tokenizer(p, add_special_tokens=False)["input_ids"])
+        if add_bos and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        if not ids:
+            raise JudgeError("empty judge prompt")
+        truncated.append(max_length is not None and len(ids) > max_length)
+        seqs.append(ids[-max_length:] if max_length is not None else ids)
+    return seqs, np.array(truncated, dtype=bool)
+
+
+def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int],
+                     batch_size: int = 8, max_length: int | None = None,
+                     desc: str = "judge") -> tuple[np.ndarray, np.ndarray]:
+    """The judge primitive: next-token probabilities after each prompt, over ``token_ids`` only.
+
+    Returns ``(probs [n_prompts, n_tokens] float64, truncated [n_prompts] bool)``: the softmax of
+    the last position's logits restricted to ``token_ids`` (rows sum to 1). Prompts are encoded
+    as :func:`_encode_prompts` does, sorted by length, left-padded with explicit position ids;
+    one forward pass per batch computes only the last position's logits.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    ids_t = torch.tensor(list(token_ids), device=model.device)
+    seqs, truncated = _encode_prompts(tokenizer, prompts, max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out = np.full((len(seqs), len(token_ids)), np.nan)
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2.0):
+        t_max = max(len(seqs[i]) for i in batch)
+        ids = torch.full((len(batch), t_max), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), t_max), dtype=torch.long)
+        for r, i in enumerate(batch):
+            n = len(seqs[i])
+            ids[r, t_max - n:] = torch.tensor(seqs[i])
+            mask[r, t_max - n:] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                           use_cache=False, logits_to_keep=1).logits[:, -1, :]
+        out[batch] = torch.softmax(logits[:, ids_t].double(), dim=-1).cpu().numpy()
+    return out, truncated
+
+
+def rating_scores_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], settings: JudgeSettings,
+                         name: str = "judge") -> tuple[np.ndarray, np.ndarray]:
+    """(scores, truncated) with a loaded causal LM; see the module docstring."""
+    rating_ids = rating_token_ids(tokenizer, settings.ratings, name)
+    probs, truncated = next_token_probs(model, tokenizer, prompts, rating_ids, settings.batch_size,
+                                        settings.max_length)
+    return probs @ np.asarray(settings.values, dtype=np.float64), truncated
+
+
+def label_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """First token of ``" " + word`` for each label word (the word's own token if the space splits off)."""
+    ids = []
+    for w in words:
+        toks = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+        # tokenizers that split the leading space off: score the word's own first token
+        while len(toks) > 1 and not tokenizer.decode(toks[:1]).strip():
+            toks = toks[1:]
+        if not toks:
+            raise DataError(f"judge label word {w!r} encodes to no tokens")
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise DataError(f"judge label words {list(words)} share a first token; choose distinct words")
+    return ids
+
+
+def first_label_share(scores: Any, n: int) -> np.ndarray:
+    """``s0 / (s0 + s1)`` per row of a two-label judge's scores (probabilities or any
+    non-negative scores, shape ``[n, 2]``); raises on a wrong shape, NaN/negative scores
+    (log-probabilities passed by mistake) or a row with zero mass on both labels."""
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.shape != (n, 2):
+        raise RuntimeError(f"judge score_fn returned shape {arr.shape}; expected ({n}, 2)")
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise RuntimeError("judge score_fn returned NaN or negative scores (log-probs?)")
+    total = arr.sum(axis=1)
+    if (total <= 0).any():
+        bad = int(np.flatnonzero(total <= 0)[0])
+        raise RuntimeError(f"judge gave zero mass to both label words for judge prompt {bad}")
+    return arr[:, 0] / total
+
+
+def label_word_probs(model: Any, tokenizer: Any, prompts: list[str], words: list[str],
+                     batch_size: int = 8) -> np.ndarray:
+    """Next-token probability of each label word's first token, renormalised over the words."""
+    return next_token_probs(model, tokenizer, prompts, label_token_ids(tokenizer, words), batch_size,
+                            desc="judge labels")[0]
+
+
+def rating_scores(model_dir: str | Path, prompts: Sequence[str], settings: JudgeSettings | None = None,
+                  threads: int = 1) -> np.ndarray:
+    """Probability-weighted rating Σ_k v_k·softmax_k for each prompt (values in [min v, max v])."""
+    from teachfit.models import load_causal_lm, load_tokenizer
+    from teachfit.scoring.losses import _set_threads
+
+    settings = settings or JudgeSettings()
+    before = _set_threads(threads)
+    try:
+        model = load_causal_lm(model_dir, dtype=settings.dtype)
+        tok = load_tokenizer(model_dir, padding_side="left")
+        return rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))[0]
+    finally:
+        _set_threads(before)
+
+
+# --------------------------------------------------------------------------- reward models
+
+
+class SequenceClassifierReward:
+    """A reward model with a sequence-classification head (Skywork-Reward, ArmoRM, …)."""
+
+    def __init__(self, model_dir: str | Path, settings: JudgeSettings | None = None,
+                 device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.settings = settings or JudgeSettings(method="seq_cls")
+        self.name = str(model_dir)
+        if not (Path(model_dir) / "config.json").exists():
+            raise JudgeError(f"{model_dir}: not a model directory (no config.json)")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), dtype=getattr(torch, self.settings.dtype),
+            trust_remote_code=self.settings.trust_remote_code,
+        ).to(device).eval()
+        self.tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=self.settings.trust_remote_code)
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.encoder = self.model.config.model_type in ENCODER_TYPES
+        self.chat = bool(getattr(self.tok, "chat_template", None)) and not self.encoder
+
+    def encode(self, instruction: str, response: str) -> tuple[list[int], bool]:
+        """Token ids of one conversation and whether they were truncated (to max_length)."""
+        max_len = self.settings.max_length
+        if self.chat:
+            text = self.tok.apply_chat_template(
+                [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}],
+                tokenize=False,
+            )
+            ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
+            if adds_bos(self.tok) and (not ids or ids[0] != self.tok.bos_token_id):
+                ids = [self.tok.bos_token_id, *ids]
+            return ids[:max_len], len(ids) > max_len
+        full = self.tok(instruction, response)["input_ids"]
+        ids = self.tok(instruction, response, truncation="only_second" if len(full) > max_len else False,
+                       max_length=max_len)["input_ids"]
+        return list(ids), len(full) > max_len
+
+    def score_loaded(self, instructions: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        from tqdm.auto import tqdm
+
+        enc = [self.encode(q, a) for q, a in zip(instructions, responses, strict=True)]
+        seqs = [e[0] for e in enc]
+        truncated = np.array([e[1] for e in enc], dtype=bool)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        bs = self.settings.batch_size
+        out = np.full(len(seqs), np.nan)
+        pad = self.tok.pad_token_id
+        device = self.model.device
+        cfg_pad = self.model.config.pad_token_id
+        if not self.encoder:
+            # Left padding + a pad id that never occurs: the pooled position is the last
+            # one, i.e. every row's last real token (works for HF and ArmoRM-style pooling).
+            self.model.config.pad_token_id = -1
+        try:
+            for start in tqdm(range(0, len(order), bs), desc="reward model", unit="batch", mininterval=2.0):
+                batch = order[start: start + bs]
+                t_max = max(len(seqs[i]) for i in batch)
+                ids = torch.full((len(batch), t_max), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), t_max), dtype=torch.long)
+                for r, i in enumerate(batch):
+                    n = len(seqs[i])
+                    sl = slice(0, n) if self.encoder else slice(t_max - n, t_max)
+                    ids[r, sl] = torch.tensor(seqs[i])
+                    mask[r, sl] = 1
+                ids, mask = ids.to(device), mask.to(device)
+                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+                if not self.encoder:
+                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+                with torch.inference_mode():
+                    res = self.model(**kwargs)
+                score = getattr(res, "score", None)
+                if score is None:
+                    score = res.logits[:, 0]
+                out[batch] = score.reshape(len(batch), -1)[:, 0].double().cpu().numpy()
+        finally:
+            self.model.config.pad_token_id = cfg_pad
+        return out, truncated
+
+    def score(self, instructions: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return self.score_loaded(instructions, responses)[0]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read_pairs(in_path: str | Path, cols: Sequence[str]) -> list[dict[str, Any]]:
+    records = read_records(in_path)
+    for k, rec in enumerate(records):
+        for col in ("id", *cols):
+            if col not in rec:
+                raise DataError(f"{in_path}: record {k}: missing required field {col!r}; has {sorted(rec)}")
+        for col in cols:
+            if not isinstance(rec[col], str):
+                raise DataError(f"{in_path}: record {k} (id={rec['id']!r}): field {col!r} must be a "
+                                f"string, got {type(rec[col]).__name__}")
+    return records
+
+
+def _write(records: Sequence[dict[str, Any]], value_col: str, values: np.ndarray, truncated: np.ndarray,
+           settings: JudgeSettings, provenance: dict[str, Any] | None, out_path: str | Path) -> pl.DataFrame:
+    df = pl.DataFrame(
+        {"id": [str(r["id"]) for r in records], value_col: values.astype(np.float64),
+         f"{value_col}_truncated": truncated.astype(bool)},
+        schema={"id": pl.String, value_col: pl.Float64, f"{value_col}_truncated": pl.Boolean},
+    )
+    extra = {"judge_method": settings.method, "judge_prompt_id": settings.prompt_id,
+             "judge_settings_hash": settings.hash(), "judge_version": settings.version}
+    extra.update(provenance or {})
+    df = df.with_columns([pl.lit(v).alias(k) for k, v in extra.items()])
+    write_parquet(df, out_path)
+    return df
+
+
+def reward_file(model_dir: str | Path, in_path: str | Path, out_path: str | Path,
+                settings: JudgeSettings | dict[str, Any] | None = None,
+                provenance: dict[str, Any] | None = None, threads: int = 1) -> pl.DataFrame:
+    """Per-response rewards of ``in_path`` (``id``, ``instruction``, ``response``) → Parquet.
+
+    Columns: ``id``, ``reward``, ``reward_truncated``, judge provenance
+    (``judge_method``, ``judge_prompt_id``, ``judge_settings_hash``, ``judge_version``)
+    and one constant column per ``provenance`` key.
+    """
+    from teachfit.scoring.losses import _set_threads
+
+    if not isinstance(settings, JudgeSettings):
+        settings = JudgeSettings.from_dict(settings)
+    records = _read_pairs(in_path, ("instruction", "response"))
+    qs = [r["instruction"] for r in records]
+    rs = [r["response"] for r in records]
+    before = _set_threads(threads)
+    try:
+        if not records:
+            values, trunc = np.zeros(0), np.zeros(0, dtype=bool)
+        elif settings.method == "seq_cls":
+            values, trunc = SequenceClassifierReward(model_dir, settings).score_loaded(qs, rs)
+        else:
+            from teachfit.models import load_causal_lm, load_tokenizer
+
+            tok = load_tokenizer(model_dir, padding_side="left")
+            model = load_causal_lm(model_dir, dtype=settings.dtype)
+            prompts = [reward_prompt(tok, q, a, settings.prompt_id, settings.ratings) for q, a in zip(qs, rs)]
+            values, trunc = rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))
+    finally:
+        _set_threads(before)
+    return _write(records, "reward", values, trunc, settings, provenance, out_path)
+
+
+def difficulty_file(model_dir: str | Path, in_path: str | Path, out_path: str | Path,
+                    settings: JudgeSettings | dict[str, Any] | None = None,
+                    provenance: dict[str, Any] | None = None, threads: int = 1) -> pl.DataFrame:
+    """Per-instruction difficulty ratings (``id``, ``instruction``) → Parquet (``difficulty``)."""
+    from teachfit.models import load_causal_lm, load_tokenizer
+    from teachfit.scoring.losses import _set_threads
+
+    if not isinstance(settings, JudgeSettings):
+        settings = JudgeSettings.from_dict({"prompt_id": "difficulty_v1", **(settings or {})})
+    if settings.method != "rating":
+        raise JudgeError("difficulty ratings need judge.method: rating")
+    _template(settings.prompt_id, "difficulty")
+    records = _read_pairs(in_path, ("instruction",))
+    before = _set_threads(threads)
+    try:
+        if records:
+            tok = load_tokenizer(model_dir, padding_side="left")
+            model = load_causal_lm(model_dir, dtype=settings.dtype)
+            prompts = [difficulty_prompt(tok, r["instruction"], settings.prompt_id, settings.ratings)
+                       for r in records]
+            values, trunc = rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))
+        else:
+            values, trunc = np.zeros(0), np.zeros(0, dtype=bool)
+    finally:
+        _set_threads(before)
+    return _write(records, "difficulty", values, trunc, settings, provenance, out_path)
+
+
+__all__ = [
+    "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward", "difficulty_file",
+    "difficulty_prompt", "first_label_share", "label_token_ids", "label_word_probs",
+    "next_token_probs", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
+    "reward_prompt",
+]

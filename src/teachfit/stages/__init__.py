@@ -1,1 +1,0 @@
-"""Stage entry points: one function per Snakemake rule, called by the thin scripts in scripts/."""

@@ -1,0 +1,1 @@
+"""IFS study (AlShikh et al. 2023, "Becoming self-instruct")."""

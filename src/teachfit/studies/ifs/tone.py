@@ -1,0 +1,672 @@
+"""Instruction Following Score (IFS), after AlShikh et al. 2023, "Becoming self-instruct".
+
+The study measures *format*, not content: does a model answer a prompt ("answer-like"
+response) or does it keep writing the prompt ("continuation-like")? The pieces:
+
+1. **Tone data** (:func:`make_tone_dataset`): instruction–response pairs are concatenated
+   and cut at word boundaries. The text after the true boundary is a response (label 1);
+   text that starts inside the instruction is a continuation (label 0): either a tail
+   fragment of the instruction alone (``Ic``) or that tail followed by the response
+   (``Ic+R``). Rows are split into train / held-out by a hash of the pair id.
+2. **Tone classifier** (:func:`train_tone_classifier`, :func:`evaluate_tone_classifier`,
+   :func:`classify_responses`): a sequence classifier (num_labels=2) fine-tuned on the
+   ``text`` column alone; label 1 = answer-like.
+3. **IFS prompts** (:func:`make_ifs_prompts`, :func:`format_ifs_prompt`): instructions shown
+   whole (``full``) or cut to a word-level prefix (``partial``), in three formats: ``none``
+   (the text), ``suffix`` (text + ``"\\n\\n### Response:"``) and ``alpaca`` (the full Alpaca
+   wrapper).
+4. **IFS** (:func:`ifs_scores`, :func:`ifs_table`): the share of responses classified
+   answer-like, over all prompts and separately over partial and full prompts.
+5. **Early stopping** (:func:`select_plateau_checkpoint`, :func:`checkpoint_ifs_table`): the
+   first checkpoint after which IFS stops rising by ε or more within the next k checkpoints.
+
+Model generation and the LLM judge are injected as callables, so this module does not
+depend on :mod:`teachfit.generation` or :mod:`teachfit.scoring.judge`. Heavy imports (torch,
+transformers) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from teachfit.io import (
+    DataError,
+    content_id,
+    read_parquet,
+    require_columns,
+    write_csv,
+    write_json,
+    write_parquet,
+)
+from teachfit.settings import from_dict as settings_from_dict
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- constants
+
+TONE_KINDS = ("R", "Ic", "Ic+R")
+TONE_LABELS = {0: "continuation", 1: "answer"}
+TONE_MANIFEST = "tone_classifier.json"
+
+
+_WORD = re.compile(r"\S+")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _stable_unit(*parts: Any) -> float:
+    """A number in [0, 1) from a sha256 of ``parts``: same input, same number, any machine."""
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return int(digest[:15], 16) / float(16**15)
+
+
+def _pair_seed(seed: int, key: str) -> list[int]:
+    """Seed material for a per-item numpy Generator: (seed, 32 bits of sha256(key))."""
+    return [int(seed), int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)]
+
+
+def _word_starts(text: str) -> list[int]:
+    return [m.start() for m in _WORD.finditer(text)]
+
+
+def _word_ends(text: str) -> list[int]:
+    return [m.end() for m in _WORD.finditer(text)]
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+# =========================================================================== 1. tone data
+
+
+@dataclass
+class ToneDataSettings:
+    """How instruction–response pairs are cut into tone-classifier rows."""
+
+    seed: int = field(default=0, metadata={"help": "seed of the per-pair numpy Generators"})
+    shift_choices: tuple[float, ...] = field(
+        default=(0.25, 0.5, 0.75),
+        metadata={"help": "fractions f of the instruction's words kept in a continuation; "
+                          "one is drawn uniformly per pair"},
+    )
+    ic_share: float = field(
+        default=0.5,
+        metadata={"help": "probability that a pair's continuation is 'Ic' (instruction tail "
+                          "only) rather than 'Ic+R' (tail + response)"},
+    )
+    min_instruction_words: int = field(
+        default=4, metadata={"help": "pairs whose instruction has fewer words are dropped"}
+    )
+    min_response_words: int = field(
+        default=2, metadata={"help": "pairs whose response has fewer words are dropped"}
+    )
+    min_fragment_words: int = field(
+        default=2, metadata={"help": "a continuation keeps at least this many instruction words"}
+    )
+    joiner: str = field(
+        default="\n", metadata={"help": "text between the instruction tail and the response in Ic+R"}
+    )
+    heldout_share: float = field(
+        default=0.2, metadata={"help": "share of pair ids (by hash) that go to the held-out split"}
+    )
+
+    def __post_init__(self) -> None:
+        self.shift_choices = tuple(float(f) for f in self.shift_choices)
+        if not self.shift_choices or not all(0.0 < f <= 1.0 for f in self.shift_choices):
+            raise ValueError(
+                f"tone_data.shift_choices: need a non-empty list of fractions in (0, 1], "
+                f"got {list(self.shift_choices)}"
+            )
+        if not 0.0 <= self.ic_share <= 1.0:
+            raise ValueError(f"tone_data.ic_share: must be in [0, 1], got {self.ic_share}")
+        if self.min_fragment_words < 1:
+            raise ValueError(
+                f"tone_data.min_fragment_words: must be >= 1, got {self.min_fragment_words}"
+            )
+        if self.min_instruction_words < self.min_fragment_words + 1:
+            raise ValueError(
+                "tone_data.min_instruction_words must be >= min_fragment_words + 1 (a continuation "
+                "must start inside the instruction, after at least one word); got "
+                f"{self.min_instruction_words} and {self.min_fragment_words}"
+            )
+        if self.min_response_words < 1:
+            raise ValueError(
+                f"tone_data.min_response_words: must be >= 1, got {self.min_response_words}"
+            )
+        if not 0.0 <= self.heldout_share < 1.0:
+            raise ValueError(
+                f"tone_data.heldout_share: must be in [0, 1), got {self.heldout_share}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> ToneDataSettings:
+        return settings_from_dict(cls, d, "tone_data")
+
+
+def heldout_split(pair_id: str, heldout_share: float) -> str:
+    """``"heldout"`` if sha256("tone-split", pair_id) maps below ``heldout_share``, else ``"train"``.
+
+    Depends on the pair id only (not on the seed or on row order), so every row built from
+    one pair lands in the same split, in every run.
+    """
+    return "heldout" if _stable_unit("tone-split", str(pair_id)) < heldout_share else "train"
+
+
+def _pair_ids(pairs_df: pl.DataFrame) -> list[str]:
+    if "pair_id" in pairs_df.columns:
+        ids = [str(x) for x in pairs_df["pair_id"].to_list()]
+    elif "id" in pairs_df.columns:
+        ids = [str(x) for x in pairs_df["id"].to_list()]
+    else:
+        ids = [
+            content_id("tone-pair", i, r, prefix="pair_")
+            for i, r in zip(pairs_df["instruction"].to_list(), pairs_df["response"].to_list())
+        ]
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    dups = sorted(i for i, c in counts.items() if c > 1)
+    if dups:
+        raise DataError(f"tone pairs: duplicate pair id(s) {dups[:5]} ({len(dups)} in all)")
+    return ids
+
+
+def make_tone_dataset(
+    pairs_df: pl.DataFrame,
+    seed: int = 0,
+    shift_choices: Sequence[float] = (0.25, 0.5, 0.75),
+    ic_share: float = 0.5,
+    min_instruction_words: int = 4,
+    min_response_words: int = 2,
+    min_fragment_words: int = 2,
+    joiner: str = "\n",
+    heldout_share: float = 0.2,
+) -> pl.DataFrame:
+    """Cut instruction–response pairs into answer-like (1) and continuation-like (0) texts.
+
+    Input: ``pairs_df`` with string columns ``instruction`` and ``response``; the pair id is
+    the ``pair_id`` column, else the ``id`` column, else ``content_id(instruction, response)``.
+    Ids must be unique.
+
+    The rule, per pair (words = maximal runs of non-whitespace, ``\\S+``; cuts fall on word
+    starts and the original whitespace inside a piece is kept):
+
+    * Let the instruction I have ``n`` words and the response R ``m`` words. The pair is
+      dropped if ``n < min_instruction_words`` or ``m < min_response_words``.
+    * **R row** (label 1): ``text = R.strip()``, ``cut = n`` — the word offset in the
+      concatenated word sequence I+R at which the text starts (the true boundary).
+    * **One continuation row** (label 0), drawn with ``rng = numpy.random.default_rng([seed,
+      h])``, ``h`` = the first 32 bits of sha256(pair id) (so a pair's draw does not depend
+      on row order): first ``f = shift_choices[rng.integers(len(shift_choices))]``, then
+      ``kind = "Ic" if rng.random() < ic_share else "Ic+R"``. The fragment keeps
+      ``k = clip(floor(f*n + 0.5), min_fragment_words, n - 1)`` instruction words, so it
+      always starts inside the instruction (at least one word is cut off the front) and
+      ``cut = n - k``. ``Ic``: ``text`` = I from the start of word ``cut`` to its end,
+      stripped. ``Ic+R``: that tail + ``joiner`` + ``R.strip()``.
+
+    So the output is exactly balanced (one row per label per kept pair) and the
+    continuation kinds split about ``ic_share : 1 - ic_share``.
+
+    Columns: ``id`` (content id of pair_id, kind, cut), ``pair_id``, ``cut``, ``n_words``
+    (words in I), ``kind`` (R | Ic | Ic+R), ``label`` (1 = answer-like), ``text``,
+    ``split`` (train | heldout, from :func:`heldout_split` on the pair id).
+    """
+    settings = ToneDataSettings(
+        seed=seed, shift_choices=tuple(shift_choices), ic_share=ic_share,
+        min_instruction_words=min_instruction_words, min_response_words=min_response_words,
+        min_fragment_words=min_fragment_words, joiner=joiner, heldout_share=heldout_share,
+    )
+    require_columns(pairs_df, ["instruction", "response"], "tone pairs")
+    ids = _pair_ids(pairs_df)
+    rows: list[dict[str, Any]] = []
+    dropped = 0
+    choices = settings.shift_choices
+    for pid, ins, resp in zip(
+        ids, pairs_df["instruction"].to_list(), pairs_df["response"].to_list()
+    ):
+        if not isinstance(ins, str) or not isinstance(resp, str):
+            raise DataError(f"tone pairs: pair {pid!r} has a non-string instruction or response")
+        starts = _word_starts(ins)
+        n = len(starts)
+        m = len(_WORD.findall(resp))
+        if n < settings.min_instruction_words or m < settings.min_response_words:
+            dropped += 1
+            continue
+        split = heldout_split(pid, settings.heldout_share)
+        response = resp.strip()
+        rows.append(dict(pair_id=pid, cut=n, n_words=n, kind="R", label=1, text=response,
+                         split=split))
+        rng = np.random.default_rng(_pair_seed(settings.seed, pid))
+        f = choices[int(rng.integers(len(choices)))]
+        kind = "Ic" if rng.random() < settings.ic_share else "Ic+R"
+        k = min(max(_round_half_up(f * n), settings.min_fragment_words), n - 1)
+        cut = n - k
+        tail = ins[starts[cut]:].strip()
+        text = tail if kind == "Ic" else tail + settings.joiner + response
+        rows.append(dict(pair_id=pid, cut=cut, n_words=n, kind=kind, label=0, text=text,
+                         split=split))
+    if dropped:
+        log.info("tone data: dropped %d of %d pairs below the minimum lengths", dropped, len(ids))
+    schema = {"pair_id": pl.String, "cut": pl.Int64, "n_words": pl.Int64, "kind": pl.String,
+              "label": pl.Int64, "text": pl.String, "split": pl.String}
+    df = pl.DataFrame(rows, schema=schema)
+    ids_col = [content_id("tone", p, k, c) for p, k, c in
+               zip(df["pair_id"].to_list(), df["kind"].to_list(), df["cut"].to_list())]
+    return df.with_columns(pl.Series("id", ids_col, dtype=pl.String)).select(
+        ["id", *schema]
+    )
+
+
+def make_tone_dataset_from_settings(pairs_df: pl.DataFrame,
+                                    settings: ToneDataSettings | Mapping[str, Any]) -> pl.DataFrame:
+    """:func:`make_tone_dataset` with a settings object or dict (Snakemake params)."""
+    s = settings if isinstance(settings, ToneDataSettings) else ToneDataSettings.from_dict(settings)
+    return make_tone_dataset(pairs_df, **dataclasses.asdict(s))
+
+
+def split_tone_dataset(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train rows, held-out rows) by the ``split`` column of :func:`make_tone_dataset`."""
+    require_columns(df, ["split"], "tone data")
+    return df.filter(pl.col("split") == "train"), df.filter(pl.col("split") == "heldout")
+
+
+# =========================================================================== 2. classifier
+
+
+@dataclass
+class ToneClassifierSettings:
+    """Fine-tuning of the answer-vs-continuation classifier.
+
+    Defaults are the settings measured on all-MiniLM-L6-v2 with 196 training rows (held-out
+    accuracy 0.80); 3 epochs at lr 5e-5, batch 16 (39 steps) left it near chance (0.57).
+    """
+
+    epochs: int = field(default=5, metadata={"help": "passes over the training rows"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
+    batch_size: int = field(default=8, metadata={"help": "rows per optimizer step"})
+    max_length: int = field(
+        default=128, metadata={"help": "tokens per text (longer: truncated; the start carries the signal)"}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "share of steps with linear warm-up, then linear decay"}
+    )
+    seed: int = field(default=0, metadata={"help": "torch seed (head init, shuffling, dropout)"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"tone_classifier.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"tone_classifier.learning_rate: must be > 0, got {self.learning_rate}"
+            )
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(
+                f"tone_classifier.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
+            )
+        if self.weight_decay < 0:
+            raise ValueError(
+                f"tone_classifier.weight_decay: must be >= 0, got {self.weight_decay}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> ToneClassifierSettings:
+        return settings_from_dict(cls, d, "tone_classifier")
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device is not None:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_tone_rows(df: pl.DataFrame, what: str) -> tuple[list[str], list[int]]:
+    require_columns(df, ["text", "label"], what)
+    if df.height == 0:
+        raise DataError(f"{what}: no rows")
+    texts = df["text"].to_list()
+    labels = df["label"].to_list()
+    bad = [i for i, y in enumerate(labels) if y not in (0, 1)]
+    if bad:
+        raise DataError(f"{what}: column 'label' must be 0 or 1; row {bad[0]} has {labels[bad[0]]!r}")
+    if any(not isinstance(t, str) for t in texts):
+        raise DataError(f"{what}: column 'text' has non-string (null?) values")
+    return texts, [int(y) for y in labels]
+
+
+def train_tone_classifier(
+    encoder_dir: str | Path,
+    train_df: pl.DataFrame,
+    out_dir: str | Path,
+    settings: ToneClassifierSettings | Mapping[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``AutoModelForSequenceClassification(num_labels=2)`` on ``text`` → ``label``.
+
+    ``encoder_dir`` is any encoder checkpoint (e.g. all-MiniLM-L6-v2, a plain BertModel: a
+    fresh classification head is added). ``train_df`` needs ``text`` and ``label`` (1 =
+    answer-like); if it has a ``split`` column, every row must be ``train`` (guards against
+    training on held-out pairs). A plain torch loop: AdamW, linear warm-up then linear decay,
+    gradient clipping at 1.0, seeded shuffling. The model, tokenizer and
+    ``tone_classifier.json`` (settings, data counts, losses, seconds) are written to a temp
+    folder that is renamed onto ``out_dir`` at the end. Returns that manifest; its
+    ``epoch_losses`` are the mean training loss (nats) of each epoch.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
+
+    s = (settings if isinstance(settings, ToneClassifierSettings)
+         else ToneClassifierSettings.from_dict(settings))
+    if "split" in train_df.columns:
+        other = sorted(set(train_df["split"].to_list()) - {"train"})
+        if other:
+            raise DataError(
+                f"tone classifier training data holds rows of split(s) {other}; pass only the "
+                "train split (see split_tone_dataset)"
+            )
+    texts, labels = _check_tone_rows(train_df, "tone classifier training data")
+    if len(set(labels)) < 2:
+        raise DataError("tone classifier training data: needs rows of both labels 0 and 1")
+
+    t0 = time.time()
+    dev = _device(device)
+    torch.manual_seed(s.seed)
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"{encoder_dir}: tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(encoder_dir), num_labels=2, id2label=dict(TONE_LABELS),
+        label2id={v: k for k, v in TONE_LABELS.items()}, dtype=torch.float32,
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    model.to(dev)
+    model.train()
+    accepts_tti = "token_type_ids" in _forward_args(model)
+
+    n = len(texts)
+    steps_per_epoch = math.ceil(n / s.batch_size)
+    total = steps_per_epoch * s.epochs
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.learning_rate,
+    )
+    sched = get_linear_schedule_with_warmup(opt, int(s.warmup_ratio * total), total)
+    gen = torch.Generator().manual_seed(s.seed)
+    y_all = torch.tensor(labels, dtype=torch.long)
+    epoch_losses: list[float] = []
+    step_losses: list[float] = []
+    bar = tqdm(total=total, desc="tone classifier", unit="step")
+    for _epoch in range(s.epochs):
+        perm = torch.randperm(n, generator=gen).tolist()
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = perm[b * s.batch_size:(b + 1) * s.batch_size]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True,
+                      max_length=s.max_length, return_tensors="pt").to(dev)
+            if not accepts_tti:
+                enc.pop("token_type_ids", None)
+            out = model(**enc, labels=y_all[idx].to(dev))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(out.loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        epoch_losses.append(float(np.mean(losses)))
+        step_losses.extend(losses)
+    bar.close()
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.eval()
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    manifest = {
+        "encoder_dir": str(encoder_dir),
+        "settings": dataclasses.asdict(s),
+        "labels": {str(k): v for k, v in TONE_LABELS.items()},
+        "n_train": n,
+        "n_train_by_label": {"0": labels.count(0), "1": labels.count(1)},
+        "steps": total,
+        "epoch_losses": epoch_losses,
+        "first_step_loss": step_losses[0],
+        "last_step_loss": step_losses[-1],
+        "device": dev,
+        "seconds": round(time.time() - t0, 2),
+    }
+    write_json(manifest, tmp / TONE_MANIFEST)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return manifest
+
+
+def _forward_args(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+class ToneClassifier:
+    """A trained tone classifier, loaded once; :meth:`predict_proba` gives P(answer-like)."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None,
+                 max_length: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").exists():
+            raise DataError(f"{self.model_dir}: not a model directory (no config.json)")
+        manifest_path = self.model_dir / TONE_MANIFEST
+        self.manifest = (json.loads(manifest_path.read_text()) if manifest_path.exists() else {})
+        self.max_length = int(
+            max_length or self.manifest.get("settings", {}).get("max_length", 128)
+        )
+        self.device = _device(device)
+        self.tok = AutoTokenizer.from_pretrained(str(self.model_dir))
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            str(self.model_dir), dtype=torch.float32
+        ).to(self.device)
+        self.model.eval()
+        if self.model.config.num_labels != 2:
+            raise DataError(
+                f"{self.model_dir}: expected a 2-label classifier, has "
+                f"{self.model.config.num_labels} labels"
+            )
+        self._accepts_tti = "token_type_ids" in _forward_args(self.model)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """P(label 1 = answer-like) per text, float64 array in input order."""
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        if any(not isinstance(t, str) for t in texts):
+            raise TypeError("classify: every text must be a str")
+        out = np.zeros(len(texts), dtype=np.float64)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        with torch.no_grad():
+            for b in tqdm(range(0, len(order), batch_size), desc="classify", unit="batch",
+                          disable=len(order) <= batch_size):
+                idx = order[b:b + batch_size]
+                enc = self.tok([texts[i] for i in idx], padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
+                if not self._accepts_tti:
+                    enc.pop("token_type_ids", None)
+                logits = self.model(**enc).logits.float()
+                out[idx] = torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+        return out
+
+
+def classify_responses(
+    model_dir: str | Path,
+    texts: Sequence[str],
+    batch_size: int = 32,
+    threshold: float = 0.5,
+    empty_label: int | None = 0,
+    device: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(answer-like), labels) for ``texts`` with the classifier saved in ``model_dir``.
+
+    Texts are stripped of leading/trailing whitespace first, like the training texts of
+    :func:`make_tone_dataset` (generations often start with a newline or space).
+    ``labels = (p >= threshold)``, int 0/1. Texts that are empty after stripping get
+    ``empty_label`` and probability ``float(empty_label)`` without being scored (an empty
+    generation answers nothing); ``empty_label=None`` scores them like any other text.
+    """
+    texts = list(texts)
+    probs = np.zeros(len(texts), dtype=np.float64)
+    if empty_label is not None:
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        probs[:] = float(empty_label)
+    else:
+        keep = list(range(len(texts)))
+    if keep:
+        clf = ToneClassifier(model_dir, device=device)
+        probs[keep] = clf.predict_proba([texts[i].strip() for i in keep], batch_size=batch_size)
+    labels = (probs >= threshold).astype(np.int64)
+    return probs, labels
+
+
+def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float | int]:
+    """Accuracy and precision / recall / F1 of the positive class (1); 0/0 counts as 0.0."""
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"binary_metrics: {t.shape} true labels vs {p.shape} predictions")
+    if t.size == 0:
+        raise ValueError("binary_metrics: no labels")
+    tp = int(((t == 1) & (p == 1)).sum())
+    fp = int(((t == 0) & (p == 1)).sum())
+    fn = int(((t == 1) & (p == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"accuracy": float((t == p).mean()), "precision": precision, "recall": recall,
+            "f1": f1, "n": int(t.size), "n_positive": int((t == 1).sum())}
+
+
+def evaluate_tone_classifier(
+    model_dir: str | Path,
+    heldout_df: pl.DataFrame,
+    batch_size: int = 32,
+    threshold: float = 0.5,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Held-out metrics: ``{accuracy, precision, recall, f1, n, n_positive, by_kind, seconds}``.
+
+    Positive class = 1 (answer-like). ``by_kind`` gives accuracy per ``kind`` when the
+    column exists (R / Ic / Ic+R), to show which continuations fool the classifier.
+    Every text is scored (no empty-text shortcut).
+    """
+    t0 = time.time()
+    texts, labels = _check_tone_rows(heldout_df, "tone classifier held-out data")
+    probs, pred = classify_responses(model_dir, texts, batch_size=batch_size,
+                                     threshold=threshold, empty_label=None, device=device)
+    metrics: dict[str, Any] = binary_metrics(labels, pred)
+    if "kind" in heldout_df.columns:
+        kinds = np.asarray(heldout_df["kind"].to_list())
+        correct = pred == np.asarray(labels)
+        metrics["by_kind"] = {
+            str(k): {"accuracy": float(correct[kinds == k].mean()), "n": int((kinds == k).sum())}
+            for k in sorted(set(kinds.tolist()))
+        }
+    metrics["mean_p_answer"] = float(probs.mean())
+    metrics["seconds"] = round(time.time() - t0, 2)
+    return metrics
+
+
+# =========================================================================== 3. IFS prompts
+
+
+# =========================================================================== 4. IFS formulas
+
+
+# =========================================================================== 5. early stopping
+
+
+# --------------------------------------------------------------------------- rules make_tone_data, train_tone_classifier
+
+
+def make_tone_data(pairs_paths: str | Path | list[str], out_path: str | Path, seed: int,
+                   heldout_share: float) -> pl.DataFrame:
+    from teachfit.io import read_table
+
+    paths = [pairs_paths] if isinstance(pairs_paths, (str, Path)) else list(pairs_paths)
+    frames = []
+    for path in paths:
+        table = read_table(path)
+        missing = [c for c in ("instruction", "response") if c not in table.columns]
+        if missing:
+            raise DataError(f"{path}: tone-classifier pairs need columns instruction, response; "
+                            f"missing {missing}")
+        cols = [c for c in ("id", "instruction", "response") if c in table.columns]
+        frames.append(table.select(cols))
+    pairs = pl.concat(frames, how="diagonal_relaxed").unique(
+        subset=["instruction", "response"], keep="first", maintain_order=True)
+    if "id" in pairs.columns and pairs["id"].n_unique() != pairs.height:
+        pairs = pairs.drop("id")  # ids repeat across files (same instruction, other generator)
+    if "id" not in pairs.columns:
+        from teachfit.io import content_id
+
+        pairs = pairs.with_columns(pl.Series("id", [content_id(i, r) for i, r in
+                                                    zip(pairs["instruction"], pairs["response"])]))
+    data = make_tone_dataset(pairs.select("id", "instruction", "response"), seed=seed,
+                             heldout_share=heldout_share)
+    log.info("tone data: %d rows (%s)", data.height, dict(data.group_by("kind").len().iter_rows()))
+    write_parquet(data, out_path)
+    return data
+
+
+def train_classifier(data_path: str | Path, encoder_dir: str | Path, out_dir: str | Path,
+                     metrics_csv: str | Path, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+
+    data = read_parquet(data_path, required=["text", "label", "split"])
+    train, heldout = split_tone_dataset(data)
+    cfg = {**settings, "seed": seed}
+    info = train_tone_classifier(encoder_dir, train, out_dir, cfg)
+    metrics = evaluate_tone_classifier(out_dir, heldout)
+    row = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "n") if k in metrics}
+    row.update(n_train=train.height, encoder=str(encoder_dir),
+               paper_accuracy=0.970, paper_precision=0.983, paper_recall=0.925)
+    write_csv(pl.DataFrame([row]), metrics_csv)
+    log.info("tone classifier held-out: %s (train info %s)", row, info)
+    return row

@@ -1,0 +1,1 @@
+"""Training: supervised fine-tuning (trl + peft) and training-set selection."""
