@@ -16,6 +16,7 @@ if _SRC not in sys.path:
 from teachfit.config import check_duplicate_keys, validate_config  # noqa: E402
 from teachfit import plan  # noqa: E402
 from teachfit.io import package_data  # noqa: E402
+from teachfit.generation.engines import backend_settings  # noqa: E402
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -51,20 +52,13 @@ def generator_model_dir(wildcards):
     return model_dir(config["generators"][wildcards.generator]["model"])
 
 
+def backend_config(alias):
+    """Engine settings of model ``alias`` (teachfit.generation.engines.backend_settings)."""
+    return backend_settings(config["models"][alias], config["generation"])
+
+
 def generator_backend(wildcards):
-    entry = config["models"][config["generators"][wildcards.generator]["model"]]
-    return {
-        k: entry[k]
-        for k in (
-            "backend",
-            "tensor_parallel_size",
-            "max_model_len",
-            "gpu_memory_utilization",
-            "api_base",
-            "api_model",
-            "api_key_env",
-        )
-    }
+    return backend_config(config["generators"][wildcards.generator]["model"])
 
 
 def seedset_entry(wildcards):

@@ -137,7 +137,7 @@ rule build_evolver_tables:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        performance=config["teacher"].get("performance", {}),
+        performance=config["performance"],
         selection=config["evolver"]["selection"],
     script:
         "../scripts/build_evolver_tables.py"

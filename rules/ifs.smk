@@ -183,7 +183,7 @@ rule build_ifs_tables:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        performance=config["teacher"].get("performance", {}),
+        performance=config["performance"],
     script:
         "../scripts/build_ifs_tables.py"
 

@@ -116,7 +116,7 @@ rule build_teacher_performance:
     threads: 1
     params:
         design=teacher_design,
-        performance=config["teacher"].get("performance", {}),
+        performance=config["performance"],
         winrate=config["teacher"].get("winrate", {}),
     script:
         "../scripts/build_teacher_performance.py"

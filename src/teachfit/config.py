@@ -141,6 +141,48 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     return config
 
 
+def section_schema(path: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sub-schema of a dotted config path: ``"sft"``, ``"evolver.scenarios.autoif"``,
+    ``"models.*"`` (a map's value schema, e.g. one model entry). ``$ref``s are resolved."""
+    schema = schema if schema is not None else load_schema()
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = {**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        return node
+
+    node = resolve(schema)
+    for part in [p for p in path.split(".") if p]:
+        if part == "*" and isinstance(node.get("additionalProperties"), dict):
+            node = resolve(node["additionalProperties"])
+        elif part in node.get("properties", {}):
+            node = resolve(node["properties"][part])
+        else:
+            raise ConfigError(f"config schema: no section {path!r} (stuck at {part!r})")
+    return node
+
+
+def defaults(path: str, **overrides: Any) -> dict[str, Any]:
+    """The schema's defaults of one config section, as a rule would pass it when the config
+    sets nothing there (``overrides`` replace top-level keys; they are validated too).
+
+    This is how library users and tests get settings: the schema is the one place defaults
+    live; settings dataclasses do not repeat them.
+    """
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema()
+    sub = {**section_schema(path, schema), "$defs": schema.get("$defs", {})}
+    value: dict[str, Any] = dict(copy.deepcopy(overrides))
+    validator = _extend_with_default(Draft202012Validator)(sub)
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(f"defaults({path!r}): " + "; ".join(sorted({_format_error(e) for e in errors})))
+    return value
+
+
 def non_finite_numbers(value: Any, where: str = "config") -> list[str]:
     """NaN / infinity anywhere (YAML ``.nan``, ``.inf``) pass JSON Schema bounds; list them."""
     if isinstance(value, float) and not math.isfinite(value):

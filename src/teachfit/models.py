@@ -418,13 +418,20 @@ def load_tokenizer(model_dir: str | Path, padding_side: str = "left") -> Any:
     return tok
 
 
+def default_device(device: str | None = None) -> str:
+    """``device`` if given, else ``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    model.to(default_device(device))
     model.eval()
     return model

@@ -29,6 +29,9 @@ class BackendConfig:
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: fraction of GPU memory to use."})
     max_model_len: int | None = field(default=None, metadata={"help": "vllm: context length; default the model's."})
+    api_base: str | None = field(default=None, metadata={"help": "openai: endpoint URL."})
+    api_model: str | None = field(default=None, metadata={"help": "openai: model name at the endpoint."})
+    api_key_env: str | None = field(default=None, metadata={"help": "openai: environment variable holding the key."})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -45,6 +48,12 @@ class BackendConfig:
         return settings_from_dict(cls, d, "backend settings")
 
     def build(self, model_dir: str | Path, threads: int | None = None, seed: int = 0) -> Backend:
+        if self.backend == "openai":
+            from teachfit.generation.openai import OpenAIConfig
+
+            return OpenAIConfig.from_dict({k: v for k, v in (("api_base", self.api_base),
+                                                             ("api_model", self.api_model),
+                                                             ("api_key_env", self.api_key_env)) if v}).build()
         if self.backend == "transformers":
             return TransformersBackend(model_dir, batch_size=self.batch_size, dtype=self.dtype or "float32",
                                        device=self.device, max_length=self.max_length, threads=threads)
@@ -65,3 +74,21 @@ def get_backend(model_dir: str | Path, backend: str = "transformers", **kwargs: 
 
         return OpenAIConfig.from_dict(kwargs).build()
     raise ValueError(f"backend {backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+
+
+def backend_settings(entry: dict[str, Any], generation: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`BackendConfig` of one model: its config entry (``models.<alias>``, schema
+    defaults filled) and the shared ``generation`` section. The one place where a model entry
+    becomes engine settings; every rule that runs a model (generators, evolvers, judges, IFS
+    and win-rate answers) passes this dict as its ``backend`` param."""
+    return {
+        "backend": entry["backend"],
+        "batch_size": generation["batch_size"],
+        "dtype": entry["dtype"],
+        "tensor_parallel_size": entry["tensor_parallel_size"],
+        "max_model_len": entry["max_model_len"],
+        "gpu_memory_utilization": entry["gpu_memory_utilization"],
+        "api_base": entry["api_base"],
+        "api_model": entry["api_model"],
+        "api_key_env": entry["api_key_env"],
+    }
