@@ -496,3 +496,36 @@ __all__ = [
     "next_token_probs", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
     "reward_prompt",
 ]
+
+
+def label_scorer(model_dir: str | Path, backend: dict[str, Any], batch_size: int,
+                 threads: int | None = None) -> Any:
+    """A two-label judge's ``score_fn(prompts, words) -> probs [n_prompts, n_words]``.
+
+    One entry point for every judge of the workflow (win-rate pairs, ObjecQA objectivity):
+
+    * a model behind an OpenAI-compatible endpoint (``backend["backend"] == "openai"``): the
+      probability of each label word as the first answer token, from the endpoint's
+      ``top_logprobs`` (:meth:`teachfit.generation.openai.OpenAIBackend.score_labels`);
+    * any local model (transformers or vLLM entries alike): the softmax of the next-token logits
+      over the words' first tokens, from one transformers forward pass per batch
+      (:func:`label_word_probs`). Label scoring reads logits, it does not generate, so it runs the
+      weights directly whatever engine generates with them.
+
+    Prompts are plain text (no chat template is applied here).
+    """
+    from teachfit.generation.engines import BackendConfig
+
+    cfg = BackendConfig.from_dict(backend)
+    if cfg.backend == "openai":
+        api = cfg.build(model_dir)
+        return lambda prompts, words: api.score_labels(list(prompts), list(words))
+    from teachfit.models import load_causal_lm, load_tokenizer
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    tok = load_tokenizer(model_dir, padding_side="left")
+    model = load_causal_lm(model_dir)
+    return lambda prompts, words: label_word_probs(model, tok, list(prompts), list(words), batch_size)
