@@ -24,7 +24,14 @@ rule evolve_instructions:
     resources:
         gpu=gpus_evolver,
     params:
-        evolve=evolver_params,
+        scenario="{scenario}",
+        evolver="{evolver}",
+        round=evolution_round,
+        settings=evolution_settings,
+        max_new_tokens=config["evolver"]["max_new_tokens"],
+        prompt_format=evolver_prompt_format,
+        backend=evolver_backend,
+        seed=config["seed"],
     script:
         "../scripts/evolve_instructions.py"
 
@@ -43,10 +50,17 @@ rule evolve_autoif:
     benchmark:
         "results/benchmarks/evolve_autoif/{seedset}/{evolver}.tsv"
     conda:
-        "../envs/analysis.yaml"
+        "../envs/gen.yaml"
     threads: 2
+    resources:
+        gpu=gpus_evolver,
     params:
-        evolve=autoif_params,
+        evolver="{evolver}",
+        settings=autoif_settings,
+        max_new_tokens=config["evolver"]["max_new_tokens"],
+        prompt_format=evolver_prompt_format,
+        backend=evolver_backend,
+        seed=config["seed"],
     script:
         "../scripts/evolve_autoif.py"
 
@@ -54,7 +68,7 @@ rule evolve_autoif:
 rule merge_evolved:
     input:
         rounds=evolved_rounds,
-        drops=evolved_drops,
+        round_drops=evolved_round_drops,
     output:
         merged="results/evolved/{seedset}/{scenario}.merged.parquet",
         drops="results/evolved/{seedset}/{scenario}.drops.parquet",
@@ -66,9 +80,10 @@ rule merge_evolved:
         "../envs/analysis.yaml"
     threads: 1
     params:
+        round_info=merged_round_info,
         evolvers=scenario_evolvers,
-        equalize=config["evolver"].get("equalize", True),
-        use_rounds=config["evolver"].get("use_rounds", "all"),
+        equalize=config["evolver"]["equalize"],
+        use_rounds=config["evolver"]["use_rounds"],
         seed=config["seed"],
     script:
         "../scripts/merge_evolved.py"
@@ -86,6 +101,8 @@ rule split_evolved:
     conda:
         "../envs/analysis.yaml"
     threads: 1
+    params:
+        evolver="{evolver}",
     script:
         "../scripts/split_evolved.py"
 
@@ -93,9 +110,9 @@ rule split_evolved:
 rule describe_instructions:
     input:
         instructions="results/instructions/{dataset}.parquet",
-        responses=lambda wildcards: f"results/responses/{wildcards.dataset}/{config['evolver']['teacher']}.parquet",
-        judge_dir=lambda wildcards: model_dir(config["evolver"]["judge"]),
-        embed_dir=lambda wildcards: model_dir(config["evolver"]["embedding_model"]),
+        responses=evolver_teacher_responses,
+        judge_dir=evolver_judge_dir,
+        embed_dir=evolver_embed_dir,
     output:
         stats="results/stats/{dataset}.parquet",
     log:
@@ -115,20 +132,24 @@ rule describe_instructions:
 
 rule build_evolver_tables:
     input:
-        unpack(evolver_tables_input),
+        stats=evolved_stats,
+        drops=evolved_drop_tables,
+        comparison_evals=evolver_comparison_evals,
+        selection_evals=evolver_selection_evals,
+        top1=top1_files,
     output:
-        comparison=report(
+        comparison_table=report(
             "results/tables/evolver_comparison.csv",
             caption="report/evolver_comparison.rst",
             category="Evolver study",
         ),
-        stats=report(
+        stats_table=report(
             "results/tables/evolved_instruction_stats.csv",
             caption="report/evolver_stats.rst",
             category="Evolver study",
         ),
-        selection="results/tables/selection_comparison.csv",
-        top1="results/tables/evolver_top1_stats.csv",
+        selection_table="results/tables/selection_comparison.csv",
+        top1_table="results/tables/evolver_top1_stats.csv",
     log:
         log="results/logs/build_evolver_tables/evolver.log",
     benchmark:
@@ -137,29 +158,31 @@ rule build_evolver_tables:
         "../envs/analysis.yaml"
     threads: 1
     params:
+        comparison_runs=evolver_comparison_runs,
+        selection_runs=evolver_selection_runs,
+        top1_rounds=top1_round_info,
         performance=config["performance"],
-        selection=config["evolver"]["selection"],
     script:
         "../scripts/build_evolver_tables.py"
 
 
 rule plot_evolver_figures:
     input:
-        unpack(evolver_tables_input),
+        top1=top1_files,
         stats_table="results/tables/evolved_instruction_stats.csv",
         selection_table="results/tables/selection_comparison.csv",
     output:
-        top1=report(
+        top1_figure=report(
             "results/figures/evolver/top1_probability.png",
             caption="report/evolver_top1.rst",
             category="Evolver study",
         ),
-        difficulty=report(
+        difficulty_figure=report(
             "results/figures/evolver/difficulty_per_round.png",
             caption="report/evolver_difficulty.rst",
             category="Evolver study",
         ),
-        selection=report(
+        selection_figure=report(
             "results/figures/evolver/selection_comparison.png",
             caption="report/evolver_selection.rst",
             category="Evolver study",
@@ -172,6 +195,7 @@ rule plot_evolver_figures:
         "../envs/analysis.yaml"
     threads: 1
     params:
+        top1_rounds=top1_round_info,
         style=config["analysis"]["figures"],
     script:
         "../scripts/plot_evolver_figures.py"

@@ -74,82 +74,103 @@ def evolver_dir(wildcards):
     return model_dir(wildcards.evolver)
 
 
-def evolver_params_for(evolver, scenario):
-    e = config["evolver"]
-    entry = config["models"][evolver]
-    return {
-        "scenario": scenario,
-        "settings": e["scenarios"][scenario],
-        "max_new_tokens": e["max_new_tokens"],
-        "prompt_format": "chat" if entry["kind"] == "instruct" else "fewshot",
-        "backend": entry["backend"],
-        "tensor_parallel_size": entry["tensor_parallel_size"],
-        "batch_size": config["generation"]["batch_size"],
-        "seed": config["seed"],
-    }
+def evolver_backend(wildcards):
+    return backend_config(wildcards.evolver)
 
 
-def evolver_params(wildcards):
-    return evolver_params_for(wildcards.evolver, wildcards.scenario)
+def evolver_prompt_format(wildcards):
+    """Instruct evolvers get their chat template, base evolvers a plain few-shot prompt."""
+    kind = config["models"][wildcards.evolver]["kind"]
+    return "chat" if kind == "instruct" else "fewshot"
 
 
-def autoif_params(wildcards):
-    return evolver_params_for(wildcards.evolver, "autoif")
+def evolution_round(wildcards):
+    return int(wildcards.k)
 
 
-def scenario_rounds(scenario):
-    if scenario == "autoif":
-        return 1
-    return config["evolver"]["scenarios"][scenario]["rounds"]
+def evolution_settings(wildcards):
+    return PLAN.evolution_settings(wildcards.scenario)
+
+
+def autoif_settings(wildcards):
+    return PLAN.evolution_settings("autoif")
+
+
+def round_file(r, suffix=".parquet"):
+    """The round file of one ``PLAN.evolution_rounds()`` entry."""
+    return f"results/evolved/{r['seedset']}/{r['evolver']}/{r['scenario']}/round{r['round']}{suffix}"
+
+
+def merged_round_info(wildcards):
+    """seedset, scenario, evolver and round of each file of evolved_rounds (aligned)."""
+    return PLAN.evolution_rounds(wildcards.seedset, wildcards.scenario)
 
 
 def evolved_rounds(wildcards):
-    n = scenario_rounds(wildcards.scenario)
-    return [
-        f"results/evolved/{wildcards.seedset}/{ev}/{wildcards.scenario}/round{k}.parquet"
-        for ev in PLAN.scenario_evolvers(wildcards.scenario)
-        for k in range(1, n + 1)
-    ]
+    return [round_file(r) for r in merged_round_info(wildcards)]
+
+
+def evolved_round_drops(wildcards):
+    return [round_file(r, ".drops.json") for r in merged_round_info(wildcards)]
 
 
 def scenario_evolvers(wildcards):
     return PLAN.scenario_evolvers(wildcards.scenario)
 
 
-def evolved_drops(wildcards):
-    return [p.replace(".parquet", ".drops.json") for p in evolved_rounds(wildcards)]
+def evolver_teacher_responses(wildcards):
+    return (
+        f"results/responses/{wildcards.dataset}/{config['evolver']['teacher']}.parquet"
+    )
 
 
-def evolver_tables_input(wildcards):
-    e = config["evolver"]
-    datasets = PLAN.evolved_datasets()
-    comparison = [
-        r for r in PLAN.runs if r.dataset in datasets and r.selection == "full"
+def evolver_judge_dir(wildcards):
+    return model_dir(config["evolver"]["judge"])
+
+
+def evolver_embed_dir(wildcards):
+    return model_dir(config["evolver"]["embedding_model"])
+
+
+def evolved_stats(wildcards):
+    return [f"results/stats/{d}.parquet" for d in PLAN.evolved_datasets()]
+
+
+def evolved_drop_tables(wildcards):
+    return [
+        f"results/evolved/{s}/{sc}.drops.parquet"
+        for s in config["evolver"]["seedsets"]
+        for sc in PLAN.active_scenarios()
     ]
-    selection = [
-        r for r in PLAN.runs if r.dataset in datasets and r.selection != "full"
-    ]
-    sel_full = [
-        r
-        for r in comparison
-        if r.dataset.split("-")[1] == e["selection"]["scenario"]
-        and r.dataset.split("-")[2] in (e["selection"]["evolvers"] or e["evolvers"])
-    ]
-    return {
-        "stats": [f"results/stats/{d}.parquet" for d in datasets],
-        "drops": [
-            f"results/evolved/{s}/{sc}.drops.parquet"
-            for s in e["seedsets"]
-            for sc in PLAN.active_scenarios()
-        ],
-        "comparison": [f"results/eval/{r.path}.parquet" for r in comparison],
-        "selection": [f"results/eval/{r.path}.parquet" for r in selection + sel_full],
-        "rounds": [
-            f"results/evolved/{s}/{ev}/{sc}/round{k}.parquet"
-            for s, sc, ev in PLAN.evolved
-            for k in range(1, scenario_rounds(sc) + 1)
-        ],
-    }
+
+
+def eval_file(run):
+    return f"results/eval/{run['dataset']}/{run['generator']}/{run['selection']}/{run['base']}.parquet"
+
+
+def evolver_comparison_runs(wildcards):
+    return PLAN.evolver_runs("comparison")
+
+
+def evolver_comparison_evals(wildcards):
+    return [eval_file(r) for r in evolver_comparison_runs(wildcards)]
+
+
+def evolver_selection_runs(wildcards):
+    return PLAN.evolver_runs("selection")
+
+
+def evolver_selection_evals(wildcards):
+    return [eval_file(r) for r in evolver_selection_runs(wildcards)]
+
+
+def top1_round_info(wildcards):
+    """seedset, scenario, evolver and round of each file of top1_files (aligned)."""
+    return PLAN.evolution_rounds(top1=True)
+
+
+def top1_files(wildcards):
+    return [round_file(r, ".top1.parquet") for r in top1_round_info(wildcards)]
 
 
 # --- ifs study

@@ -1,12 +1,6 @@
-"""Snakemake adapter: evolver comparison, instruction statistics, selection comparison."""
+"""Rule build_evolver_tables: evolver comparison, instruction statistics, selection comparison, top-1 statistics."""
 
-from teachfit.logs import log_to
 from teachfit.studies.evolver.tables import build_evolver_tables
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-build_evolver_tables(
-    inputs={k: list(snakemake.input[k]) for k in ("stats", "drops", "comparison", "selection", "rounds")},  # noqa: F821
-    outputs=dict(snakemake.output.items()),  # noqa: F821
-    performance=snakemake.params["performance"],  # noqa: F821
-    selection=snakemake.params["selection"],  # noqa: F821
-)
+run(build_evolver_tables, snakemake)  # noqa: F821

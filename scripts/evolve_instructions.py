@@ -1,17 +1,6 @@
-"""Snakemake adapter: one evolution round (Evol-Instruct or Auto Evol-Instruct)."""
+"""Rule evolve_instructions: one round of Evol-Instruct or Auto Evol-Instruct with one evolver."""
 
-from teachfit.logs import log_to
 from teachfit.studies.evolver.evolve import evolve_instructions
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
-evolve_instructions(
-    previous_path=snakemake.input["previous"],  # noqa: F821
-    model_dir=snakemake.input["model_dir"],  # noqa: F821
-    out_path=snakemake.output["evolved"],  # noqa: F821
-    drops_path=snakemake.output["drops"],  # noqa: F821
-    top1_path=snakemake.output["top1"],  # noqa: F821
-    evolver=snakemake.wildcards["evolver"],  # noqa: F821
-    round_k=int(snakemake.wildcards["k"]),  # noqa: F821
-    params=snakemake.params["evolve"],  # noqa: F821
-    threads=snakemake.threads,  # noqa: F821
-)
+run(evolve_instructions, snakemake)  # noqa: F821

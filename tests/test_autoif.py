@@ -10,7 +10,6 @@ from teachfit.io import DataError, content_id
 from teachfit.studies.evolver.autoif import (
     AutoIFSettings,
     VerifierCase,
-    autoif_stage,
     build_proposal_prompt,
     build_verifier_prompt,
     load_seed_instructions,
@@ -19,7 +18,7 @@ from teachfit.studies.evolver.autoif import (
     parse_verifier,
     pool_cases,
     propose_instructions,
-    run_autoif,
+    propose_verify_pair,
 )
 
 SEEDS = [
@@ -100,11 +99,19 @@ def queries():
     return pl.DataFrame({"id": [content_id("q", t) for t in texts], "instruction": texts})
 
 
+def _config(**kw):
+    """The rule's ``settings`` param with the schema's defaults (plan keys dropped), overridden."""
+    from teachfit.config import defaults
+    from teachfit.plan import scenario_settings
+
+    return {**scenario_settings(defaults("evolver.scenarios.autoif")), **kw}
+
+
 def _settings(**kw):
-    base = dict(proposal_prompts=2, examples_per_prompt=3, new_per_prompt=5, functions_per_instruction=2,
-                min_cases=3, accuracy_threshold=0.8, timeout_s=1.0, sandbox=FAST_SANDBOX)
-    base.update(kw)
-    return AutoIFSettings.from_dict(base)
+    base = {"seed": 0, "proposal_prompts": 2, "examples_per_prompt": 3, "new_per_prompt": 5,
+            "functions_per_instruction": 2, "min_cases": 3, "accuracy_threshold": 0.8, "timeout_s": 1.0,
+            "sandbox": FAST_SANDBOX, "n_instructions": 100, "queries_per_instruction": None}
+    return AutoIFSettings.from_dict(_config(**{**base, **kw}))
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -165,7 +172,7 @@ def test_propose_counts_drops():
 
 
 def test_run_autoif_end_to_end(queries):
-    res = run_autoif(queries, fake_model(), _settings(), seed_instructions=SEEDS, evolver="tiny")
+    res = propose_verify_pair(queries, fake_model(), _settings(), seed_instructions=SEEDS, evolver="tiny")
     v = res.verifiers
     by_reason = dict(zip(v["function_id"], v["reason"]))
     assert set(res.instructions) == set(SEEDS) | {"Use no more than two sentences.",
@@ -193,7 +200,7 @@ def test_run_autoif_end_to_end(queries):
         assert row["operation"] == "autoif" and row["evolver"] == "tiny" and row["round"] == 1
         assert row["id"] == content_id(row["parent_id"], "autoif", 1, row["instruction"])
         assert len(row["verifier_code"]) == 1 and row["verifier_accuracy"] == 1.0
-    again = run_autoif(queries, fake_model(), _settings(), seed_instructions=SEEDS, evolver="tiny")
+    again = propose_verify_pair(queries, fake_model(), _settings(), seed_instructions=SEEDS, evolver="tiny")
     assert again.pairs["id"].to_list() == p["id"].to_list()
 
 
@@ -223,17 +230,25 @@ def test_pairing_options(queries):
 
 
 def test_settings_and_seed_file(tmp_path):
+    from teachfit.io import package_data
+
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['threshold'\]"):
-        AutoIFSettings.from_dict({"threshold": 0.5})
+        AutoIFSettings.from_dict(_config(seed=0, threshold=0.5))
+    with pytest.raises(ValueError, match=r"autoif: missing key\(s\) \['seed'\]"):
+        AutoIFSettings.from_dict(_config())
     with pytest.raises(ValueError, match="accuracy_threshold"):
-        AutoIFSettings.from_dict({"accuracy_threshold": 1.5})
+        AutoIFSettings.from_dict(_config(seed=0, accuracy_threshold=1.5))
     with pytest.raises(ValueError, match="sandbox: unknown key"):
-        AutoIFSettings.from_dict({"sandbox": {"cpu": 1}})
+        AutoIFSettings.from_dict(_config(seed=0, sandbox={"cpu": 1}))
     with pytest.raises(ValueError, match=r"autoif.sandbox: set \['timeout_s'\] at autoif level"):
-        AutoIFSettings.from_dict({"sandbox": {"timeout_s": 1}})
-    s = AutoIFSettings.from_dict({"timeout_s": 0.5, "memory_mb": 128, "sandbox": {"workers": 1}})
+        AutoIFSettings.from_dict(_config(seed=0, sandbox={"timeout_s": 1}))
+    s = AutoIFSettings.from_dict(_config(seed=0, timeout_s=0.5, memory_mb=128, sandbox={"workers": 1}))
     assert (s.sandbox_settings.timeout_s, s.sandbox_settings.memory_mb, s.sandbox_settings.workers) == (0.5, 128, 1)
-    assert len(load_seed_instructions()) >= 10
+    # the config's values reach the settings (no second default here)
+    d = AutoIFSettings.from_dict(_config(seed=0))
+    assert (d.n_instructions, d.functions_per_instruction, d.accuracy_threshold, d.queries_per_instruction) == (
+        8, 2, 0.5, 4)
+    assert len(load_seed_instructions(package_data("autoif_seed_instructions.txt"))) >= 10
     (tmp_path / "s.txt").write_text("# only comments\n\n")
     with pytest.raises(DataError, match="no seed instructions"):
         load_seed_instructions(tmp_path / "s.txt")
@@ -241,14 +256,36 @@ def test_settings_and_seed_file(tmp_path):
         load_seed_instructions(tmp_path / "missing.txt")
 
 
-def test_autoif_stage_writes_outputs(tmp_path, queries):
+def test_evolve_autoif_writes_outputs(tmp_path, queries, monkeypatch):
+    """The rule function (``evolve_autoif``) with the fake evolver instead of a model."""
+    import teachfit.studies.evolver.autoif
+    from teachfit.config import defaults
+    from teachfit.generation.engines import backend_settings
+    from teachfit.studies.evolver.autoif import evolve_autoif
+
+    made = []
+
+    def fake_make_generate_fn(model_dir, generation, backend, threads=None, desc=""):
+        made.append((generation, backend, threads))
+        return fake_model()
+
+    monkeypatch.setattr(teachfit.studies.evolver.autoif, "make_generate_fn", fake_make_generate_fn)
     queries.write_parquet(tmp_path / "q.parquet")
     (tmp_path / "seeds.txt").write_text("\n".join(SEEDS[:2]) + "\n")
-    settings = dict(proposal_prompts=1, examples_per_prompt=2, functions_per_instruction=1, timeout_s=1.0,
-                    sandbox=FAST_SANDBOX)
-    autoif_stage(tmp_path / "q.parquet", tmp_path / "pairs.parquet", tmp_path / "report.json", "unused", "tiny",
-                 settings=settings, seed_instructions_path=tmp_path / "seeds.txt",
-                 verifiers_path=tmp_path / "verifiers.parquet", generate_fn=fake_model())
+    settings = _config(proposal_prompts=1, examples_per_prompt=2, functions_per_instruction=1, timeout_s=1.0,
+                       sandbox=FAST_SANDBOX, queries_per_instruction=None)
+    backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
+    out = evolve_autoif(tmp_path / "q.parquet", tmp_path / "seeds.txt", "unused", tmp_path / "pairs.parquet",
+                        tmp_path / "report.json", tmp_path / "verifiers.parquet", evolver="tiny",
+                        settings=settings, max_new_tokens=16, prompt_format="chat", backend=backend, seed=0,
+                        threads=2)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["pairs"] == pl.read_parquet(tmp_path / "pairs.parquet").height == 3
+    pairs = pl.read_parquet(tmp_path / "pairs.parquet")
+    assert report["pairs"] == report["kept"] == pairs.height == out.height == 3
     assert report["functions_kept"] == pl.read_parquet(tmp_path / "verifiers.parquet")["kept"].sum() == 3
+    assert (report["scenario"], report["round"], report["input_rows"], report["evolver"]) == ("autoif", 1, 3, "tiny")
+    assert all(":" in k for k in report["dropped"]) and report["dropped"]["propose:seed_copy"] == 1
+    assert set(pairs["scenario"]) == {"autoif"}
+    generation, used_backend, threads = made[0]
+    assert used_backend == backend and threads == 2
+    assert (generation.temperature, generation.logprobs, generation.max_new_tokens) == (0.0, False, 16)

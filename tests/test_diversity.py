@@ -76,8 +76,11 @@ def test_embed_with_tiny_bert(tiny_bert):
     assert d[0] == pytest.approx(0.0, abs=1e-5) and d[1] > 0
 
 
-def test_describe_instructions_nn_distance(tmp_path, tiny_bert, tiny_llama):
-    """Diversity as the workflow computes it (``teachfit.studies.evolver.describe.describe_instructions``)."""
+def test_describe_instructions(tmp_path, tiny_bert, tiny_llama):
+    """Rule ``describe_instructions``: length, judged difficulty (the former
+    ``judge.difficulty_file``'s rating, now computed only here), diversity and reward."""
+    from teachfit.models import load_causal_lm, load_tokenizer
+    from teachfit.scoring.judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
     from teachfit.studies.evolver.describe import describe_instructions
 
     texts = ["x y", "x y", "python code"]
@@ -88,10 +91,17 @@ def test_describe_instructions_nn_distance(tmp_path, tiny_bert, tiny_llama):
                                   tmp_path / "d.parquet", batch_size=2)
     table = pl.read_parquet(tmp_path / "d.parquet")
     assert table.equals(stats)
+    assert table.columns == ["id", "round", "length_words", "difficulty", "nn_distance", "reward"]
     assert table["id"].to_list() == ["a", "b", "c"] and table["round"].to_list() == [1, 1, 1]
     d = table["nn_distance"].to_list()
     assert d[0] == pytest.approx(0.0, abs=1e-5) and d[1] == pytest.approx(0.0, abs=1e-5) and d[2] > 0
     assert d == pytest.approx(nn_distance(embed(texts, tiny_bert)).tolist(), abs=1e-5)
     assert table["length_words"].to_list() == [2, 2, 2]
+    # difficulty: the probability-weighted 1-5 rating of the difficulty_v1 prompt
     assert table["difficulty"].is_between(1.0, 5.0).all()
+    tok = load_tokenizer(tiny_llama, padding_side="left")
+    judge = JudgeSettings.from_dict({"prompt_id": "difficulty_v1", "batch_size": 2})
+    expected, _ = rating_scores_loaded(load_causal_lm(tiny_llama), tok,
+                                       [difficulty_prompt(tok, t, "difficulty_v1") for t in texts], judge)
+    assert table["difficulty"].to_list() == pytest.approx(expected.tolist(), abs=1e-6)
     assert table["reward"].to_list() == [2.0, None, 0.5]  # joined by id, missing -> null

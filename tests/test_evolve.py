@@ -61,8 +61,8 @@ def test_prompts_name_the_instruction_and_differ_per_operation():
     f"```\n{GOOD}\n```",
     f"#New Instruction#:\n{GOOD}\n---\nNotes on the change",
     # the model echoes the end of the prompt before answering
-    f"Reply with the harder instruction only, right after the line #Rewritten Instruction#:\n"
-    f"#Rewritten Instruction#:\n{GOOD}",
+    (f"Reply with the harder instruction only, right after the line #Rewritten Instruction#:\n"
+     f"#Rewritten Instruction#:\n{GOOD}"),
 ])
 def test_parse_evolved_extracts_the_instruction(reply):
     assert parse_evolved(reply) == GOOD
@@ -209,17 +209,17 @@ def test_evolve_round_keeps_lineage_and_counts_drops(records):
 
 def test_evolve_round_checks_its_inputs(records):
     with pytest.raises(ValueError, match="returned 1 outputs for 8 prompts"):
-        evolve_round(records, lambda ps: ["x"], OPERATIONS)
+        evolve_round(records, lambda ps: ["x"], OPERATIONS, seed=0)
     with pytest.raises(DataError, match="lacks column"):
-        evolve_round(records.drop("instruction"), fake_evolver, OPERATIONS)
+        evolve_round(records.drop("instruction"), fake_evolver, OPERATIONS, seed=0)
     with pytest.raises(DataError, match="not unique"):
-        evolve_round(pl.concat([records, records]), fake_evolver, OPERATIONS)
-    kept, counts = evolve_round(records.head(0), fake_evolver, OPERATIONS)
+        evolve_round(pl.concat([records, records]), fake_evolver, OPERATIONS, seed=0)
+    kept, counts = evolve_round(records.head(0), fake_evolver, OPERATIONS, seed=0)
     assert kept.height == 0 and "root_id" in kept.columns and sum(counts.values()) == 0
 
 
 def test_auto_evol_round(records):
-    kept, counts = auto_evol_round(records, fake_evolver, round=1, evolver="tiny")
+    kept, counts = auto_evol_round(records, fake_evolver, seed=0, round=1, evolver="tiny")
     # REFUSE / EMPTY / GARBLE / COPY / SAME replies carry no Step 4 section
     assert counts["refusal"] == 1 and counts["empty"] == 1 and counts["unparseable"] == 4
     assert kept.height == 2
@@ -252,7 +252,7 @@ def test_equalize_sizes_fills_with_seeded_non_shared_rows():
     assert out["b"].equals(equalize_sizes(sets, seed=0)["b"])
     extra = {frozenset(equalize_sizes(sets, seed=s)["b"]["root_id"]) - {f"r{i}" for i in range(5)} for s in range(12)}
     assert len(extra) > 1  # the filler depends on the seed
-    assert equalize_sizes({}) == {}
+    assert equalize_sizes({}, seed=0) == {}
 
 
 # ----------------------------------------------------------------------------- selection
@@ -310,11 +310,30 @@ def test_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['rounds'\]; allowed: method"):
         EvolSettings.from_dict({"rounds": 3})
     with pytest.raises(ValueError, match="evolve.method"):
-        EvolSettings.from_dict({"method": "magic"})
+        EvolSettings.from_dict({"method": "magic", "seed": 0})
     with pytest.raises(ValueError, match="evolve.operations"):
-        EvolSettings.from_dict({"operations": ["deepen", "nope"]})
+        EvolSettings.from_dict({"method": "evol_instruct", "seed": 0, "operations": ["deepen", "nope"]})
+    with pytest.raises(ValueError, match="evolve.operations: only method evol_instruct"):
+        EvolSettings.from_dict({"method": "auto_evol", "seed": 0, "operations": ["deepen"]})
+    with pytest.raises(ValueError, match=r"evolve: missing key\(s\) \['seed'\]"):
+        EvolSettings.from_dict({"method": "auto_evol"})
     with pytest.raises(ValueError, match="generation: unknown key"):
         EvolverGeneration.from_dict({"temp": 1.0})
+    with pytest.raises(ValueError, match=r"generation: missing key\(s\) \['prompt_format', 'max_new_tokens'"):
+        EvolverGeneration.from_dict({})
+
+
+def test_settings_take_the_config_sections():
+    """The rules pass the schema's sections minus the plan keys (teachfit.plan.scenario_settings)."""
+    from teachfit.config import defaults
+    from teachfit.plan import scenario_settings
+
+    evol = scenario_settings(defaults("evolver.scenarios.evol_instruct"))
+    assert evol == {"operations": list(OPERATIONS)}
+    cfg = EvolSettings.from_dict({"method": "evol_instruct", "seed": 3, **evol})
+    assert cfg.operations == list(OPERATIONS) and cfg.seed == 3
+    auto = scenario_settings(defaults("evolver.scenarios.auto_evol"))
+    assert auto == {} and EvolSettings.from_dict({"method": "auto_evol", "seed": 0, **auto}).operations is None
 
 
 class FakeGenerateFn:
@@ -328,6 +347,19 @@ class FakeGenerateFn:
         return fake_evolver(prompts)
 
 
+def _evolve_params(scenario: str = "evol_instruct", seed: int = 3) -> dict:
+    """The rule's params as the workflow builds them (schema defaults, tiny engine)."""
+    from teachfit.config import defaults
+    from teachfit.generation.engines import backend_settings
+    from teachfit.plan import scenario_settings
+
+    return {"scenario": scenario, "evolver": "tiny", "round": 1,
+            "settings": scenario_settings(defaults(f"evolver.scenarios.{scenario}")),
+            "max_new_tokens": 64, "prompt_format": "chat",
+            "backend": backend_settings(defaults("models.*", source="random"), defaults("generation")),
+            "seed": seed}
+
+
 def test_evolve_instructions_writes_table_and_reports(tmp_path, records, monkeypatch):
     """The workflow's round (``teachfit.studies.evolver.evolve.evolve_instructions``) with a fake evolver."""
     import teachfit.studies.evolver.evolve
@@ -335,33 +367,40 @@ def test_evolve_instructions_writes_table_and_reports(tmp_path, records, monkeyp
 
     made = []
 
-    def fake_make_generate_fn(model_dir, generation, desc="", threads=None):
-        made.append((str(model_dir), dict(generation), desc))
+    def fake_make_generate_fn(model_dir, generation, backend, threads=None, desc=""):
+        made.append((str(model_dir), generation, dict(backend), threads, desc))
         return FakeGenerateFn()
 
     monkeypatch.setattr(teachfit.studies.evolver.evolve, "make_generate_fn", fake_make_generate_fn)
     records.write_parquet(tmp_path / "in.parquet")
-    params = {"scenario": "evol_instruct", "settings": {"operations": list(OPERATIONS), "rounds": 2},
-              "max_new_tokens": 64, "prompt_format": "chat", "backend": "transformers",
-              "tensor_parallel_size": 1, "batch_size": 4, "seed": 3}
+    params = _evolve_params()
     out = tmp_path / "out.parquet"
     kept = evolve_instructions(tmp_path / "in.parquet", "unused", out, tmp_path / "report.json",
-                               tmp_path / "top1.parquet", evolver="tiny", round_k=1, params=params)
+                               tmp_path / "top1.parquet", threads=2, **params)
     assert pl.read_parquet(out)["id"].to_list() == kept["id"].to_list()
     assert set(kept["scenario"]) == {"evol_instruct"} and set(kept["evolver"]) == {"tiny"}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["kept"] == 3 and report["dropped"]["refusal"] == 1 and report["input_rows"] == 8
     assert sum(report["operations"].values()) == 3
-    # evolvers decode greedily with top-1 log-probs; one top-1 row per parent instruction
-    assert made[0][0] == "unused" and made[0][1]["temperature"] == 0.0 and made[0][1]["logprobs"] is True
+    # evolvers decode greedily with top-1 log-probs; the engine is the model entry's backend
+    model_dir, generation, backend, threads, _ = made[0]
+    assert model_dir == "unused" and threads == 2 and backend == params["backend"]
+    assert (generation.temperature, generation.logprobs, generation.max_new_tokens, generation.seed) == (0.0, True, 64, 3)
     top1 = pl.read_parquet(tmp_path / "top1.parquet")
     assert top1["parent_id"].to_list() == records["id"].to_list()
     assert top1["top1_logprobs"].to_list() == [[math.log(0.5), 0.0]] * records.height
+    assert top1["round"].to_list() == [1] * records.height
 
     evolve_instructions(tmp_path / "in.parquet", "unused", tmp_path / "auto.parquet", tmp_path / "r2.json",
-                        tmp_path / "t2.parquet", "tiny", 1, {**params, "scenario": "auto_evol"})
+                        tmp_path / "t2.parquet", **_evolve_params("auto_evol"))
     assert set(pl.read_parquet(tmp_path / "auto.parquet")["operation"]) == {"auto_evol"}
     assert pl.read_parquet(tmp_path / "t2.parquet").height == records.height
+
+
+class _Completion:
+    def __init__(self, text):
+        self.text, self.token_ids, self.finish_reason = text, [1], "stop"
+        self.top1_logprobs = [math.log(0.5), 0.0]
 
 
 def test_backend_glue_uses_the_generation_api(monkeypatch):
@@ -369,22 +408,22 @@ def test_backend_glue_uses_the_generation_api(monkeypatch):
     so this test does not depend on those modules)."""
     seen = {}
 
-    class Completion:
-        def __init__(self, text):
-            self.text, self.token_ids, self.finish_reason = text, [1], "stop"
-            self.top1_logprobs = [math.log(0.5), 0.0]
-
     class Backend:
         def generate(self, prompts, sampling, desc=""):
             seen["prompts"], seen["sampling"], seen["desc"] = prompts, sampling, desc
-            return [[Completion(f"out:{p}")] for p in prompts]
+            return [[_Completion(f"out:{p}")] for p in prompts]
 
-    def SamplingConfig(**kw):  # noqa: N802 - mirrors the dataclass
+    def SamplingConfig(**kw):  # mirrors the dataclass
         return types.SimpleNamespace(**kw)
 
     class BackendConfig:
-        def __init__(self, **kw):
-            seen["backend_config"] = kw
+        def __init__(self, d):
+            self.backend = d["backend"]
+            seen["backend_config"] = d
+
+        @classmethod
+        def from_dict(cls, d):
+            return cls(d)
 
         def build(self, model_dir, threads=None, seed=0):
             seen["build"] = (model_dir, threads, seed)
@@ -401,16 +440,57 @@ def test_backend_glue_uses_the_generation_api(monkeypatch):
     monkeypatch.setitem(sys.modules, "teachfit.generation.engines", engines_mod)
     monkeypatch.setitem(sys.modules, "teachfit.prompts", prompts_mod)
     monkeypatch.setattr("teachfit.models.load_tokenizer", lambda d: "TOK")
-    fn = make_generate_fn("m", {"temperature": 0.3, "system": "sys", "logprobs": True, "max_new_tokens": 64,
-                                "backend": "vllm", "tensor_parallel_size": 2}, threads=3)
+    gen = {"prompt_format": "chat", "temperature": 0.3, "system": "sys", "logprobs": True, "max_new_tokens": 64,
+           "seed": 5}
+    fn = make_generate_fn("m", gen, {"backend": "vllm", "tensor_parallel_size": 2}, threads=3)
     assert fn(["a", "b"]) == ["out:[chat|sys]a", "out:[chat|sys]b"]
     s = seen["sampling"]
-    assert (s.temperature, s.n, s.max_new_tokens, s.stop, s.logprobs) == (0.3, 1, 64, [], True)
-    assert seen["backend_config"]["backend"] == "vllm" and seen["backend_config"]["tensor_parallel_size"] == 2
-    assert seen["build"] == ("m", 3, 0)
-    assert fn.top1 == [[math.log(0.5), 0.0]] * 2
-    fn = make_generate_fn("m", {"prompt_format": "fewshot"}, backend=Backend())
+    assert (s.temperature, s.n, s.max_new_tokens, s.stop, s.logprobs, s.seed) == (0.3, 1, 64, [], True, 5)
+    assert seen["backend_config"] == {"backend": "vllm", "tensor_parallel_size": 2}
+    assert seen["build"] == ("m", 3, 5)
+    assert fn.top1 == [[math.log(0.5), 0.0]] * 2 and fn.supports_primer
+    assert fn(["c"], primer="Step 1:") == ["out:[chat|sys]cStep 1:"]
+    fn = make_generate_fn("m", {**gen, "prompt_format": "fewshot", "system": None}, Backend())
     assert fn(["q"]) == ["out:[fewshot|None]q"] and seen["sampling"].stop == ["STOP"]
+
+
+def test_openai_evolver_sends_chat_text_without_primer(monkeypatch):
+    """An ``openai`` evolver runs through the OpenAI backend (no silent swap to transformers):
+    the prompt text goes out as the user message, no tokenizer is loaded, and priming the
+    reply (Auto Evol-Instruct's small-model aid) is off."""
+    import teachfit.models
+    from teachfit.studies.evolver.evolve import auto_evol_round, build_auto_evol_prompt
+
+    monkeypatch.setattr(teachfit.models, "load_tokenizer", lambda d: pytest.fail("api evolver loads no tokenizer"))
+    sent = []
+
+    class OpenAIBackend:
+        name = "openai"
+
+        def generate(self, prompts, sampling, desc=""):
+            sent.extend(prompts)
+            return [[_Completion("Step 4 #Finally Rewritten Instruction#:\nList three rainy-day games for kids.")]
+                    for _ in prompts]
+
+    gen = {"prompt_format": "chat", "max_new_tokens": 32, "seed": 0}
+    fn = make_generate_fn("results/models/gpt4", gen, OpenAIBackend())
+    assert not fn.supports_primer
+    records = pl.DataFrame({"id": ["a"], "instruction": ["List games."]})
+    kept, _ = auto_evol_round(records, fn, seed=0, round=1, evolver="gpt4")
+    assert sent == [build_auto_evol_prompt("List games.")]
+    assert kept["instruction"].to_list() == ["List three rainy-day games for kids."]
+    assert fn.top1 == [[math.log(0.5), 0.0]]
+    with pytest.raises(ValueError, match="gpt4: an OpenAI-compatible endpoint cannot prime"):
+        fn(["x"], primer="Step 1")
+    with pytest.raises(ValueError, match="gpt4: an OpenAI-compatible endpoint takes chat text"):
+        make_generate_fn("results/models/gpt4", {**gen, "prompt_format": "fewshot"}, OpenAIBackend())
+    # the engine comes from the model entry: backend 'openai' builds the OpenAI backend
+    from teachfit.config import defaults
+    from teachfit.generation.engines import backend_settings
+
+    entry = defaults("models.*", source="api", backend="openai", api_base="http://127.0.0.1:9/v1", api_model="m")
+    fn = make_generate_fn("results/models/gpt4", gen, backend_settings(entry, defaults("generation")))
+    assert fn.api and fn.backend.name == "openai"
 
 
 @pytest.fixture(scope="module")
@@ -426,11 +506,16 @@ def test_evolve_round_with_a_real_tiny_model(tiny_llama):
     """End to end through teachfit.generation (skipped where that module is absent)."""
     pytest.importorskip("teachfit.generation.hf")
     records = pl.DataFrame({"id": ["a", "b", "c"], "instruction": ["Explain rain.", "List two colours.", "Add 2 and 3."]})
-    fn = make_generate_fn(tiny_llama, {"max_new_tokens": 12, "temperature": 0.0, "logprobs": True})
+    from teachfit.config import defaults
+    from teachfit.generation.engines import backend_settings
+
+    backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
+    gen = {"prompt_format": "chat", "max_new_tokens": 12, "seed": 0}
+    fn = make_generate_fn(tiny_llama, gen, backend)
     kept, counts = evolve_round(records, fn, OPERATIONS, seed=0, round=1, evolver="tiny")
     assert kept.height + sum(counts.values()) == 3
     assert len(fn.top1) == 3 and all(0 < len(t) <= 12 for t in fn.top1)
-    again, _ = evolve_round(records, make_generate_fn(tiny_llama, {"max_new_tokens": 12, "temperature": 0.0}),
+    again, _ = evolve_round(records, make_generate_fn(tiny_llama, {**gen, "logprobs": False}, backend),
                             OPERATIONS, seed=0, round=1, evolver="tiny")
     assert again["instruction"].to_list() == kept["instruction"].to_list()  # greedy: reproducible
 
@@ -452,3 +537,122 @@ def test_parse_evolved_unbalanced_quotes(reply, expected):
 ])
 def test_echoed_prompt_or_narration_is_unparseable(reply):
     assert classify_failure("List the planets.", reply) == "unparseable"
+
+
+# ----------------------------------------------------------------------------- plan + tables
+
+
+def _plan_config(**evolver):
+    from teachfit.config import validate_config
+
+    cfg = {
+        "models": {"inst": {"source": "random", "kind": "instruct"}, "base": {"source": "random", "kind": "base"},
+                   "enc": {"source": "random", "kind": "encoder", "task": "encoder"},
+                   "rm": {"source": "random", "kind": "reward", "task": "seq_cls"}},
+        "seedsets": {"s": {"path": "x.jsonl"}, "t": {"path": "y.jsonl"}},
+        "generators": {"g": {"model": "inst"}},
+        "teacher": {"activate": True, "instructions": "t", "generators": ["g"], "bases": ["base"],
+                    "reference_model": "inst", "reward": {"type": "classifier", "model": "rm"}},
+        "evolver": {"activate": True, "seedsets": ["s"], "evolvers": ["inst", "base"], "teacher": "g",
+                    "bases": ["base"], "judge": "inst", "embedding_model": "enc", "scoring_model": "inst",
+                    "scenarios": {"evol_instruct": {"rounds": 2}, "auto_evol": {"evolvers": ["inst"]}},
+                    "selection": {"evolvers": ["inst"], "methods": ["random"]}, **evolver},
+    }
+    return validate_config(cfg)
+
+
+def test_plan_owns_the_evolved_sets_metadata_and_reward():
+    from teachfit.plan import PlanError, build_plan
+
+    plan = build_plan(_plan_config())
+    assert plan.evolved_datasets() == ["s-evol_instruct-inst", "s-evol_instruct-base", "s-auto_evol-inst"]
+    assert plan.evolved_origin("s-auto_evol-inst") == {"seedset": "s", "scenario": "auto_evol", "evolver": "inst"}
+    with pytest.raises(PlanError, match="'t' is not an evolved data set"):
+        plan.evolved_origin("t")
+    assert plan.evolution_rounds("s", "evol_instruct") == [
+        {"seedset": "s", "scenario": "evol_instruct", "evolver": ev, "round": k}
+        for ev in ("inst", "base") for k in (1, 2)]
+    assert [r["scenario"] for r in plan.evolution_rounds(top1=True)] == ["evol_instruct"] * 4 + ["auto_evol"]
+    assert plan.evolution_settings("evol_instruct") == {"operations": list(OPERATIONS)}
+    # each study its own reward model: the evolver's (default: its judge) for evolved sets
+    assert plan.reward_settings("s-evol_instruct-base") == {"type": "judge", "model": "inst", "batch_size": 8}
+    assert plan.reward_model("t") == "rm" and plan.reward_model("s-auto_evol-inst") == "inst"
+    plan = build_plan(_plan_config(reward={"type": "classifier", "model": "rm", "batch_size": 2}))
+    assert plan.reward_settings("s-auto_evol-inst") == {"type": "classifier", "model": "rm", "batch_size": 2}
+    off = _plan_config()
+    off["teacher"]["activate"] = False
+    assert build_plan(off).reward_model("t") == "inst"  # only the evolver study rates anything
+    off["evolver"]["activate"] = False
+    with pytest.raises(PlanError, match="no reward model rates data set 't'"):
+        build_plan(off).reward_model("t")
+
+
+def test_evolver_reward_model_is_checked():
+    from teachfit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="evolver.reward.model: type 'classifier' needs a reward model"):
+        _plan_config(reward={"type": "classifier"})
+    with pytest.raises(ConfigError, match="evolver.reward.model: model 'inst' is kind 'instruct'"):
+        _plan_config(reward={"type": "classifier", "model": "inst"})
+
+
+def test_plan_lists_the_runs_each_evolver_table_compares():
+    from teachfit.plan import build_plan
+
+    plan = build_plan(_plan_config())
+    comparison = plan.evolver_runs("comparison")
+    assert [(r["scenario"], r["evolver"], r["selection"]) for r in comparison] == [
+        ("auto_evol", "inst", "full"), ("evol_instruct", "base", "full"), ("evol_instruct", "inst", "full")]
+    assert comparison[0] == {"dataset": "s-auto_evol-inst", "seedset": "s", "scenario": "auto_evol",
+                             "evolver": "inst", "generator": "g", "selection": "full", "base": "base"}
+    selection = plan.evolver_runs("selection")
+    # the selected subsets first, then the full sets they were selected from
+    assert [(r["evolver"], r["selection"]) for r in selection] == [("inst", "random50"), ("inst", "full")]
+    assert all(r["scenario"] == "evol_instruct" for r in selection)
+
+
+def _eval(path, values):
+    pl.DataFrame({"task": ["tf_ifeval", "tf_arith", "tf_arith"],
+                  "metric": ["prompt_level_loose_acc,none", "exact_match,flexible-extract", "x"],
+                  "value": values, "is_final": [True, True, False]}).write_parquet(path)
+    return str(path)
+
+
+def test_build_evolver_tables_reads_declared_inputs_and_metadata(tmp_path):
+    """Metadata of every file comes as aligned params (no path parsing); top-1 files are inputs."""
+    from teachfit.config import defaults
+    from teachfit.studies.evolver.tables import build_evolver_tables
+
+    runs = [{"dataset": "a-b-c", "seedset": "general", "scenario": "evol_instruct", "evolver": e,
+             "generator": "g", "selection": "full", "base": "base"} for e in ("small", "large")]
+    evals = [_eval(tmp_path / f"e{i}.parquet", [v, 0.5, 9.0]) for i, v in enumerate((0.25, 0.75))]
+    stats = tmp_path / "stats.parquet"
+    pl.DataFrame({"id": ["x", "y"], "seedset": ["general"] * 2, "scenario": ["evol_instruct"] * 2,
+                  "evolver": ["small", "large"], "round": [1, 1], "length_words": [3, 5],
+                  "difficulty": [2.0, 3.0], "nn_distance": [0.1, 0.2], "reward": [1.0, None]}).write_parquet(stats)
+    drops = tmp_path / "drops.parquet"
+    pl.DataFrame({"evolver": ["small", "small", "large", "small"], "scenario": ["evol_instruct"] * 4,
+                  "round": [1, 1, 1, 0], "reason": ["kept", "copy", "kept", "equalized_away"],
+                  "count": [4, 1, 3, 1]}).write_parquet(drops)
+    top1 = []
+    for i in range(2):
+        p = tmp_path / f"t{i}.parquet"
+        pl.DataFrame({"parent_id": ["x"], "top1_logprobs": [[math.log(0.5), 0.0]]}).write_parquet(p)
+        top1.append(str(p))
+    rounds = [{"seedset": "general", "scenario": "evol_instruct", "evolver": e, "round": 1} for e in ("small", "large")]
+    out = {k: tmp_path / f"{k}.csv" for k in ("comparison_table", "stats_table", "selection_table", "top1_table")}
+    build_evolver_tables([str(stats)], [str(drops)], evals, [], top1, **out, comparison_runs=runs,
+                         selection_runs=[], top1_rounds=rounds, performance=defaults("performance"))
+    comp = pl.read_csv(out["comparison_table"])
+    assert comp["evolver"].to_list() == ["large", "small"] and comp["average"].to_list() == [0.625, 0.375]
+    assert comp.columns[:6] == ["seedset", "scenario", "evolver", "teacher", "selection", "base"]
+    table = pl.read_csv(out["stats_table"])
+    assert table.filter(pl.col("evolver") == "small")[["n_kept", "n_copy", "n_dropped", "n_trained"]].row(0) == (
+        4, 1, 1, 1)
+    t1 = pl.read_csv(out["top1_table"])
+    assert t1[["evolver", "scenario", "round"]].rows() == [("small", "evol_instruct", 1), ("large", "evol_instruct", 1)]
+    assert t1["mean"].to_list() == [0.75, 0.75]
+    assert out["selection_table"].read_text().strip() == ""  # no selection runs
+    with pytest.raises(DataError, match="top1_rounds: 2 files but 1 metadata entries"):
+        build_evolver_tables([str(stats)], [str(drops)], evals, [], top1, **out, comparison_runs=runs,
+                             selection_runs=[], top1_rounds=rounds[:1], performance=defaults("performance"))

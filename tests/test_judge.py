@@ -12,7 +12,6 @@ from teachfit.scoring.judge import (
     JudgeError,
     JudgeSettings,
     SequenceClassifierReward,
-    difficulty_file,
     difficulty_prompt,
     label_token_ids,
     label_word_probs,
@@ -163,7 +162,4 @@ def test_reward_and_difficulty_files(models, tmp_path):
     out2 = tmp_path / "rm.parquet"
     df2 = reward_file(models["bert"], src, out2, {"method": "seq_cls"})
     assert df2["reward"].is_finite().all() and df2["judge_method"][0] == "seq_cls"
-    out3 = tmp_path / "difficulty.parquet"
-    df3 = difficulty_file(models["llama"], src, out3, {"max_length": 40})
-    assert df3["difficulty"].is_between(1.0, 5.0).all() and df3["difficulty_truncated"].all()
-    assert df3["judge_prompt_id"][0] == "difficulty_v1"
+    # difficulty ratings: rule describe_instructions (tests/test_diversity.py)

@@ -20,7 +20,7 @@ from teachfit.studies.evolver.sandbox import (
 )
 
 # Small wall-clock slack so that the limits tested here stay short.
-FAST = dict(timeout_s=1.0, startup_s=2.0)
+FAST = {"timeout_s": 1.0, "startup_s": 2.0}
 IS_ROOT = os.geteuid() == 0
 
 

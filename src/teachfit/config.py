@@ -292,6 +292,12 @@ def check_references(config: dict[str, Any]) -> None:
         for i, b in enumerate(e.get("bases", [])):
             need_model(f"evolver.bases[{i}]", b, ("instruct", "base"))
         need_model("evolver.judge", e.get("judge"), ("instruct", "base"))
+        reward = e.get("reward", {})
+        if reward.get("type") == "classifier" and reward.get("model") is None:
+            problems.append("config.evolver.reward.model: type 'classifier' needs a reward model "
+                            "(null means evolver.judge, an LLM judge)")
+        need_model("evolver.reward.model", reward.get("model"),
+                   ("reward",) if reward.get("type") == "classifier" else ("instruct", "base"))
         need_model("evolver.embedding_model", e.get("embedding_model"), ("encoder",))
         need_model("evolver.scoring_model", e.get("scoring_model"), ("instruct", "base"))
     f = config.get("ifs", {})

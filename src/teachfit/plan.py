@@ -13,6 +13,20 @@ from typing import Any
 
 SCENARIOS = ("evol_instruct", "auto_evol", "autoif")
 
+#: Keys of ``evolver.scenarios.<scenario>`` that shape the plan (which jobs run, which file
+#: holds the AutoIF seed instructions), not what one evolution job computes. They are kept
+#: out of a job's ``settings`` param, so that e.g. adding an evolver or a round does not
+#: re-run the other evolvers' jobs.
+SCENARIO_PLAN_KEYS = ("activate", "evolvers", "rounds", "seed_instructions")
+
+#: Scenarios whose evolution jobs record the evolver's top-1 log-probs (a ``.top1.parquet``
+#: beside each round); AutoIF's propose/verify pipeline does not.
+TOP1_SCENARIOS = ("evol_instruct", "auto_evol")
+
+
+class PlanError(ValueError):
+    """The config asks the plan something it does not define; the message names the key."""
+
 
 @dataclass(frozen=True, order=True)
 class Run:
@@ -36,7 +50,18 @@ def selection_label(method: str, top_percent: float) -> str:
 
 
 def evolved_name(seedset: str, scenario: str, evolver: str) -> str:
+    """The data set name of one evolver's evolved set (``results/instructions/<name>.parquet``).
+
+    Only ever built here, never split again: :meth:`Plan.evolved_origin` maps a name back to
+    its (seedset, scenario, evolver).
+    """
     return f"{seedset}-{scenario}-{evolver}"
+
+
+def scenario_settings(section: dict[str, Any]) -> dict[str, Any]:
+    """What one evolution job of a scenario computes with: the validated
+    ``evolver.scenarios.<scenario>`` section without :data:`SCENARIO_PLAN_KEYS`."""
+    return {k: v for k, v in section.items() if k not in SCENARIO_PLAN_KEYS}
 
 
 @dataclass
@@ -45,6 +70,7 @@ class Plan:
     names: dict[str, list[str]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     scores: set[tuple[str, str, str]] = field(default_factory=set)
+    #: (seedset, scenario, evolver) of every evolved set, in plan order
     evolved: list[tuple[str, str, str]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ helpers
@@ -58,31 +84,95 @@ class Plan:
         return bool(self.config.get("teacher", {}).get("activate"))
 
     def evolver_on(self) -> bool:
-        return bool(self.config.get("evolver", {}).get("activate"))
+        return bool(self.config["evolver"]["activate"])
 
     def ifs_on(self) -> bool:
         return bool(self.config.get("ifs", {}).get("activate"))
 
     def active_scenarios(self) -> list[str]:
-        sc = self.config["evolver"].get("scenarios", {})
-        return [s for s in SCENARIOS if sc.get(s, {}).get("activate", s != "autoif")]
+        sc = self.config["evolver"]["scenarios"]
+        return [s for s in SCENARIOS if sc[s]["activate"]]
 
     def scenario_evolvers(self, scenario: str) -> list[str]:
         e = self.config["evolver"]
-        return list(e.get("scenarios", {}).get(scenario, {}).get("evolvers") or e["evolvers"])
+        return list(e["scenarios"][scenario]["evolvers"] or e["evolvers"])
 
     def evolved_datasets(self) -> list[str]:
         return [evolved_name(s, sc, ev) for s, sc, ev in self.evolved]
 
+    def evolved_origin(self, dataset: str) -> dict[str, str]:
+        """``{"seedset", "scenario", "evolver"}`` of an evolved data set name; PlanError if
+        ``dataset`` is not one of :meth:`evolved_datasets`."""
+        for s, sc, ev in self.evolved:
+            if evolved_name(s, sc, ev) == dataset:
+                return {"seedset": s, "scenario": sc, "evolver": ev}
+        raise PlanError(f"{dataset!r} is not an evolved data set of this config; "
+                        f"evolved sets: {', '.join(self.evolved_datasets()) or '(none)'}")
+
+    def scenario_rounds(self, scenario: str) -> int:
+        """Evolution rounds of a scenario (AutoIF: one)."""
+        if scenario == "autoif":
+            return 1
+        return int(self.config["evolver"]["scenarios"][scenario]["rounds"])
+
+    def evolution_rounds(self, seedset: str | None = None, scenario: str | None = None,
+                         top1: bool = False) -> list[dict[str, Any]]:
+        """``{"seedset", "scenario", "evolver", "round"}`` of every evolution round file
+        (``results/evolved/<seedset>/<evolver>/<scenario>/round<round>.parquet``), in plan order,
+        optionally of one seed set / scenario, or (``top1``) only rounds that record the
+        evolver's top-1 log-probs (:data:`TOP1_SCENARIOS`)."""
+        return [
+            {"seedset": s, "scenario": sc, "evolver": ev, "round": k}
+            for s, sc, ev in self.evolved
+            if (seedset is None or s == seedset) and (scenario is None or sc == scenario)
+            and (not top1 or sc in TOP1_SCENARIOS)
+            for k in range(1, self.scenario_rounds(sc) + 1)
+        ]
+
+    def evolver_runs(self, part: str) -> list[dict[str, Any]]:
+        """The SFT runs one evolver table compares, each as ``{"dataset", "seedset", "scenario",
+        "evolver", "generator", "selection", "base"}`` (sorted like :attr:`runs`).
+
+        ``part="comparison"``: every evolved set trained in full; ``part="selection"``: the
+        selected subsets plus the full sets they were selected from (``evolver.selection``).
+        """
+        e = self.config["evolver"]
+        evolved = set(self.evolved_datasets())
+        sel = e["selection"]
+        sel_evolvers = sel["evolvers"] or e["evolvers"]
+        out = []
+        for r in self.runs:
+            if r.dataset not in evolved:
+                continue
+            origin = self.evolved_origin(r.dataset)
+            if part == "comparison":
+                keep = r.selection == "full"
+            elif part == "selection":
+                keep = r.selection != "full" or (origin["scenario"] == sel["scenario"]
+                                                 and origin["evolver"] in sel_evolvers)
+            else:
+                raise ValueError(f"evolver_runs: part must be 'comparison' or 'selection', got {part!r}")
+            if keep:
+                out.append({"dataset": r.dataset, **origin, "generator": r.generator,
+                            "selection": r.selection, "base": r.base})
+        if part == "selection":  # the selected subsets first, then the full sets (as before)
+            out = ([m for m in out if m["selection"] != "full"]
+                   + [m for m in out if m["selection"] == "full"])
+        return out
+
+    def evolution_settings(self, scenario: str) -> dict[str, Any]:
+        """The ``settings`` param of scenario ``scenario``'s evolution jobs (see :func:`scenario_settings`)."""
+        return scenario_settings(self.config["evolver"]["scenarios"][scenario])
+
     def selection_methods(self) -> dict[str, dict[str, Any]]:
-        sel = self.config.get("evolver", {}).get("selection", {})
-        if not (self.evolver_on() and sel.get("activate", True)):
+        sel = self.config["evolver"]["selection"]
+        if not (self.evolver_on() and sel["activate"]):
             return {"full": {"method": "full", "top_percent": 100.0}}
         out = {"full": {"method": "full", "top_percent": 100.0}}
-        for m in sel.get("methods", []):
-            out[selection_label(m, sel.get("top_percent", 50))] = {
-                "method": m, "top_percent": float(sel.get("top_percent", 50)),
-                "seed": int(self.config.get("seed", 0)),
+        for m in sel["methods"]:
+            out[selection_label(m, sel["top_percent"])] = {
+                "method": m, "top_percent": float(sel["top_percent"]),
+                "seed": int(self.config["seed"]),
             }
         return out
 
@@ -95,16 +185,29 @@ class Plan:
             return self.config["evolver"]["scoring_model"]
         return None
 
-    def reward_model(self, dataset: str) -> str:
-        if self.teacher_on():
-            return self.config["teacher"]["reward"]["model"]
-        return self.config["evolver"]["judge"]
-
     def reward_settings(self, dataset: str) -> dict[str, Any]:
+        """The reward setting (``type``, ``model``, ``batch_size``, ``version``) that rates the
+        responses to ``dataset``.
+
+        Each study owns its reward model: an evolved set (:meth:`evolved_datasets`) is rated
+        with ``evolver.reward`` (``model: null`` = ``evolver.judge``); every other data set
+        (the teacher study's instructions, its win-rate reference answers, IFS tone pairs)
+        with ``teacher.reward``, or with ``evolver.reward`` when the teacher study is off.
+        Raises PlanError when neither study is on.
+        """
+        if dataset in self.evolved_datasets() or (self.evolver_on() and not self.teacher_on()):
+            e = self.config["evolver"]
+            reward = dict(e["reward"])
+            reward["model"] = reward["model"] or e["judge"]
+            return reward
         if self.teacher_on():
             return dict(self.config["teacher"]["reward"])
-        return {"type": "judge", "model": self.config["evolver"]["judge"], "batch_size": 8,
-                "version": 1}
+        raise PlanError(f"no reward model rates data set {dataset!r}: neither the teacher study "
+                        "(teacher.reward) nor the evolver study (evolver.reward) is on")
+
+    def reward_model(self, dataset: str) -> str:
+        """The model alias of :meth:`reward_settings`."""
+        return self.reward_settings(dataset)["model"]
 
     def ifs_runs(self) -> list[Run]:
         return self.runs if self.ifs_on() and self.config["ifs"].get("checkpoints", True) else []
@@ -128,7 +231,7 @@ class Plan:
                 "results/figures/evolver/top1_probability.png",
                 "results/figures/evolver/difficulty_per_round.png",
             ]
-            if self.config["evolver"].get("selection", {}).get("activate", True):
+            if self.config["evolver"]["selection"]["activate"]:
                 out += [
                     "results/tables/selection_comparison.csv",
                     "results/figures/evolver/selection_comparison.png",
@@ -176,14 +279,14 @@ def build_plan(config: dict[str, Any]) -> Plan:
                 for ev in p.scenario_evolvers(sc):
                     p.evolved.append((s, sc, ev))
         datasets += p.evolved_datasets()
-        sel_scenario = e.get("selection", {}).get("scenario", "evol_instruct")
-        sel_evolvers = e.get("selection", {}).get("evolvers") or evolvers
+        sel_scenario = e["selection"]["scenario"]
+        sel_evolvers = e["selection"]["evolvers"] or evolvers
         for s, sc, ev in p.evolved:
             name = evolved_name(s, sc, ev)
             for b in e["bases"]:
                 runs.add(Run(name, e["teacher"], "full", b))
                 if (sc == sel_scenario and ev in sel_evolvers
-                        and e.get("selection", {}).get("activate", True)):
+                        and e["selection"]["activate"]):
                     for label in selections:
                         runs.add(Run(name, e["teacher"], label, b))
             if sc == sel_scenario and ev in sel_evolvers:

@@ -462,36 +462,8 @@ def reward_file(model_dir: str | Path, in_path: str | Path, out_path: str | Path
     return _write(records, "reward", values, trunc, settings, provenance, out_path)
 
 
-def difficulty_file(model_dir: str | Path, in_path: str | Path, out_path: str | Path,
-                    settings: JudgeSettings | dict[str, Any] | None = None,
-                    provenance: dict[str, Any] | None = None, threads: int = 1) -> pl.DataFrame:
-    """Per-instruction difficulty ratings (``id``, ``instruction``) → Parquet (``difficulty``)."""
-    from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.losses import _set_threads
-
-    if not isinstance(settings, JudgeSettings):
-        settings = JudgeSettings.from_dict({"prompt_id": "difficulty_v1", **(settings or {})})
-    if settings.method != "rating":
-        raise JudgeError("difficulty ratings need judge.method: rating")
-    _template(settings.prompt_id, "difficulty")
-    records = _read_pairs(in_path, ("instruction",))
-    before = _set_threads(threads)
-    try:
-        if records:
-            tok = load_tokenizer(model_dir, padding_side="left")
-            model = load_causal_lm(model_dir, dtype=settings.dtype)
-            prompts = [difficulty_prompt(tok, r["instruction"], settings.prompt_id, settings.ratings)
-                       for r in records]
-            values, trunc = rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))
-        else:
-            values, trunc = np.zeros(0), np.zeros(0, dtype=bool)
-    finally:
-        _set_threads(before)
-    return _write(records, "difficulty", values, trunc, settings, provenance, out_path)
-
-
 __all__ = [
-    "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward", "difficulty_file",
+    "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward",
     "difficulty_prompt", "first_label_share", "label_token_ids", "label_word_probs",
     "next_token_probs", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
     "reward_prompt",

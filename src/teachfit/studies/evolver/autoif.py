@@ -31,15 +31,19 @@ from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_parquet, write_json, write_parquet
-from teachfit.settings import from_dict as settings_from_dict
-from teachfit.studies.evolver.evolve import GenerateFn, evolution_generation, is_refusal, normalize_text
+from teachfit.io import DataError, content_id, read_table, write_json, write_parquet
+from teachfit.studies.evolver.evolve import (
+    EvolverGeneration,
+    GenerateFn,
+    _from_dict,
+    is_refusal,
+    make_generate_fn,
+    normalize_text,
+)
 from teachfit.studies.evolver.sandbox import SandboxJob, SandboxSettings, run_many
-from teachfit.io import package_data
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEED_INSTRUCTIONS = package_data("autoif_seed_instructions.txt")
 AUTOIF_OPERATION = "autoif"
 
 PROPOSE_REASONS = ("empty", "refusal", "unparseable", "too_long", "duplicate", "seed_copy", "over_limit")
@@ -54,27 +58,32 @@ INSTRUCTION_REASONS = ("too_few_cases", "no_surviving_function")
 
 @dataclass
 class AutoIFSettings:
-    seed: int = field(default=0, metadata={"help": "seed of example sampling and query pairing"})
+    """AutoIF settings: ``evolver.scenarios.autoif`` without the plan keys
+    (:func:`teachfit.plan.scenario_settings`) plus the run ``seed``; those keys have no
+    default here (the schema holds them). The other fields are constants of the method that
+    no config sets (prompt counts, case counts, sandbox extras)."""
+
+    seed: int = field(metadata={"help": "seed of example sampling and query pairing (the run seed)"})
+    n_instructions: int = field(metadata={"help": "step (a): cap on kept new instructions"})
+    functions_per_instruction: int = field(metadata={"help": "step (b): verifier samples per instruction"})
+    accuracy_threshold: float = field(metadata={"help": "step (c): min function accuracy on the test cases"})
+    queries_per_instruction: int | None = field(
+        metadata={"help": "step (d): pair each instruction with this many queries (None: pairs_per_query "
+                          "instructions per query instead)"},
+    )
+    timeout_s: float = field(metadata={"help": "sandbox: seconds per verifier call"})
+    memory_mb: int = field(metadata={"help": "sandbox: memory limit (MiB)"})
     proposal_prompts: int = field(default=8, metadata={"help": "step (a): number of proposal prompts"})
     examples_per_prompt: int = field(default=6, metadata={"help": "step (a): seed instructions shown per prompt"})
     new_per_prompt: int = field(default=10, metadata={"help": "step (a): instructions asked for per prompt"})
-    n_instructions: int = field(default=100, metadata={"help": "step (a): cap on kept new instructions"})
     include_seed_instructions: bool = field(
         default=True, metadata={"help": "seed instructions also go through steps (b)-(d)"}
     )
     max_instruction_chars: int = field(default=300, metadata={"help": "step (a): longer proposals are dropped"})
-    functions_per_instruction: int = field(default=3, metadata={"help": "step (b): samples per instruction"})
     cases_per_prompt: int = field(default=6, metadata={"help": "step (b): test cases asked for per sample"})
     min_cases: int = field(default=3, metadata={"help": "step (c): instructions with fewer pooled cases drop"})
-    accuracy_threshold: float = field(default=0.8, metadata={"help": "step (c): min function accuracy"})
     pairs_per_query: int = field(default=1, metadata={"help": "step (d): instructions paired with each query"})
-    queries_per_instruction: int | None = field(
-        default=None,
-        metadata={"help": "step (d): if set, pair each instruction with this many queries instead"},
-    )
     max_pairs: int | None = field(default=None, metadata={"help": "step (d): cap on output rows (seeded)"})
-    timeout_s: float = field(default=2.0, metadata={"help": "sandbox: seconds per verifier call"})
-    memory_mb: int = field(default=256, metadata={"help": "sandbox: memory limit"})
     sandbox: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "other teachfit.studies.evolver.sandbox settings (workers, ...)"}
     )
@@ -101,12 +110,18 @@ class AutoIFSettings:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> AutoIFSettings:
-        return settings_from_dict(cls, d, "autoif", allowed_label="allowed")
+        """Raises ValueError naming unknown or missing keys (see the class docstring)."""
+        return _from_dict(cls, d, "autoif")
 
 
-def load_seed_instructions(path: str | Path | None = None) -> list[str]:
-    """Seed verifiable instructions: one per line; blank lines and ``#`` comments skipped."""
-    path = Path(path) if path is not None else DEFAULT_SEED_INSTRUCTIONS
+def load_seed_instructions(path: str | Path) -> list[str]:
+    """Seed verifiable instructions: one per line; blank lines and ``#`` comments skipped.
+
+    The workflow passes ``evolver.scenarios.autoif.seed_instructions`` or the package's
+    ``teachfit/data/autoif_seed_instructions.txt``. Raises DataError for a missing file or
+    one without instructions.
+    """
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: seed instruction file does not exist")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
@@ -476,12 +491,19 @@ class AutoIFResult:
     counts: dict[str, dict[str, int]]
 
 
-def run_autoif(queries: pl.DataFrame, generate_fn: GenerateFn, settings: AutoIFSettings | None = None,
-               seed_instructions: Sequence[str] | None = None, evolver: str = "evolver",
-               round: int = 1) -> AutoIFResult:
-    """Steps (a)-(d); ``counts`` maps step -> reason -> number dropped."""
-    settings = settings or AutoIFSettings()
-    seeds = list(seed_instructions) if seed_instructions is not None else load_seed_instructions()
+def propose_verify_pair(queries: pl.DataFrame, generate_fn: GenerateFn, settings: AutoIFSettings,
+                        seed_instructions: Sequence[str], evolver: str = "evolver",
+                        round: int = 1) -> AutoIFResult:
+    """AutoIF steps (a)-(d) with one evolver: propose verifiable instructions, write verifiers,
+    cross-validate them in the sandbox, pair the survivors with the seed ``queries``
+    (``id``, ``instruction``).
+
+    Hui et al. 2024, scenario AutoIF (method of Dong et al. 2024; reference code:
+    HypherX/Evolution-Analysis ``AutoIF/1_RFT.py`` … ``4_Concat_ShareGPT.py``). Returns
+    :class:`AutoIFResult`; ``counts`` maps step (propose, verifier, function, instruction) ->
+    reason -> number dropped. Raises DataError for an empty seed instruction list.
+    """
+    seeds = list(seed_instructions)
     if not seeds:
         raise DataError("autoif: empty seed instruction list")
     proposed, c_prop = propose_instructions(seeds, generate_fn, settings)
@@ -499,63 +521,46 @@ def run_autoif(queries: pl.DataFrame, generate_fn: GenerateFn, settings: AutoIFS
     return AutoIFResult(pairs=pairs, verifiers=table, instructions=instructions, counts=counts)
 
 
-def autoif_stage(queries_path: str | Path, output_path: str | Path, counts_path: str | Path,
-                 model_dir: str | Path, evolver: str, settings: Mapping[str, Any] | None = None,
-                 generation: Mapping[str, Any] | None = None,
-                 seed_instructions_path: str | Path | None = None,
-                 verifiers_path: str | Path | None = None,
-                 generate_fn: GenerateFn | None = None) -> AutoIFResult:
-    """Workflow entry point: AutoIF on a query table; writes pairs, a JSON report, verifiers."""
-    from teachfit.io import read_table, write_json, write_parquet, write_table
-    from teachfit.studies.evolver.evolve import make_generate_fn
+# --------------------------------------------------------------------------- rule evolve_autoif
 
-    cfg = AutoIFSettings.from_dict(settings)
-    queries = read_table(queries_path)
-    if generate_fn is None:
-        generate_fn = make_generate_fn(model_dir, generation, desc=f"autoif {evolver}")
-    result = run_autoif(queries, generate_fn, cfg, load_seed_instructions(seed_instructions_path),
-                        evolver=evolver)
+
+def evolve_autoif(seeds: str | Path, seed_instructions: str | Path, model_dir: str | Path,
+                  evolved: str | Path, drops: str | Path, verifiers: str | Path, evolver: str,
+                  settings: Mapping[str, Any], max_new_tokens: int, prompt_format: str,
+                  backend: Mapping[str, Any], seed: int, threads: int = 1) -> pl.DataFrame:
+    """Rule ``evolve_autoif``: AutoIF with one evolver on a seed set (:func:`propose_verify_pair`).
+
+    Inputs: ``seeds`` (the seed set's queries: ``id``, ``instruction``), ``seed_instructions``
+    (text file, one verifiable instruction per line), the evolver ``model_dir``. Params:
+    ``evolver`` (alias), ``settings`` (:class:`AutoIFSettings` without ``seed``),
+    ``max_new_tokens``, ``prompt_format``, ``backend`` (engine settings), ``seed``. The evolver
+    decodes greedily, without log-probs.
+
+    Writes ``evolved`` (the paired instructions, :data:`PAIR_COLUMNS` plus ``scenario``; round 1),
+    ``verifiers`` (:data:`VERIFIER_SCHEMA`, one row per function) and ``drops`` (JSON in the
+    shape of the other scenarios' reports: ``evolver``, ``scenario``, ``round``,
+    ``input_rows``, ``kept``, ``dropped`` as ``"<step>:<reason>" -> count``, plus AutoIF's
+    instruction / function counts and settings). Returns the ``evolved`` table.
+    """
+    cfg = AutoIFSettings.from_dict({**settings, "seed": seed})
+    queries = read_table(seeds)
+    generation = EvolverGeneration(prompt_format=prompt_format, max_new_tokens=max_new_tokens, seed=seed,
+                                   logprobs=False)
+    generate_fn = make_generate_fn(model_dir, generation, backend, threads=threads, desc=f"autoif {evolver}")
+    result = propose_verify_pair(queries, generate_fn, cfg, load_seed_instructions(seed_instructions),
+                                 evolver=evolver)
+    dropped = {f"{step}:{reason}": int(n) for step, reasons in result.counts.items()
+               for reason, n in reasons.items()}
     report = {
         "evolver": evolver, "queries": queries.height, "instructions": len(result.instructions),
         "functions": result.verifiers.height,
         "functions_kept": int(result.verifiers["kept"].sum()) if result.verifiers.height else 0,
-        "pairs": result.pairs.height, "dropped": result.counts,
+        "pairs": result.pairs.height, "dropped": dropped,
         "settings": {k: v for k, v in cfg.__dict__.items() if k != "sandbox_settings"},
+        "scenario": "autoif", "round": 1, "input_rows": queries.height, "kept": result.pairs.height,
     }
-    write_table(result.pairs, output_path)
-    if verifiers_path is not None:
-        write_parquet(result.verifiers, verifiers_path)
-    write_json(report, counts_path)
-    return result
-
-
-# --------------------------------------------------------------------------- rule run_autoif
-
-
-def evolve_autoif(seeds_path: str | Path, seed_instructions_path: str | Path, model_dir: str | Path,
-               out_path: str | Path, drops_path: str | Path, verifiers_path: str | Path,
-               evolver: str, params: dict[str, Any], threads: int = 1) -> pl.DataFrame:
-    """AutoIF: propose verifiable instructions, cross-validate verifiers in the sandbox, pair."""
-
-    s = params["settings"]
-    settings = {k: s[k] for k in ("n_instructions", "functions_per_instruction", "accuracy_threshold",
-                                  "queries_per_instruction", "timeout_s", "memory_mb") if k in s}
-    settings["seed"] = params["seed"]
-    gen = evolution_generation(params)
-    gen.update(logprobs=False)
-    result = autoif_stage(seeds_path, out_path, drops_path, model_dir, evolver, settings=settings,
-                          generation=gen, seed_instructions_path=seed_instructions_path,
-                          verifiers_path=verifiers_path)
-    # normalise the report to the same shape as the other scenarios' drop reports
-    report = json.loads(Path(drops_path).read_text())
-    flat: dict[str, int] = {}
-    for step, reasons in (report.get("dropped") or {}).items():
-        if isinstance(reasons, dict):
-            for reason, n in reasons.items():
-                flat[f"{step}:{reason}"] = int(n)
-    report.update(scenario="autoif", round=1, input_rows=report.get("queries", 0),
-                  kept=result.pairs.height, dropped=flat)
-    write_json(report, drops_path)
-    out = read_parquet(out_path).with_columns(pl.lit("autoif").alias("scenario"))
-    write_parquet(out, out_path)
-    return out
+    pairs = result.pairs.with_columns(pl.lit("autoif").alias("scenario"))
+    write_parquet(result.verifiers, verifiers)
+    write_json(report, drops)
+    write_parquet(pairs, evolved)
+    return pairs

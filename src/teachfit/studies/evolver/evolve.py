@@ -4,23 +4,23 @@ Scenario 1, Evol-Instruct: each instruction gets one seeded operation per round
 -- four in-depth rewrites (``constraints``, ``deepen``, ``concretize``,
 ``reasoning``) or the in-breadth mutation (``breadth``) -- and the
 evolver's output is parsed and filtered (:func:`classify_failure`).
+Reference code: HypherX/Evolution-Analysis ``Evol_Instruct/evol_instruct.py``.
 
 Scenario 2, Auto Evol-Instruct: the evolver lists methods, writes a plan,
 rewrites, reviews and writes a final rewrite in a fixed layout; only the final
-rewrite is kept (:func:`parse_auto_evol`).
+rewrite is kept (:func:`parse_auto_evol`). Reference code:
+``Auto_Evol_Instruct/auto_evol_instruct.py``.
 
 One call handles one round; the workflow chains rounds (round ``r`` reads round
 ``r-1``'s table). Every kept row carries its lineage: ``id`` =
 ``content_id(parent_id, operation, round, instruction)``, ``parent_id``,
 ``root_id`` (the seed id), ``round``, ``operation`` and ``evolver``.
 
-Also here: :func:`equalize_sizes` (same-size sets per evolver for a fair SFT
-comparison) and :func:`select_top` (data selection by IC-IFD, IFD, PPL,
-length, random or full).
-
 The model is reached only through ``generate_fn: Callable[[list[str]], list[str]]``
 (one completion per prompt); :func:`make_generate_fn` builds one from
-``teachfit.generation`` for the workflow, tests inject a fake.
+``teachfit.generation`` for the workflow, tests inject a fake. The rule function is
+:func:`evolve_instructions`; equal-size sets are ``teachfit.studies.evolver.sets``,
+data selection ``teachfit.training.selection``.
 """
 
 from __future__ import annotations
@@ -384,10 +384,16 @@ def _finish_round(records: pl.DataFrame, outputs: Sequence[str | None], operatio
     return kept, counts
 
 
-def evolve_round(records: pl.DataFrame, generate_fn: GenerateFn, ops: Sequence[str] = OPERATIONS,
-                 seed: int = 0, round: int = 1, evolver: str = "evolver",
+def evolve_round(records: pl.DataFrame, generate_fn: GenerateFn, ops: Sequence[str],
+                 seed: int, round: int = 1, evolver: str = "evolver",
                  filters: FilterSettings | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
-    """One Evol-Instruct round: returns (kept rows with lineage, drop counts by reason)."""
+    """One Evol-Instruct round over ``records`` (``id``, ``instruction``; ids unique).
+
+    Returns (kept rows with lineage, :data:`LINEAGE_COLUMNS` plus the carried columns;
+    drop counts by reason, :data:`FAILURE_REASONS`). ``ops`` are drawn per row by
+    :func:`assign_operations` with ``seed``. Raises DataError on a malformed table,
+    ValueError when ``generate_fn`` returns a different number of replies.
+    """
     _check_records(records, f"evolve round {round}")
     operations = assign_operations(records["id"].to_list(), ops, seed, round)
     prompts = [build_evol_prompt(t, op) for t, op in zip(records["instruction"], operations)]
@@ -395,7 +401,7 @@ def evolve_round(records: pl.DataFrame, generate_fn: GenerateFn, ops: Sequence[s
     return _finish_round(records, outputs, operations, round, evolver, parse_evolved, filters)
 
 
-def auto_evol_round(records: pl.DataFrame, generate_fn: GenerateFn, seed: int = 0, round: int = 1,
+def auto_evol_round(records: pl.DataFrame, generate_fn: GenerateFn, seed: int, round: int = 1,
                     evolver: str = "evolver",
                     filters: FilterSettings | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
     """One Auto Evol-Instruct round; same return shape as :func:`evolve_round`.
@@ -447,13 +453,7 @@ def primed_auto_evol(prompts: list[str], generate_fn: Any) -> list[str]:
     return replies
 
 
-# --------------------------------------------------------------------------- equal sizes
-
-
-# --------------------------------------------------------------------------- selection
-
-
-# --------------------------------------------------------------------------- settings + workflow glue
+# --------------------------------------------------------------------------- settings + engine
 
 
 EVOL_METHODS = ("evol_instruct", "auto_evol")
@@ -461,12 +461,19 @@ EVOL_METHODS = ("evol_instruct", "auto_evol")
 
 @dataclass
 class EvolSettings:
-    method: str = field(default="evol_instruct", metadata={"help": "evol_instruct | auto_evol", "choices": EVOL_METHODS})
-    operations: list[str] = field(
-        default_factory=lambda: list(OPERATIONS),
-        metadata={"help": "Evol-Instruct operations drawn per row (method evol_instruct only)"},
+    """What one evolution job computes with: the scenario (``method``), the run seed and the
+    scenario's config section ``evolver.scenarios.<method>`` without the plan keys
+    (:func:`teachfit.plan.scenario_settings`): ``operations`` for Evol-Instruct, nothing for
+    Auto Evol-Instruct. The filter thresholds are constants of the reply filter that no
+    config sets (:class:`FilterSettings`)."""
+
+    method: str = field(metadata={"help": "evol_instruct | auto_evol", "choices": EVOL_METHODS})
+    seed: int = field(metadata={"help": "run seed: the per-row operation draw (assign_operations)"})
+    operations: list[str] | None = field(
+        default=None,
+        metadata={"help": "evol_instruct: operations drawn per row (evolver.scenarios.evol_instruct.operations); "
+                          "auto_evol: none"},
     )
-    seed: int = field(default=0, metadata={"help": "seed of the per-row operation draw"})
     max_chars: int = field(default=4000, metadata={"help": "drop evolved instructions longer than this"})
     min_new_words: int = field(default=2, metadata={"help": "near-copy test, see is_copy"})
     copy_ratio: float = field(default=0.9, metadata={"help": "near-copy test, see is_copy"})
@@ -475,9 +482,12 @@ class EvolSettings:
     def __post_init__(self) -> None:
         if self.method not in EVOL_METHODS:
             raise ValueError(f"evolve.method: {self.method!r} not allowed; allowed: {', '.join(EVOL_METHODS)}")
-        bad = [op for op in self.operations if op not in OPERATIONS]
-        if bad or not self.operations:
-            raise ValueError(f"evolve.operations: {bad or 'empty'} invalid; allowed: {', '.join(OPERATIONS)}")
+        if self.method == "evol_instruct":
+            bad = [op for op in self.operations or [] if op not in OPERATIONS]
+            if bad or not self.operations:
+                raise ValueError(f"evolve.operations: {bad or 'empty'} invalid; allowed: {', '.join(OPERATIONS)}")
+        elif self.operations is not None:
+            raise ValueError(f"evolve.operations: only method evol_instruct draws operations, not {self.method!r}")
         _ = self.filters  # validates the thresholds
 
     @property
@@ -486,7 +496,23 @@ class EvolSettings:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> EvolSettings:
-        return settings_from_dict(cls, d, "evolve", allowed_label="allowed")
+        """Raises ValueError naming unknown or missing keys."""
+        return _from_dict(cls, d, "evolve")
+
+
+def _from_dict(cls: Any, d: Mapping[str, Any] | None, where: str) -> Any:
+    """``teachfit.settings.from_dict`` that also names missing keys (fields without a default:
+    the values the config supplies) instead of failing with a bare TypeError."""
+    import dataclasses
+
+    values = dict(d or {})
+    fields = dataclasses.fields(cls)
+    unknown = set(values) - {f.name for f in fields}
+    missing = [f.name for f in fields if f.name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing and not unknown:
+        raise ValueError(f"{where}: missing key(s) {missing}")
+    return settings_from_dict(cls, values, where, allowed_label="allowed")
 
 
 PROMPT_FORMATS = ("chat", "raw", "fewshot")
@@ -494,57 +520,73 @@ PROMPT_FORMATS = ("chat", "raw", "fewshot")
 
 @dataclass
 class EvolverGeneration:
-    """How the evolver model is run (handed to ``teachfit.generation``)."""
+    """How the evolver decodes (the engine itself comes from ``teachfit.generation.engines``).
 
-    backend: str = field(default="transformers", metadata={"help": "transformers | vllm"})
-    batch_size: int = field(default=16, metadata={"help": "transformers: sequences per batch"})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
-    prompt_format: str = field(default="chat", metadata={"help": "chat | raw | fewshot", "choices": PROMPT_FORMATS})
+    ``prompt_format``, ``max_new_tokens`` and ``seed`` come from the config (the evolver
+    model's kind, ``evolver.max_new_tokens``, ``seed``). Decoding is greedy with top-1
+    log-probs, as the reference code records them for the output-space analysis
+    (HypherX/Evolution-Analysis ``Evol_Instruct/get_response_prob.py``: temperature 0,
+    ``logprobs=1``); ``top_p`` has no effect while greedy.
+    """
+
+    prompt_format: str = field(metadata={"help": "chat | raw | fewshot", "choices": PROMPT_FORMATS})
+    max_new_tokens: int = field(metadata={"help": "completion length cap (tokens)"})
+    seed: int = field(metadata={"help": "sampling seed (and the vLLM engine seed)"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass (unused while greedy)"})
+    logprobs: bool = field(default=True, metadata={"help": "collect top-1 log-probs (output-space stats)"})
     system: str | None = field(default=None, metadata={"help": "optional system message (chat/fewshot)"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
-    max_new_tokens: int = field(default=512, metadata={"help": "completion length cap"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
-    logprobs: bool = field(default=False, metadata={"help": "collect top-1 log-probs (output-space stats)"})
 
     def __post_init__(self) -> None:
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"generation.prompt_format: {self.prompt_format!r}; allowed: {', '.join(PROMPT_FORMATS)}")
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.tensor_parallel_size < 1:
-            raise ValueError("generation: batch_size, max_new_tokens and tensor_parallel_size must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> EvolverGeneration:
-        return settings_from_dict(cls, d, "generation", allowed_label="allowed")
+        """Raises ValueError naming unknown or missing keys."""
+        return _from_dict(cls, d, "generation")
 
 
 class BackendGenerateFn:
-    """``generate_fn`` over ``teachfit.generation``: format each prompt, sample once.
+    """``generate_fn`` over a ``teachfit.generation`` backend: format each prompt, decode once.
 
-    ``backend`` may be any object with the ``Backend.generate`` protocol (tests,
-    a backend shared between stages); by default one is built from
-    ``teachfit.generation.BackendConfig``. When ``logprobs`` is on, each
-    completion's top-1 log-probs are appended to :attr:`top1` (input of
-    :func:`teachfit.diversity.top1_stats`).
+    Local engines (transformers, vLLM) get the prompt in the evolver's own format (its chat
+    template, or a few-shot text for base models) and support a ``primer``: text written at
+    the start of the reply (:func:`primed_auto_evol`). An OpenAI-compatible endpoint
+    (``api=True``) gets the prompt text as one user message, the server applies its chat
+    template; it supports neither a primer (``supports_primer`` is False, so Auto
+    Evol-Instruct runs unprimed) nor few-shot turns or a system message, and top-1 log-probs
+    come only from an endpoint that returns them (the backend raises otherwise).
+
+    When ``settings.logprobs`` is on, each completion's top-1 log-probs (nats, one per
+    generated token) are appended to :attr:`top1` (input of
+    :func:`teachfit.studies.evolver.diversity.top1_stats`).
     """
 
-    def __init__(self, model_dir: str | Path, settings: EvolverGeneration, desc: str = "evolve",
-                 backend: Any = None, threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | Path, settings: EvolverGeneration, backend: Any,
+                 desc: str = "evolve", api: bool = False) -> None:
         from teachfit.generation.base import SamplingConfig
-        from teachfit.models import load_tokenizer
         from teachfit.prompts import stop_strings
 
         self.settings = settings
         self.desc = desc
-        self.tokenizer = load_tokenizer(model_dir)
-        if backend is None:
-            from teachfit.generation.engines import BackendConfig
+        self.api = api
+        self.model = str(model_dir)
+        if api and settings.prompt_format != "chat":
+            raise ValueError(f"evolver {self.model}: an OpenAI-compatible endpoint takes chat text; "
+                             f"prompt format {settings.prompt_format!r} is not supported")
+        if api and settings.system is not None:
+            raise ValueError(f"evolver {self.model}: no system message through an OpenAI-compatible endpoint")
+        if api:
+            self.tokenizer = None
+        else:
+            from teachfit.models import load_tokenizer
 
-            backend = BackendConfig(
-                backend=settings.backend, batch_size=settings.batch_size,
-                tensor_parallel_size=settings.tensor_parallel_size,
-            ).build(model_dir, threads=threads, seed=settings.seed)
+            self.tokenizer = load_tokenizer(model_dir)
         self.backend = backend
+        self.supports_primer = not api
         self.sampling = SamplingConfig(
             temperature=settings.temperature, top_p=settings.top_p, n=1,
             max_new_tokens=settings.max_new_tokens, seed=settings.seed,
@@ -552,87 +594,110 @@ class BackendGenerateFn:
         )
         self.top1: list[list[float]] = []
 
-    supports_primer = True
-
     def __call__(self, prompts: list[str], primer: str | Sequence[str] = "",
                  fewshot: Sequence[tuple[str, str]] = ()) -> list[str]:
-        """Generate one reply per prompt; ``primer`` (one string, or one per prompt) is
-        written at the start of the reply, after the prompt's generation header;
-        ``fewshot`` (prompt, reply) demonstrations precede the prompt (earlier chat turns,
-        or few-shot blocks for base models)."""
+        """One reply per prompt, in order. ``primer`` (one string, or one per prompt) is
+        written at the start of the reply, after the prompt's generation header; ``fewshot``
+        (prompt, reply) demonstrations precede the prompt (earlier chat turns, or few-shot
+        blocks for base models). Raises ValueError for a primer or few-shot turns through an
+        OpenAI-compatible endpoint."""
         from teachfit.prompts import format_prompt
 
         primers = [primer] * len(prompts) if isinstance(primer, str) else list(primer)
-        fmt = self.settings.prompt_format
-        shots = list(fewshot) if fmt in ("chat", "fewshot") else []
-        texts = [format_prompt(self.tokenizer, p, fmt=fmt, system=self.settings.system, fewshot=shots)
-                 + pr for p, pr in zip(prompts, primers)]
+        if self.api:
+            if any(primers) or fewshot:
+                raise ValueError(f"evolver {self.model}: an OpenAI-compatible endpoint cannot prime the "
+                                 "reply or take few-shot turns")
+            texts = list(prompts)
+        else:
+            fmt = self.settings.prompt_format
+            shots = list(fewshot) if fmt in ("chat", "fewshot") else []
+            texts = [format_prompt(self.tokenizer, p, fmt=fmt, system=self.settings.system, fewshot=shots)
+                     + pr for p, pr in zip(prompts, primers)]
         outs = self.backend.generate(texts, self.sampling, desc=self.desc)
         if self.settings.logprobs:
             self.top1.extend(list(o[0].top1_logprobs or []) for o in outs)
         return [o[0].text for o in outs]
 
 
-def make_generate_fn(model_dir: str | Path, generation: Mapping[str, Any] | EvolverGeneration | None = None,
-                     desc: str = "evolve", backend: Any = None, threads: int | None = None) -> BackendGenerateFn:
-    """A ``generate_fn`` running the evolver at ``model_dir`` (see :class:`EvolverGeneration`)."""
+def make_generate_fn(model_dir: str | Path, generation: Mapping[str, Any] | EvolverGeneration,
+                     backend: Mapping[str, Any] | Any, threads: int | None = None,
+                     desc: str = "evolve") -> BackendGenerateFn:
+    """A ``generate_fn`` running the evolver at ``model_dir``.
+
+    ``generation``: :class:`EvolverGeneration` (or its dict). ``backend``: the engine settings
+    of the evolver's model entry (the rule's ``backend`` param,
+    :func:`teachfit.generation.engines.backend_settings`), built here with
+    ``BackendConfig.from_dict(backend).build(model_dir, threads=threads, seed=generation.seed)``;
+    or an already built object with the ``Backend.generate`` protocol (tests, a shared engine).
+    """
     settings = generation if isinstance(generation, EvolverGeneration) else EvolverGeneration.from_dict(generation)
-    return BackendGenerateFn(model_dir, settings, desc=desc, backend=backend, threads=threads)
+    if isinstance(backend, Mapping):
+        from teachfit.generation.engines import BackendConfig
+
+        config = BackendConfig.from_dict(dict(backend))
+        api = config.backend == "openai"
+        engine = config.build(model_dir, threads=threads, seed=settings.seed)
+    else:
+        engine = backend
+        api = getattr(backend, "name", None) == "openai"
+    return BackendGenerateFn(model_dir, settings, engine, desc=desc, api=api)
 
 
 # --------------------------------------------------------------------------- rule evolve_instructions
 
 
-def evolution_generation(params: dict[str, Any]) -> dict[str, Any]:
-    """Evolver decoding: greedy, so the output-space analysis sees top-1 probabilities."""
-    return {
-        "backend": params["backend"] if params["backend"] != "openai" else "transformers",
-        "batch_size": params["batch_size"],
-        "tensor_parallel_size": params["tensor_parallel_size"],
-        "prompt_format": params["prompt_format"],
-        "temperature": 0.0,
-        "max_new_tokens": params["max_new_tokens"],
-        "seed": params["seed"],
-        "logprobs": True,
-    }
+def evolve_instructions(previous: str | Path, model_dir: str | Path, evolved: str | Path, drops: str | Path,
+                        top1: str | Path, scenario: str, evolver: str, round: int, settings: Mapping[str, Any],
+                        max_new_tokens: int, prompt_format: str, backend: Mapping[str, Any], seed: int,
+                        threads: int = 1) -> pl.DataFrame:
+    """Rule ``evolve_instructions``: one round of Evol-Instruct or Auto Evol-Instruct by one evolver.
 
+    Hui et al. 2024, scenarios Evol-Instruct and Auto Evol-Instruct (reference code:
+    HypherX/Evolution-Analysis ``Evol_Instruct/evol_instruct.py``,
+    ``Auto_Evol_Instruct/auto_evol_instruct.py``).
 
-def evolve_instructions(previous_path: str | Path, model_dir: str | Path, out_path: str | Path,
-                        drops_path: str | Path, top1_path: str | Path, evolver: str, round_k: int,
-                        params: dict[str, Any], threads: int = 1) -> pl.DataFrame:
-    """One round of Evol-Instruct or Auto Evol-Instruct; failed evolutions dropped and counted."""
+    Inputs: ``previous`` (Parquet, columns ``id``, ``instruction``, optionally ``root_id`` and
+    the carried columns; the seed set for round 1, round ``round - 1`` otherwise) and the
+    evolver ``model_dir``. Params: ``scenario`` (evol_instruct | auto_evol), ``evolver`` (its
+    alias), ``round`` (1-based), ``settings`` (:class:`EvolSettings` without method and seed),
+    ``max_new_tokens``, ``prompt_format`` (chat | fewshot), ``backend`` (engine settings),
+    ``seed``. Decoding: :class:`EvolverGeneration` (greedy, top-1 log-probs).
 
-    scenario = params["scenario"]
-    records = read_parquet(previous_path, required=["id", "instruction"])
+    Writes ``evolved`` (kept rows with lineage, see :data:`LINEAGE_COLUMNS`, plus ``scenario``),
+    ``drops`` (JSON: evolver, scenario, round, input_rows, kept, dropped by reason, kept
+    operations) and ``top1`` (one row per parent: ``parent_id``, ``top1_logprobs`` (nats per
+    generated token of the first reply), ``evolver``, ``scenario``, ``round``). Returns the
+    kept rows. Raises DataError on an empty or malformed input table.
+    """
+    records = read_parquet(previous, required=["id", "instruction"])
     if records.height == 0:
-        raise DataError(f"{previous_path}: empty instruction list; nothing to evolve "
+        raise DataError(f"{previous}: empty instruction list; nothing to evolve "
                         f"(every evolution of the previous round was dropped?)")
     if "root_id" not in records.columns:
         records = records.with_columns(pl.col("id").alias("root_id"))
-    cfg = EvolSettings.from_dict({
-        "method": scenario, "seed": params["seed"],
-        **({"operations": params["settings"]["operations"]} if scenario == "evol_instruct" else {}),
-    })
-    gen_fn = make_generate_fn(model_dir, evolution_generation(params), desc=f"{scenario} r{round_k} {evolver}",
-                              threads=threads)
+    cfg = EvolSettings.from_dict({"method": scenario, "seed": seed, **settings})
+    generation = EvolverGeneration(prompt_format=prompt_format, max_new_tokens=max_new_tokens, seed=seed)
+    gen_fn = make_generate_fn(model_dir, generation, backend, threads=threads,
+                              desc=f"{scenario} r{round} {evolver}")
     if scenario == "evol_instruct":
-        kept, drops = evolve_round(records, gen_fn, cfg.operations, cfg.seed, round_k, evolver, cfg.filters)
+        kept, dropped = evolve_round(records, gen_fn, cfg.operations, cfg.seed, round, evolver, cfg.filters)
     else:
-        kept, drops = auto_evol_round(records, gen_fn, cfg.seed, round_k, evolver, cfg.filters)
+        kept, dropped = auto_evol_round(records, gen_fn, cfg.seed, round, evolver, cfg.filters)
     kept = kept.with_columns(pl.lit(scenario).alias("scenario"))
-    top1 = pl.DataFrame({
+    top1_table = pl.DataFrame({
         "parent_id": records["id"],
         # first pass only: one reply per parent (a primed second Auto Evol pass is extra)
         "top1_logprobs": pl.Series([list(map(float, t)) for t in gen_fn.top1[: records.height]],
                                    dtype=pl.List(pl.Float64)),
     }).with_columns(pl.lit(evolver).alias("evolver"), pl.lit(scenario).alias("scenario"),
-                    pl.lit(round_k).alias("round"))
-    log.info("%s round %d (%s): kept %d of %d; dropped %s", scenario, round_k, evolver,
-             kept.height, records.height, dict(drops))
-    write_parquet(top1, top1_path)
-    write_json({"evolver": evolver, "scenario": scenario, "round": round_k, "input_rows": records.height,
-                "kept": kept.height, "dropped": dict(drops),
+                    pl.lit(round).alias("round"))
+    log.info("%s round %d (%s): kept %d of %d; dropped %s", scenario, round, evolver,
+             kept.height, records.height, dict(dropped))
+    write_parquet(top1_table, top1)
+    write_json({"evolver": evolver, "scenario": scenario, "round": round, "input_rows": records.height,
+                "kept": kept.height, "dropped": dict(dropped),
                 "operations": dict(Counter(kept["operation"].to_list())) if kept.height else {}},
-               drops_path)
-    write_parquet(kept, out_path)
+               drops)
+    write_parquet(kept, evolved)
     return kept

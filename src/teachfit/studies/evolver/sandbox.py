@@ -43,6 +43,7 @@ Results come back as JSON lines in a file in the temp dir (bounded by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -478,7 +479,7 @@ def network_namespace_prefix(mode: str = "auto") -> tuple[str, ...]:
         try:
             rc = subprocess.run(
                 [*prefix, "true"], env={}, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False,
             ).returncode
         except (OSError, subprocess.TimeoutExpired):
             rc = -1
@@ -520,22 +521,17 @@ def _wait_no_reap(pid: int, deadline: float) -> bool:
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the child's process group and every descendant still visible."""
-    descendants = []
-    try:
-        import psutil
+    import psutil
 
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:  # psutil missing or the process already gone
-        pass
     try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:  # the process is already gone
+        descendants = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for child in descendants:
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except Exception:
-            pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)

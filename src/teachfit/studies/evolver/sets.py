@@ -1,32 +1,25 @@
 """Rules ``merge_evolved`` and ``split_evolved``: the kept evolutions per evolver, equalized in size.
+
+Hui et al. 2024 compare evolvers on instruction sets of the same size, so that a better
+student reflects better instructions, not more of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from teachfit.io import (
-    DataError,
-    content_id,
-    read_parquet,
-    write_parquet,
-)
+from teachfit.io import DataError, content_id, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
 
-
-ROUND_RE = re.compile(
-    r"results/evolved/(?P<seedset>[^/]+)/(?P<evolver>[^/]+)/(?P<scenario>[^/]+)/round(?P<k>\d+)\.parquet$")
-
-
-def equalize_sizes(dfs_by_evolver: Mapping[str, pl.DataFrame], seed: int = 0) -> dict[str, pl.DataFrame]:
+def equalize_sizes(dfs_by_evolver: Mapping[str, pl.DataFrame], seed: int) -> dict[str, pl.DataFrame]:
     """Down-sample every evolver's set to the smallest set's size, sharing root ids where possible.
 
     Rows whose ``root_id`` (or ``id`` when there is no ``root_id``) occurs in
@@ -61,21 +54,37 @@ def equalize_sizes(dfs_by_evolver: Mapping[str, pl.DataFrame], seed: int = 0) ->
     return out
 
 
-def merge_evolved(round_paths: list[str], drops_paths: list[str], merged_path: str | Path,
-                  drops_out: str | Path, evolvers: list[str], equalize: bool, use_rounds: str,
-                  seed: int) -> pl.DataFrame:
-    """Per evolver: the kept evolutions of all (or the last) rounds; equalized across evolvers."""
+def merge_evolved(rounds: Sequence[str], round_drops: Sequence[str], merged: str | Path, drops: str | Path,
+                  round_info: Sequence[Mapping[str, Any]], evolvers: Sequence[str], equalize: bool,
+                  use_rounds: str, seed: int) -> pl.DataFrame:
+    """Rule ``merge_evolved``: per evolver, the kept evolutions of all (or the last) rounds of
+    one scenario, down-sampled to a common size across evolvers (:func:`equalize_sizes`).
 
+    ``rounds``: one Parquet per (evolver, round) (the kept rows of ``evolve_instructions`` /
+    ``evolve_autoif``); ``round_drops``: their JSON drop reports, aligned; ``round_info``:
+    aligned ``{"seedset", "scenario", "evolver", "round"}`` of each file (from the plan, never
+    parsed from the path). ``evolvers``: the scenario's evolvers (their order is the merged
+    table's order); ``equalize`` / ``use_rounds`` (all | last) / ``seed``: ``evolver.equalize``,
+    ``evolver.use_rounds``, the run seed.
+
+    Writes ``merged`` (every kept row plus ``evolver``) and ``drops`` (long table ``evolver``,
+    ``scenario``, ``round``, ``reason``, ``count``: each round's kept and dropped counts, and a
+    ``round 0`` row ``equalized_away`` per evolver). Raises DataError when the inputs are not
+    aligned or an evolver kept nothing (after writing ``drops``, so the reasons can be read).
+    """
+    if not (len(rounds) == len(round_drops) == len(round_info)):
+        raise DataError(f"merge_evolved: {len(rounds)} round files, {len(round_drops)} drop reports and "
+                        f"{len(round_info)} round_info entries; they must be aligned")
+    unknown = sorted({str(m["evolver"]) for m in round_info} - set(evolvers))
+    if unknown:
+        raise DataError(f"merge_evolved: round files of evolver(s) {unknown} not in evolvers {list(evolvers)}")
     by_ev: dict[str, list[tuple[int, pl.DataFrame]]] = {ev: [] for ev in evolvers}
-    for p in round_paths:
-        m = ROUND_RE.search(str(p))
-        if not m:
-            raise DataError(f"{p}: not a results/evolved/<seedset>/<evolver>/<scenario>/round<k>.parquet path")
-        by_ev[m["evolver"]].append((int(m["k"]), read_parquet(p)))
+    for path, meta in zip(rounds, round_info):
+        by_ev[meta["evolver"]].append((int(meta["round"]), read_parquet(path)))
     sets: dict[str, pl.DataFrame] = {}
-    for ev, rounds in by_ev.items():
-        rounds.sort(key=lambda t: t[0])
-        chosen = rounds[-1:] if use_rounds == "last" else rounds
+    for ev, per_round in by_ev.items():
+        per_round.sort(key=lambda t: t[0])
+        chosen = per_round[-1:] if use_rounds == "last" else per_round
         frames = [df for _, df in chosen if df.height]
         sets[ev] = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(
             schema={"id": pl.String, "instruction": pl.String, "root_id": pl.String})
@@ -83,7 +92,7 @@ def merge_evolved(round_paths: list[str], drops_paths: list[str], merged_path: s
     if equalize:
         sets = equalize_sizes(sets, seed=seed)
     rows = []
-    for p in drops_paths:
+    for p in round_drops:
         rep = json.loads(Path(p).read_text())
         rows.append({"evolver": rep["evolver"], "scenario": rep["scenario"], "round": int(rep["round"]),
                      "reason": "kept", "count": int(rep["kept"])})
@@ -92,24 +101,27 @@ def merge_evolved(round_paths: list[str], drops_paths: list[str], merged_path: s
     for ev in evolvers:
         rows.append({"evolver": ev, "scenario": rows[0]["scenario"] if rows else "", "round": 0,
                      "reason": "equalized_away", "count": sizes[ev] - sets[ev].height})
-    write_parquet(pl.DataFrame(rows), drops_out)
+    write_parquet(pl.DataFrame(rows), drops)
     for ev in evolvers:
         if sets[ev].height == 0:
             raise DataError(
-                f"{merged_path}: evolver {ev!r} kept no evolutions (sizes before equalizing: {sizes}); "
-                f"see {drops_out} for the drop reasons, or run this scenario with other evolvers "
+                f"{merged}: evolver {ev!r} kept no evolutions (sizes before equalizing: {sizes}); "
+                f"see {drops} for the drop reasons, or run this scenario with other evolvers "
                 f"(evolver.scenarios.<scenario>.evolvers)")
         log.info("%s: %d instructions (before equalizing: %d)", ev, sets[ev].height, sizes[ev])
-    merged = pl.concat([sets[ev].with_columns(pl.lit(ev).alias("evolver")) for ev in evolvers],
-                       how="diagonal_relaxed")
-    write_parquet(merged, merged_path)
-    return merged
+    table = pl.concat([sets[ev].with_columns(pl.lit(ev).alias("evolver")) for ev in evolvers],
+                      how="diagonal_relaxed")
+    write_parquet(table, merged)
+    return table
 
 
-def split_evolved(merged_path: str | Path, out_path: str | Path, evolver: str) -> pl.DataFrame:
-    df = read_parquet(merged_path, required=["id", "instruction", "evolver"]).filter(
+def split_evolved(merged: str | Path, instructions: str | Path, evolver: str) -> pl.DataFrame:
+    """Rule ``split_evolved``: the rows of one ``evolver`` from ``merged`` (``merge_evolved``'s
+    table) written to ``instructions``, the evolved data set the teacher answers. Raises
+    DataError when the evolver has no rows."""
+    df = read_parquet(merged, required=["id", "instruction", "evolver"]).filter(
         pl.col("evolver") == evolver)
     if df.height == 0:
-        raise DataError(f"{merged_path}: no rows for evolver {evolver!r}")
-    write_parquet(df, out_path)
+        raise DataError(f"{merged}: no rows for evolver {evolver!r}")
+    write_parquet(df, instructions)
     return df
