@@ -148,6 +148,8 @@ _ITEM_RE = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|[-*•]|#\d+:?)\s+")
 
 
 def build_proposal_prompt(examples: Sequence[str], k: int) -> str:
+    """Step (a) prompt: ``examples`` (seed verifiable instructions) shown as a list, asking for
+    ``k`` new ones, one per numbered line (reference code: ``AutoIF/1_RFT.py``)."""
     lines = "\n".join(f"- {e}" for e in examples)
     return _PROPOSE_TEMPLATE.format(examples=lines, k=k)
 
@@ -245,11 +247,16 @@ _JSON_BLOCK_RE = re.compile(r"```json[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECAS
 
 
 def build_verifier_prompt(instruction: str, n_cases: int) -> str:
+    """Step (b) prompt: an ``evaluate(response: str) -> bool`` for ``instruction`` and ``n_cases``
+    test cases, in the fenced Python + JSON layout :func:`parse_verifier` reads
+    (reference code: ``AutoIF/2_Verification.py``)."""
     return _VERIFIER_TEMPLATE.format(instruction=instruction.strip(), n=n_cases)
 
 
 @dataclass(frozen=True)
 class VerifierCase:
+    """One test case of a verifier: an example ``response`` and the verdict ``expected``."""
+
     response: str
     expected: bool
 
@@ -485,6 +492,10 @@ def pair_queries(queries: pl.DataFrame, verifiers: pl.DataFrame, settings: AutoI
 
 @dataclass
 class AutoIFResult:
+    """What :func:`propose_verify_pair` returns: the paired instructions (``pairs``,
+    :data:`PAIR_COLUMNS`), one row per verifier function (``verifiers``, :data:`VERIFIER_SCHEMA`),
+    the instructions that went through steps (b)-(d), and drop counts (step -> reason -> n)."""
+
     pairs: pl.DataFrame
     verifiers: pl.DataFrame
     instructions: list[str]

@@ -272,6 +272,8 @@ FAILURE_REASONS = ("empty", "refusal", "unparseable", "too_long", "copy", "dupli
 
 @dataclass
 class FilterSettings:
+    """Thresholds of the reply filter (:func:`classify_failure`); constants no config sets."""
+
     max_chars: int = field(default=4000, metadata={"help": "longer evolved instructions are dropped (too_long)"})
     min_new_words: int = field(default=2, metadata={"help": "near-copy test: fewer new words than this ..."})
     copy_ratio: float = field(default=0.9, metadata={"help": "... and at least this similarity is a copy"})

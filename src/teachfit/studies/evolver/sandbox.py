@@ -95,6 +95,9 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxResult:
+    """One call's outcome: ``ok`` and the JSON ``value``, or ``reason`` (:data:`REASONS`) and
+    ``error``; ``seconds`` of wall time; operations the audit hook refused (``blocked``)."""
+
     ok: bool
     value: Any = None
     error: str | None = None
@@ -110,6 +113,10 @@ class SandboxResult:
 
 @dataclass
 class SandboxSettings:
+    """Limits of the sandboxed child. ``timeout_s`` / ``memory_mb`` are the primitive's own safety
+    defaults for direct use (:func:`run_untrusted`); AutoIF always passes its configured
+    ``evolver.scenarios.autoif.timeout_s`` / ``memory_mb``."""
+
     timeout_s: float = field(default=2.0, metadata={"help": "CPU/wall seconds per function call"})
     memory_mb: int = field(default=256, metadata={"help": "address-space limit (RLIMIT_AS) in MiB"})
     max_file_mb: int = field(default=16, metadata={"help": "largest file the child may write (RLIMIT_FSIZE)"})
