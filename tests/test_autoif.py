@@ -171,7 +171,7 @@ def test_propose_counts_drops():
     assert counts["refusal"] == 1 and counts["empty"] == 1
 
 
-def test_run_autoif_end_to_end(queries):
+def test_propose_verify_pair_end_to_end(queries):
     res = propose_verify_pair(queries, fake_model(), _settings(), seed_instructions=SEEDS, evolver="tiny")
     v = res.verifiers
     by_reason = dict(zip(v["function_id"], v["reason"]))
