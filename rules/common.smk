@@ -1,22 +1,10 @@
 # Config loading and validation, wildcard constraints, input functions.
-import os
-import sys
-from pathlib import Path
-
-# One mechanism makes the package importable in every job, whatever its env
-# (venv, conda, SLURM job step): the workflow's src/ goes on PYTHONPATH, which
-# every job inherits.
-_SRC = str(Path(workflow.basedir) / "src")
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in [_SRC, os.environ.get("PYTHONPATH", "")] if p)
-)
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
-
-from teachfit.config import check_duplicate_keys, validate_config  # noqa: E402
-from teachfit import plan  # noqa: E402
-from teachfit.io import package_data  # noqa: E402
-from teachfit.generation.engines import backend_settings  # noqa: E402
+# The teachfit package is installed in every environment that runs this workflow (the local
+# venv: `make setup`; conda envs: `-e ..` in envs/*.yaml); nothing here edits sys.path.
+from teachfit.config import check_duplicate_keys, validate_config
+from teachfit import plan
+from teachfit.io import package_data
+from teachfit.generation.engines import backend_settings
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
