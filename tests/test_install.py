@@ -63,57 +63,16 @@ def test_installed_package_is_the_wheel_and_has_its_data(installed, tmp_path):
 
 def test_default_config_validates_and_dry_runs_without_src(installed, tmp_path):
     wf = tmp_path / "wf"
+    wf.mkdir()
     for item in WORKFLOW:
         src = ROOT / item
         if src.is_dir():
-            shutil.copytree(src, wf / item, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(src, wf / item, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
-            wf.mkdir(exist_ok=True)
             shutil.copy2(src, wf / item)
     assert not (wf / "src").exists()
-    _run(installed, (
-        "from teachfit.config import load_yaml, validate_config\n"
-        "validate_config(load_yaml('config/config.yaml'))\n"
-    ), wf)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(py), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
-
-
-def test_installed_package_is_the_wheel_and_has_its_data(installed, tmp_path):
-    out = _run(installed, (
-        "import teachfit, teachfit.io as io\n"
-        "print(teachfit.__file__)\n"
-        "for f in ['schema.yaml', 'objecqa.jsonl', 'ifs_prompts.jsonl', 'autoif_seed_instructions.txt',\n"
-        "          'lm_eval_tasks/tf_ifeval/tf_ifeval.yaml', 'lm_eval_tasks/tf_arith/tf_arith.yaml']:\n"
-        "    assert io.package_data(f).is_file(), f\n"
-    ), tmp_path)
-    assert str(installed.parents[1]) in out.splitlines()[0], out
-
-
-def test_default_config_validates_and_dry_runs_without_src(installed, tmp_path):
-    wf = tmp_path / "wf"
-    for item in WORKFLOW:
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, wf / item, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            wf.mkdir(exist_ok=True)
-            shutil.copy2(src, wf / item)
-    assert not (wf / "src").exists()
-    _run(installed, (
-        "from teachfit.config import load_yaml, validate_config\n"
-        "validate_config(load_yaml('config/config.yaml'))\n"
-    ), wf)
-    out = _run(installed, (
-        "import sys\n"
-        "from snakemake.cli import main\n"
-        "sys.argv = ['snakemake', '-n', '--cores', '1', '--quiet', 'rules']\n"
-        "main()\n"
-    ), wf) if False else None
+    _run(installed, "from teachfit.config import load_yaml, validate_config\n"
+                    "validate_config(load_yaml('config/config.yaml'))\n", wf)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(installed), "-m", "snakemake", "-n", "--cores", "1"], cwd=wf,
                           capture_output=True, text=True, timeout=600, env=env)
