@@ -36,6 +36,10 @@ def generator_entry(wildcards):
     return config["generators"][wildcards.generator]
 
 
+def generator_select(wildcards):
+    return config["generators"][wildcards.generator]["select"]
+
+
 def generator_model_dir(wildcards):
     return model_dir(config["generators"][wildcards.generator]["model"])
 

@@ -106,12 +106,20 @@ def _format_error(error) -> str:
     return f"config.{where}: {error.message}"
 
 
-def _extend_with_default(validator_class):
+def _extend_with_default(validator_class, defs: dict[str, Any] | None = None):
+    """``validator_class`` that also fills each property's ``default`` (that of the ``$defs``
+    entry when the property is only a ``$ref`` into ``defs``)."""
+    defs = defs or {}
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for prop, subschema in properties.items():
+                # a property that is only a $ref (``version: {$ref: "#/$defs/stage_version"}``)
+                # takes the default of the definition it points to
+                ref = subschema.get("$ref", "")
+                if "default" not in subschema and ref.startswith("#/$defs/"):
+                    subschema = {**defs.get(ref.rsplit("/", 1)[-1], {}), **subschema}
                 if "default" in subschema and prop not in instance:
                     instance[prop] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
@@ -126,7 +134,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     from jsonschema import Draft202012Validator
 
     schema = schema if schema is not None else load_schema()
-    validator = _extend_with_default(Draft202012Validator)(schema)
+    validator = _extend_with_default(Draft202012Validator, schema.get("$defs"))(schema)
     # two passes: the first fills defaults of objects that are themselves defaults
     for _ in range(2):
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -163,9 +171,10 @@ def section_schema(path: str, schema: dict[str, Any] | None = None) -> dict[str,
     return node
 
 
-def defaults(path: str, **overrides: Any) -> dict[str, Any]:
+def defaults(path: str, /, **overrides: Any) -> dict[str, Any]:
     """The schema's defaults of one config section, as a rule would pass it when the config
-    sets nothing there (``overrides`` replace top-level keys; they are validated too).
+    sets nothing there (``overrides`` replace top-level keys; they are validated too; ``path`` is
+    positional-only, so a section's own ``path`` key can be overridden: ``defaults("seedsets.*", path=...)``).
 
     This is how library users and tests get settings: the schema is the one place defaults
     live; settings dataclasses do not repeat them.
@@ -175,7 +184,7 @@ def defaults(path: str, **overrides: Any) -> dict[str, Any]:
     schema = load_schema()
     sub = {**section_schema(path, schema), "$defs": schema.get("$defs", {})}
     value: dict[str, Any] = dict(copy.deepcopy(overrides))
-    validator = _extend_with_default(Draft202012Validator)(sub)
+    validator = _extend_with_default(Draft202012Validator, sub["$defs"])(sub)
     for _ in range(2):
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
