@@ -639,3 +639,15 @@ def test_score_ifs_with_real_classifier_and_tiny_judge(trained, tiny_llama, tmp_
     assert sc.height == 3 and sc["label"].to_list()[1] == 0 and sc["p_answer"][1] == 0.0
     p = sc.filter(pl.col("task") == "objecqa")["p_objective"].item()
     assert 0.0 < p < 1.0 and sc["judge_label"][2] in ("objective", "subjective")
+
+
+def test_bad_ifs_settings_fail_when_the_config_is_validated():
+    from teachfit.config import ConfigError, load_yaml, validate_config
+
+    cfg = load_yaml("config/config.yaml")
+    cfg["ifs"]["prompts"].update(min_frac=0.6, max_frac=0.5)
+    cfg["ifs"]["tone_data"] = {"min_instruction_words": 2, "min_fragment_words": 2}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert "config.ifs.prompts: ifs_prompts: need 0 < min_frac <= max_frac" in str(err.value)
+    assert "config.ifs.tone_data: tone_data.min_instruction_words must be" in str(err.value)
