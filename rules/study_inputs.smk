@@ -159,9 +159,9 @@ def tone_pairs(wildcards):
     """A configured file, one generator's responses, or (default) every kept response the
     pipeline has (teacher generators and the evolver teacher on every evolved set)."""
     f = config["ifs"]["pairs"]
-    if f.get("path"):
+    if f["path"]:
         return [f["path"]]
-    if f.get("generator"):
+    if f["generator"]:
         return [
             f"results/responses/{config['teacher']['instructions']}/{f['generator']}.parquet"
         ]
@@ -170,25 +170,41 @@ def tone_pairs(wildcards):
     )
 
 
-def ifs_prompt_params(wildcards):
-    return {**config["ifs"]["prompts"], "seed": config["seed"]}
+def ifs_prompt_source(wildcards):
+    """The IFS instruction file: ifs.prompts.path, else the package's own set."""
+    return config["ifs"]["prompts"]["path"] or str(package_data("ifs_prompts.jsonl"))
 
 
-def ifs_answer_params(wildcards):
-    f = config["ifs"]
+def objecqa_questions(wildcards):
+    return str(package_data("objecqa.jsonl"))
+
+
+def ifs_model_backend(wildcards):
+    return backend_config(wildcards.model)
+
+
+def ifs_base_backend(wildcards):
+    return backend_config(wildcards.base)
+
+
+def ifs_judge_backend(wildcards):
+    return backend_config(config["ifs"]["objecqa"]["judge"])
+
+
+def ifs_run(wildcards):
+    """The run's metadata, written as columns of its IFS curve."""
     return {
-        "formats": f["prompts"]["formats"],
-        "max_new_tokens": f["prompts"]["max_new_tokens"],
-        "objecqa": f["objecqa"],
-        "batch_size": config["generation"]["batch_size"],
-        "seed": config["seed"],
+        "dataset": wildcards.dataset,
+        "generator": wildcards.generator,
+        "selection": wildcards.selection,
+        "base": wildcards.base,
     }
 
 
 def ifs_tables_input(wildcards):
     runs = PLAN.ifs_runs()
     return {
-        "models": [
+        "model_scores": [
             f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]
         ],
         "curves": [f"results/ifs/checkpoints/{r.path}.parquet" for r in runs],

@@ -219,6 +219,15 @@ def check_stage_settings(config: dict[str, Any]) -> None:
          {k: v for k, v in config["eval"].items() if k != "checkpoints"} if "eval" in config else None),
         ("analysis.figures", FigureStyle, config.get("analysis", {}).get("figures")),
     ]
+    ifs = config.get("ifs", {})
+    if ifs.get("activate"):
+        from teachfit.studies.ifs.prompts import IfsPromptSettings
+        from teachfit.studies.ifs.scores import PlateauSettings
+        from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
+
+        sections += [(f"ifs.{key}", cls, ifs.get(key)) for key, cls in (
+            ("tone_data", ToneDataSettings), ("classifier", ToneClassifierSettings),
+            ("prompts", IfsPromptSettings), ("early_stopping", PlateauSettings))]
     problems = []
     for where, cls, section in sections:
         if section is None:
