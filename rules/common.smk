@@ -49,6 +49,20 @@ def backend_config(alias):
     return backend_settings(config["models"][alias], config["generation"])
 
 
+def base_backend(wildcards):
+    return backend_config(wildcards.base)
+
+
+def run_label(wildcards):
+    """The SFT run a job belongs to, as metadata (never parsed back from paths)."""
+    return {
+        "dataset": wildcards.dataset,
+        "generator": wildcards.generator,
+        "selection": wildcards.selection,
+        "base": wildcards.base,
+    }
+
+
 def generator_backend(wildcards):
     return backend_config(config["generators"][wildcards.generator]["model"])
 
@@ -149,6 +163,10 @@ def gpus_model(wildcards):
 
 def gpus_judge(wildcards):
     return max(1, model_gpus(config["evolver"]["judge"]))
+
+
+def gpus_winrate_judge(wildcards):
+    return model_gpus(config["teacher"]["winrate"]["judge"])
 
 
 def gpus_objecqa_judge(wildcards):

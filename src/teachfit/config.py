@@ -204,20 +204,19 @@ def non_finite_numbers(value: Any, where: str = "config") -> list[str]:
 
 
 def check_stage_settings(config: dict[str, Any]) -> None:
-    """Build the settings dataclasses that receive a config section unchanged, so their
-    ``__post_init__`` checks (stricter than the schema) fail here, not inside a job."""
+    """Checks stricter than the schema, run on the sections the rules pass unchanged, so that
+    they fail here, not inside a job: the settings dataclasses' ``__post_init__`` and
+    :func:`teachfit.training.sft.check_sft_settings`."""
     from teachfit.evaluation.lm_eval import EvalSettings
     from teachfit.figures import FigureStyle
     from teachfit.scoring.losses import ScoringSettings
-    from teachfit.training.sft import SFTSettings
+    from teachfit.training.sft import check_sft_settings
 
     sections = [
-        ("sft", SFTSettings, config.get("sft")),
-        ("scoring", ScoringSettings, config.get("scoring")),
-        # the rules pass eval minus 'checkpoints' (teachfit.evaluation.lm_eval)
-        ("eval", EvalSettings,
-         {k: v for k, v in config["eval"].items() if k != "checkpoints"} if "eval" in config else None),
-        ("analysis.figures", FigureStyle, config.get("analysis", {}).get("figures")),
+        ("sft", check_sft_settings, config.get("sft")),
+        ("scoring", ScoringSettings.from_dict, config.get("scoring")),
+        ("eval", EvalSettings.from_dict, config.get("eval")),
+        ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
     ifs = config.get("ifs", {})
     if ifs.get("activate"):
@@ -229,11 +228,11 @@ def check_stage_settings(config: dict[str, Any]) -> None:
             ("tone_data", ToneDataSettings), ("classifier", ToneClassifierSettings),
             ("prompts", IfsPromptSettings), ("early_stopping", PlateauSettings))]
     problems = []
-    for where, cls, section in sections:
+    for where, check, section in sections:
         if section is None:
             continue
         try:
-            cls.from_dict(copy.deepcopy(section))
+            check(copy.deepcopy(section))
         except (ValueError, TypeError) as exc:
             problems.append(f"config.{where}: {exc}")
     if problems:
@@ -288,6 +287,14 @@ def check_references(config: dict[str, Any]) -> None:
             if w.get("reference_generator") not in gens:
                 problems.append(f"config.teacher.winrate.reference_generator: unknown generator "
                                 f"{w.get('reference_generator')!r}")
+            # the students answer with their base model's engine (teachfit.evaluation.winrate.answer_winrate)
+            lora = config.get("sft", {}).get("method") == "lora"
+            for i, b in enumerate(t.get("bases", [])):
+                backend = models.get(b, {}).get("backend")
+                if backend == "openai" or (backend == "vllm" and lora):
+                    problems.append(f"config.teacher.bases[{i}]: model {b!r} has backend {backend!r}, but the "
+                                    "win-rate answers of its fine-tuned students need 'transformers' (LoRA "
+                                    "adapters or full models) or 'vllm' with sft.method full")
         if len(set(t.get("generators", []))) != len(t.get("generators", [])):
             problems.append("config.teacher.generators: duplicate generator names")
     e = config.get("evolver", {})
