@@ -53,7 +53,6 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
-from teachfit.models import default_device
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -369,6 +368,8 @@ def _lm_eval(
         raise EvalError(f"label keys {clash} clash with result columns {TIDY_COLUMNS}")
 
     import torch
+
+    from teachfit.models import default_device
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -50,7 +50,7 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
-from teachfit.models import MANIFEST, default_device, read_manifest
+from teachfit.models import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path) -> Any:
     choices set explicitly (completion-only loss, no packing, step checkpoints in
     ``scratch_dir``, no reporting, CPU when no CUDA GPU is visible)."""
     from trl import SFTConfig
+
+    from teachfit.models import default_device
 
     return SFTConfig(
         **_trainer_fields(sft),
@@ -367,6 +369,8 @@ def train_sft(
     """
     import torch
 
+    from teachfit.models import default_device
+
     t0 = time.time()
     check_sft_settings(sft)
     model_dir, train_path = Path(model_dir), Path(trainset)
@@ -527,7 +531,7 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from teachfit.models import load_tokenizer
+    from teachfit.models import default_device, load_tokenizer
 
     path = Path(path)
     if (path / "checkpoints.json").exists():
