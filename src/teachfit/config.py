@@ -224,7 +224,7 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         from teachfit.studies.ifs.scores import PlateauSettings
         from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
 
-        sections += [(f"ifs.{key}", cls, ifs.get(key)) for key, cls in (
+        sections += [(f"ifs.{key}", cls.from_dict, ifs.get(key)) for key, cls in (
             ("tone_data", ToneDataSettings), ("classifier", ToneClassifierSettings),
             ("prompts", IfsPromptSettings), ("early_stopping", PlateauSettings))]
     problems = []
