@@ -52,12 +52,14 @@ PROMPTS = [
 
 
 def run(model_dir: str, max_new_tokens: int, batch_size: int, threads: int | None) -> dict:
+    from teachfit.config import defaults
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.hf import TransformersBackend
-    from teachfit.prompts import format_prompts
+    from teachfit.generation.responses import build_prompts
 
     backend = TransformersBackend(model_dir, batch_size=batch_size, threads=threads)
-    prompts = format_prompts(backend.tokenizer, PROMPTS, fmt="chat")
+    # chat prompts exactly as rule generate_responses builds them for a default generator
+    prompts = build_prompts(backend.tokenizer, PROMPTS, defaults("generators.*", model="bench"))
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
     backend.generate(prompts[:2], SamplingConfig(max_new_tokens=4), desc="warm-up")
 

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
+    from teachfit.config import defaults
     from teachfit.scoring.losses import (
         ScoringSettings,
         _Head,
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     torch.set_num_threads(args.threads)
-    settings = ScoringSettings(batch_tokens=args.batch_tokens)
+    settings = ScoringSettings(**defaults("scoring", batch_tokens=args.batch_tokens))
     model, tok = load_scoring_model(args.model_dir, settings.dtype)
     assert len(PAIRS) == 64, len(PAIRS)
     encoded = encode_pairs(tok, [q for q, _ in PAIRS], [a for _, a in PAIRS], settings)

@@ -1,22 +1,10 @@
 # Config loading and validation, wildcard constraints, input functions.
-import os
-import sys
-from pathlib import Path
-
-# One mechanism makes the package importable in every job, whatever its env
-# (venv, conda, SLURM job step): the workflow's src/ goes on PYTHONPATH, which
-# every job inherits.
-_SRC = str(Path(workflow.basedir) / "src")
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in [_SRC, os.environ.get("PYTHONPATH", "")] if p)
-)
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
-
-from teachfit.config import check_duplicate_keys, validate_config  # noqa: E402
-from teachfit import plan  # noqa: E402
-from teachfit.io import package_data  # noqa: E402
-from teachfit.generation.engines import backend_settings  # noqa: E402
+# The teachfit package is installed in every environment that runs this workflow (the local
+# venv: `make setup`; conda envs: `-e ..` in envs/*.yaml); nothing here edits sys.path.
+from teachfit.config import check_duplicate_keys, validate_config
+from teachfit import plan
+from teachfit.io import package_data
+from teachfit.generation.engines import backend_settings
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -48,6 +36,10 @@ def generator_entry(wildcards):
     return config["generators"][wildcards.generator]
 
 
+def generator_select(wildcards):
+    return config["generators"][wildcards.generator]["select"]
+
+
 def generator_model_dir(wildcards):
     return model_dir(config["generators"][wildcards.generator]["model"])
 
@@ -55,6 +47,20 @@ def generator_model_dir(wildcards):
 def backend_config(alias):
     """Engine settings of model ``alias`` (teachfit.generation.engines.backend_settings)."""
     return backend_settings(config["models"][alias], config["generation"])
+
+
+def base_backend(wildcards):
+    return backend_config(wildcards.base)
+
+
+def run_label(wildcards):
+    """The SFT run a job belongs to, as metadata (never parsed back from paths)."""
+    return {
+        "dataset": wildcards.dataset,
+        "generator": wildcards.generator,
+        "selection": wildcards.selection,
+        "base": wildcards.base,
+    }
 
 
 def generator_backend(wildcards):
@@ -157,6 +163,10 @@ def gpus_model(wildcards):
 
 def gpus_judge(wildcards):
     return max(1, model_gpus(config["evolver"]["judge"]))
+
+
+def gpus_winrate_judge(wildcards):
+    return model_gpus(config["teacher"]["winrate"]["judge"])
 
 
 def gpus_objecqa_judge(wildcards):

@@ -1,6 +1,7 @@
 # lm-eval on base/instruct models and on every (or the final / IFS-selected)
-# checkpoint of every SFT run. The JSON is kept as lm-eval writes it; the
-# .parquet beside it has one tidy row per (model, checkpoint, task, metric).
+# checkpoint of every SFT run (teachfit.evaluation.lm_eval, one function per rule).
+# The JSON is kept as lm-eval writes it; the .parquet beside it has one tidy row
+# per (model, checkpoint, task, metric).
 
 
 rule evaluate_model:
@@ -21,6 +22,7 @@ rule evaluate_model:
         gpu=gpus_model,
     params:
         eval=config["eval"],
+        model="{model}",
     script:
         "../scripts/evaluate_model.py"
 
@@ -44,6 +46,7 @@ rule evaluate_checkpoints:
         gpu=gpus_base,
     params:
         eval=config["eval"],
+        run=run_label,
     script:
         "../scripts/evaluate_checkpoints.py"
 

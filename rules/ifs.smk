@@ -16,8 +16,8 @@ rule make_tone_data:
         "../envs/analysis.yaml"
     threads: 1
     params:
+        settings=config["ifs"]["tone_data"],
         seed=config["seed"],
-        heldout_share=config["ifs"].get("classifier", {}).get("heldout_share", 0.2),
     script:
         "../scripts/make_tone_data.py"
 
@@ -41,11 +41,7 @@ rule train_tone_classifier:
         "../envs/train.yaml"
     threads: 2
     params:
-        classifier={
-            k: v
-            for k, v in config["ifs"].get("classifier", {}).items()
-            if k not in ("encoder", "heldout_share")
-        },
+        settings=config["ifs"]["classifier"],
         seed=config["seed"],
     script:
         "../scripts/train_tone_classifier.py"
@@ -53,7 +49,7 @@ rule train_tone_classifier:
 
 rule make_ifs_prompts:
     input:
-        source=lambda wildcards: config["ifs"]["prompts"]["path"] or [],
+        source=ifs_prompt_source,
     output:
         prompts="results/ifs/prompts.parquet",
     log:
@@ -64,7 +60,8 @@ rule make_ifs_prompts:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        prompts=ifs_prompt_params,
+        settings=config["ifs"]["prompts"],
+        seed=config["seed"],
     script:
         "../scripts/make_ifs_prompts.py"
 
@@ -72,6 +69,7 @@ rule make_ifs_prompts:
 rule answer_ifs_model:
     input:
         prompts="results/ifs/prompts.parquet",
+        questions=objecqa_questions,
         model_dir=lambda wildcards: model_dir(wildcards.model),
     output:
         answers="results/ifs/answers/models/{model}.parquet",
@@ -85,14 +83,18 @@ rule answer_ifs_model:
     resources:
         gpu=gpus_model,
     params:
-        answer=ifs_answer_params,
+        prompt_settings=config["ifs"]["prompts"],
+        objecqa=config["ifs"]["objecqa"],
+        backend=ifs_model_backend,
+        seed=config["seed"],
     script:
-        "../scripts/answer_ifs.py"
+        "../scripts/answer_ifs_model.py"
 
 
 rule answer_ifs_run:
     input:
         prompts="results/ifs/prompts.parquet",
+        questions=objecqa_questions,
         model_dir=base_dir,
         sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
     output:
@@ -107,9 +109,11 @@ rule answer_ifs_run:
     resources:
         gpu=gpus_base,
     params:
-        answer=ifs_answer_params,
+        prompt_settings=config["ifs"]["prompts"],
+        objecqa=config["ifs"]["objecqa"],
+        backend=ifs_base_backend,
     script:
-        "../scripts/answer_ifs.py"
+        "../scripts/answer_ifs_run.py"
 
 
 rule score_ifs:
@@ -126,12 +130,13 @@ rule score_ifs:
     wildcard_constraints:
         target="(models|runs)/.+",
     conda:
-        "../envs/train.yaml"
+        "../envs/gen.yaml"
     threads: 2
     resources:
         gpu=gpus_objecqa_judge,
     params:
         batch_size=config["generation"]["batch_size"],
+        backend=ifs_judge_backend,
     script:
         "../scripts/score_ifs.py"
 
@@ -151,7 +156,8 @@ rule select_checkpoint:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        early_stopping=config["ifs"].get("early_stopping", {}),
+        early_stopping=config["ifs"]["early_stopping"],
+        run=ifs_run,
     script:
         "../scripts/select_checkpoint.py"
 

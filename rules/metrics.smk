@@ -1,6 +1,6 @@
 # Scoring engine: L(Q), L(A|Q), L(A) of every kept response under a scorer model
 # (a student base model or the reference model). IFD, IC-IFD, PPL and CAR derive
-# from these columns downstream.
+# from these columns downstream. Function: teachfit.scoring.losses.score_losses.
 
 
 rule score_losses:
@@ -20,5 +20,6 @@ rule score_losses:
         gpu=gpus_scorer,
     params:
         scoring=config["scoring"],
+        scorer="{scorer}",
     script:
         "../scripts/score_losses.py"

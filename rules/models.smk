@@ -1,5 +1,7 @@
 # Model zoo: every configured model becomes results/models/{model}/ (safetensors
 # + tokenizer + teachfit_model.json with sha256s and source) exactly once.
+# Function: teachfit.models.materialize_model. No `resources: gpu`: it downloads, copies or
+# dequantizes/converts weights on CPU and never runs the model.
 
 
 rule materialize_model:
@@ -13,6 +15,7 @@ rule materialize_model:
         "../envs/gen.yaml"
     threads: 2
     params:
+        alias="{model}",
         entry=model_entry,
         scratch="results/scratch/models/{model}",
         seed=config["seed"],

@@ -1,5 +1,6 @@
-# Response generation (transformers on CPU, vLLM on GPU nodes), rewards, and the
-# kept response per instruction (first / best-of-n / worst-of-n by reward).
+# Response generation (transformers on CPU, vLLM on GPU nodes, or an OpenAI-compatible
+# endpoint), rewards, and the kept response per instruction (first / best-of-n / worst-of-n
+# by reward). Functions: teachfit.generation.responses, teachfit.scoring.rewards.
 
 
 rule generate_responses:
@@ -18,6 +19,7 @@ rule generate_responses:
     resources:
         gpu=gpus_generator,
     params:
+        name="{generator}",
         generator=generator_entry,
         backend=generator_backend,
         generation=config["generation"],
@@ -61,6 +63,6 @@ rule select_responses:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        select=lambda wildcards: config["generators"][wildcards.generator]["select"],
+        select=generator_select,
     script:
         "../scripts/select_responses.py"

@@ -1,4 +1,5 @@
 # Seed instruction sets -> results/instructions/{seedset}.parquet (stable ids, provenance).
+# Functions: teachfit.seeds.prepare_seeds, teachfit.seeds.download_seedset.
 
 
 rule prepare_seeds:
@@ -15,6 +16,7 @@ rule prepare_seeds:
     threads: 1
     params:
         entry=seedset_entry,
+        seedset="{seedset}",
     script:
         "../scripts/prepare_seeds.py"
 

@@ -1,22 +1,43 @@
 # Input and params functions of the study rules (teacher, evolve, ifs).
 
 # --- teacher study
+# Metadata travels as params aligned with the inputs: teacher_generators with
+# teacher_responses, teacher_score_keys with teacher_scores, teacher_winrate_runs with
+# teacher_winrates (each pair built from one list, so they cannot drift apart).
+
+
+def teacher_generators(wildcards):
+    return list(config["teacher"]["generators"])
+
+
+def teacher_bases(wildcards):
+    return list(config["teacher"]["bases"])
+
+
+def teacher_reference_model(wildcards):
+    return config["teacher"]["reference_model"]
 
 
 def teacher_responses(wildcards):
     t = config["teacher"]
     return [
-        f"results/responses/{t['instructions']}/{g}.parquet" for g in t["generators"]
+        f"results/responses/{t['instructions']}/{g}.parquet"
+        for g in teacher_generators(wildcards)
     ]
+
+
+def teacher_score_keys(wildcards):
+    """One {generator, scorer} per scores file: every base and the reference model."""
+    t = config["teacher"]
+    scorers = dict.fromkeys([*t["bases"], t["reference_model"]])
+    return [{"generator": g, "scorer": s} for g in t["generators"] for s in scorers]
 
 
 def teacher_scores(wildcards):
     t = config["teacher"]
-    scorers = list(t["bases"]) + [t["reference_model"]]
     return [
-        f"results/scores/{t['instructions']}/{g}/{s}.parquet"
-        for g in t["generators"]
-        for s in dict.fromkeys(scorers)
+        f"results/scores/{t['instructions']}/{k['generator']}/{k['scorer']}.parquet"
+        for k in teacher_score_keys(wildcards)
     ]
 
 
@@ -29,15 +50,26 @@ def teacher_evals(wildcards):
     ]
 
 
+def teacher_winrate_runs(wildcards):
+    """One {base, generator} per win-rate summary (none when the win rate is off)."""
+    t = config["teacher"]
+    if not t["winrate"]["activate"]:
+        return []
+    return [{"base": b, "generator": g} for g in t["generators"] for b in t["bases"]]
+
+
 def teacher_winrates(wildcards):
     t = config["teacher"]
-    if not t.get("winrate", {}).get("activate"):
-        return []
     return [
-        f"results/winrate/{t['instructions']}/{g}/full/{b}.json"
-        for g in t["generators"]
-        for b in t["bases"]
+        f"results/winrate/{t['instructions']}/{r['generator']}/full/{r['base']}.json"
+        for r in teacher_winrate_runs(wildcards)
     ]
+
+
+def winrate_instructions(wildcards):
+    return (
+        f"results/instructions/{config['teacher']['winrate']['instructions']}.parquet"
+    )
 
 
 def winrate_reference(wildcards):
@@ -45,14 +77,12 @@ def winrate_reference(wildcards):
     return f"results/responses/{w['instructions']}/{w['reference_generator']}.parquet"
 
 
-def teacher_design(wildcards):
-    t = config["teacher"]
-    return {
-        "instructions": t["instructions"],
-        "generators": t["generators"],
-        "bases": t["bases"],
-        "reference_model": t["reference_model"],
-    }
+def winrate_judge_dir(wildcards):
+    return model_dir(config["teacher"]["winrate"]["judge"])
+
+
+def winrate_judge_backend(wildcards):
+    return backend_config(config["teacher"]["winrate"]["judge"])
 
 
 # --- evolve study
@@ -180,9 +210,9 @@ def tone_pairs(wildcards):
     """A configured file, one generator's responses, or (default) every kept response the
     pipeline has (teacher generators and the evolver teacher on every evolved set)."""
     f = config["ifs"]["pairs"]
-    if f.get("path"):
+    if f["path"]:
         return [f["path"]]
-    if f.get("generator"):
+    if f["generator"]:
         return [
             f"results/responses/{config['teacher']['instructions']}/{f['generator']}.parquet"
         ]
@@ -191,25 +221,41 @@ def tone_pairs(wildcards):
     )
 
 
-def ifs_prompt_params(wildcards):
-    return {**config["ifs"]["prompts"], "seed": config["seed"]}
+def ifs_prompt_source(wildcards):
+    """The IFS instruction file: ifs.prompts.path, else the package's own set."""
+    return config["ifs"]["prompts"]["path"] or str(package_data("ifs_prompts.jsonl"))
 
 
-def ifs_answer_params(wildcards):
-    f = config["ifs"]
+def objecqa_questions(wildcards):
+    return str(package_data("objecqa.jsonl"))
+
+
+def ifs_model_backend(wildcards):
+    return backend_config(wildcards.model)
+
+
+def ifs_base_backend(wildcards):
+    return backend_config(wildcards.base)
+
+
+def ifs_judge_backend(wildcards):
+    return backend_config(config["ifs"]["objecqa"]["judge"])
+
+
+def ifs_run(wildcards):
+    """The run's metadata, written as columns of its IFS curve."""
     return {
-        "formats": f["prompts"]["formats"],
-        "max_new_tokens": f["prompts"]["max_new_tokens"],
-        "objecqa": f["objecqa"],
-        "batch_size": config["generation"]["batch_size"],
-        "seed": config["seed"],
+        "dataset": wildcards.dataset,
+        "generator": wildcards.generator,
+        "selection": wildcards.selection,
+        "base": wildcards.base,
     }
 
 
 def ifs_tables_input(wildcards):
     runs = PLAN.ifs_runs()
     return {
-        "models": [
+        "model_scores": [
             f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]
         ],
         "curves": [f"results/ifs/checkpoints/{r.path}.parquet" for r in runs],

@@ -1,6 +1,9 @@
 # Teacher study (Xu et al. 2024): data metrics per (generator, base), CAR,
-# benchmark performance, rank correlations and figures. Changing car.beta or
-# car.reward_offset re-runs compute_car and everything after it only.
+# benchmark performance, win rates, rank correlations and figures (one function per
+# rule in teachfit.studies.teacher / teachfit.evaluation.winrate). Which generator,
+# scorer or base a file belongs to travels as params aligned with the inputs
+# (rules/study_inputs.smk). Changing car.beta or car.reward_offset re-runs
+# compute_car and everything after it only.
 
 TEACHER_METRICS = [
     "reward",
@@ -27,7 +30,10 @@ rule compute_data_metrics:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        design=teacher_design,
+        generators=teacher_generators,
+        score_keys=teacher_score_keys,
+        bases=teacher_bases,
+        reference_model=teacher_reference_model,
     script:
         "../scripts/compute_data_metrics.py"
 
@@ -49,14 +55,14 @@ rule compute_car:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        car=config["teacher"].get("car", {}),
+        car=config["teacher"]["car"],
     script:
         "../scripts/compute_car.py"
 
 
 rule answer_winrate:
     input:
-        instructions=lambda wildcards: f"results/instructions/{config['teacher']['winrate']['instructions']}.parquet",
+        instructions=winrate_instructions,
         model_dir=base_dir,
         sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
     output:
@@ -68,9 +74,12 @@ rule answer_winrate:
     conda:
         "../envs/train.yaml"
     threads: 2
+    resources:
+        gpu=gpus_base,
     params:
-        max_new_tokens=config["teacher"].get("winrate", {}).get("max_new_tokens", 128),
-        batch_size=config["generation"]["batch_size"],
+        max_new_tokens=config["teacher"]["winrate"]["max_new_tokens"],
+        backend=base_backend,
+        seed=config["seed"],
     script:
         "../scripts/answer_winrate.py"
 
@@ -79,7 +88,7 @@ rule judge_winrate:
     input:
         answers="results/winrate/{dataset}/{generator}/{selection}/{base}.answers.parquet",
         reference=winrate_reference,
-        judge_dir=lambda wildcards: model_dir(config["teacher"]["winrate"]["judge"]),
+        judge_dir=winrate_judge_dir,
     output:
         summary="results/winrate/{dataset}/{generator}/{selection}/{base}.json",
         judged="results/winrate/{dataset}/{generator}/{selection}/{base}.parquet",
@@ -90,9 +99,11 @@ rule judge_winrate:
     conda:
         "../envs/gen.yaml"
     threads: 2
+    resources:
+        gpu=gpus_winrate_judge,
     params:
         seed=config["seed"],
-        batch_size=config["generation"]["batch_size"],
+        backend=winrate_judge_backend,
     script:
         "../scripts/judge_winrate.py"
 
@@ -115,16 +126,16 @@ rule build_teacher_performance:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        design=teacher_design,
+        winrate_runs=teacher_winrate_runs,
         performance=config["performance"],
-        winrate=config["teacher"].get("winrate", {}),
+        length_controlled=config["teacher"]["winrate"]["length_controlled"],
     script:
         "../scripts/build_teacher_performance.py"
 
 
 rule correlate_teacher_metrics:
     input:
-        metrics="results/tables/teacher_data_metrics.csv",
+        data_metrics="results/tables/teacher_data_metrics.csv",
         performance="results/tables/teacher_performance.csv",
     output:
         table=report(
@@ -147,7 +158,7 @@ rule correlate_teacher_metrics:
 
 rule plot_teacher_figures:
     input:
-        metrics="results/tables/teacher_data_metrics.csv",
+        data_metrics="results/tables/teacher_data_metrics.csv",
         performance="results/tables/teacher_performance.csv",
         correlations="results/tables/teacher_metric_correlations.csv",
     output:

@@ -19,6 +19,7 @@ rule select_trainset:
     threads: 1
     params:
         selection=selection_settings,
+        label="{selection}",
     script:
         "../scripts/select_trainset.py"
 

@@ -1,12 +1,6 @@
-"""Snakemake adapter: per (generator, base) data metrics (no CAR yet)."""
+"""Rule compute_data_metrics: data metrics per (generator, base) of the teacher study (no CAR yet)."""
 
-from teachfit.logs import log_to
 from teachfit.studies.teacher import compute_data_metrics
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-compute_data_metrics(
-    responses_paths=list(snakemake.input["responses"]),  # noqa: F821
-    scores_paths=list(snakemake.input["scores"]),  # noqa: F821
-    out_path=snakemake.output["metrics"],  # noqa: F821
-    design=snakemake.params["design"],  # noqa: F821
-)
+run(compute_data_metrics, snakemake)  # noqa: F821

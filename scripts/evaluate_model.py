@@ -1,14 +1,6 @@
-"""Snakemake adapter: lm-eval on a base or instruct model."""
+"""Rule evaluate_model: lm-eval on a base or instruct model."""
 
-from teachfit.evaluation.lm_eval import evaluate_model_stage
-from teachfit.logs import log_to
+from teachfit.evaluation.lm_eval import evaluate_model
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"], snakemake.threads)  # noqa: F821
-evaluate_model_stage(
-    model_dir=snakemake.input["model_dir"],  # noqa: F821
-    out_json=snakemake.output["results"],  # noqa: F821
-    out_samples=snakemake.output["samples"],  # noqa: F821
-    out_tidy=snakemake.output["tidy"],  # noqa: F821
-    settings=snakemake.params["eval"],  # noqa: F821
-    model=snakemake.wildcards["model"],  # noqa: F821
-)
+run(evaluate_model, snakemake)  # noqa: F821

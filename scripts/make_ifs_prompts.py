@@ -1,11 +1,6 @@
-"""Snakemake adapter: IFS prompt set (full and partial instructions)."""
+"""Rule make_ifs_prompts: the IFS prompt set (full and partial instructions)."""
 
-from teachfit.logs import log_to
-from teachfit.studies.ifs.prompts import make_prompts
+from teachfit.studies.ifs.prompts import make_ifs_prompts
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-make_prompts(
-    source=snakemake.input["source"] or None,  # noqa: F821
-    out_path=snakemake.output["prompts"],  # noqa: F821
-    settings=snakemake.params["prompts"],  # noqa: F821
-)
+run(make_ifs_prompts, snakemake)  # noqa: F821

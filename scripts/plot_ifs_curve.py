@@ -1,11 +1,6 @@
-"""Snakemake adapter: IFS and ObjecQA vs examples seen, plateau marked."""
+"""Rule plot_ifs_curve: IFS and ObjecQA vs examples seen, plateau marked."""
 
-from teachfit.logs import log_to
 from teachfit.studies.ifs.scores import plot_ifs_curve
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-plot_ifs_curve(
-    curve_path=snakemake.input["curve"],  # noqa: F821
-    out_png=snakemake.output["figure"],  # noqa: F821
-    style=snakemake.params["style"],  # noqa: F821
-)
+run(plot_ifs_curve, snakemake)  # noqa: F821

@@ -1,12 +1,6 @@
-"""Snakemake adapter: keep one response per instruction (first / best / worst)."""
+"""Rule select_responses: Keep one response per instruction (first / best / worst by reward)."""
 
 from teachfit.generation.responses import select_responses
-from teachfit.logs import log_to
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-select_responses(
-    generations_path=snakemake.input["generations"],  # noqa: F821
-    rewards_path=snakemake.input["rewards"],  # noqa: F821
-    out_path=snakemake.output["responses"],  # noqa: F821
-    select=snakemake.params["select"],  # noqa: F821
-)
+run(select_responses, snakemake)  # noqa: F821

@@ -1,10 +1,6 @@
-"""Snakemake adapter: all tidy lm-eval tables -> one CSV."""
+"""Rule summarize_evals: all tidy lm-eval tables -> one CSV."""
 
 from teachfit.evaluation.lm_eval import summarize_evals
-from teachfit.logs import log_to
+from teachfit.workflow import run
 
-log_to(snakemake.log["log"])  # noqa: F821
-summarize_evals(
-    paths=list(snakemake.input["runs"]) + list(snakemake.input["models"]),  # noqa: F821
-    out_csv=snakemake.output["table"],  # noqa: F821
-)
+run(summarize_evals, snakemake)  # noqa: F821

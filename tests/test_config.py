@@ -16,7 +16,7 @@ def base_config(repo_root):
 
 def test_default_config_validates_and_fills_defaults(base_config):
     cfg = validate_config(copy.deepcopy(base_config))
-    assert cfg["sft"]["lora_r"] == 8
+    assert cfg["sft"]["lora"]["r"] == 8
     assert cfg["generators"]["smol_greedy"]["temperature"] == 0.0
     assert cfg["models"]["smollm2"]["backend"] == "transformers"
     assert cfg["teacher"]["car"]["reward_offset"] == 0.0

@@ -1,14 +1,19 @@
-"""teachfit.correlate: Spearman/Kendall on hand-computed ranks, ties, constant columns."""
+"""teachfit.correlate: Spearman/Kendall on hand-computed ranks, ties, constant columns; the teacher
+study's performance and correlation tables (teachfit.studies.teacher) on files."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from teachfit.config import defaults
 from teachfit.correlate import correlation_table, rank_correlation
+from teachfit.io import DataError, write_json, write_parquet
+from teachfit.studies.teacher import build_teacher_performance, correlate_teacher_metrics
 
 # Group A: x = 1..5, y = [5, 6, 7, 8, 7] (a tie in y).
 #   Spearman: ranks y = [1, 2, 3.5, 5, 3.5]; centred rx = [-2,-1,0,1,2], ry = [-2,-1,.5,2,.5]
@@ -77,3 +82,77 @@ def test_correlation_table_errors():
         correlation_table(_frame(), "base", ["nope"], "performance")
     with pytest.raises(ValueError, match="method"):
         correlation_table(_frame(), "base", ["ifd"], "performance", methods=("pearson",))
+
+
+# --------------------------------------------------------------------------- the teacher study's tables, on files
+
+METRIC = {"tf_ifeval": "prompt_level_loose_acc,none", "tf_arith": "exact_match,flexible-extract"}
+
+
+def _eval_table(path: Path, generator: str, values: dict[int, tuple[float, float]], selected: int | None = None):
+    """A tidy evaluate_checkpoints table of one run: steps -> (ifeval, arith) scores; the last step is final."""
+    rows = []
+    for step, (ifeval, arith) in values.items():
+        for task, value in (("tf_ifeval", ifeval), ("tf_arith", arith)):
+            row = {"model": "b", "dataset": "d", "generator": generator, "selection": "full", "base": "b",
+                   "checkpoint": f"checkpoint-{step}", "step": step, "examples_seen": 4 * step,
+                   "is_final": step == max(values), "task": task, "metric": METRIC[task], "value": value}
+            if selected is not None:
+                row["selected"] = step == selected
+            rows.append(row)
+    write_parquet(pl.DataFrame(rows), path)
+    return str(path)
+
+
+def test_build_teacher_performance_and_correlations(tmp_path):
+    evals = [_eval_table(tmp_path / "g1.parquet", "g1", {2: (0.1, 0.2), 4: (0.5, 0.3)}),
+             _eval_table(tmp_path / "g2.parquet", "g2", {2: (0.4, 0.4), 4: (0.2, 0.0)})]
+    winrates, runs = [], []
+    for g, wr, lc in (("g1", 0.6, 0.7), ("g2", 0.2, 0.1)):
+        write_json({"win_rate": wr, "lc_win_rate": lc}, tmp_path / f"{g}.json")
+        winrates.append(str(tmp_path / f"{g}.json"))
+        runs.append({"base": "b", "generator": g})
+    perf = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "perf.csv",
+                                     winrate_runs=runs, performance=defaults("performance", include_winrate=True),
+                                     length_controlled=True)
+    assert perf.columns == ["base", "generator", "step", "tf_ifeval/prompt_level_loose_acc,none",
+                            "tf_arith/exact_match,flexible-extract", "winrate", "winrate_lc", "performance"]
+    g1, g2 = perf.rows(named=True)
+    assert g1["step"] == 4 and g1["winrate"] == 0.6
+    assert g1["performance"] == pytest.approx((0.5 + 0.3 + 0.7) / 3)  # final checkpoint + LC win rate
+    plain = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "plain.csv",
+                                      winrate_runs=runs, performance=defaults("performance"),
+                                      length_controlled=True)
+    assert plain["performance"][1] == pytest.approx(0.1)  # (0.2 + 0.0) / 2: the win rate is only shown
+    raw = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "raw.csv",
+                                    winrate_runs=runs, performance=defaults("performance", include_winrate=True),
+                                    length_controlled=False)
+    assert raw["performance"][1] == pytest.approx((0.2 + 0.0 + 0.2) / 3)
+
+    # the IFS-selected checkpoint (eval.checkpoints: final_and_selected adds the 'selected' column)
+    sel = [_eval_table(tmp_path / "s1.parquet", "g1", {2: (0.1, 0.2), 4: (0.5, 0.3)}, selected=2)]
+    picked = build_teacher_performance(evals=sel, winrates=[], table=tmp_path / "sel.csv", winrate_runs=[],
+                                       performance=defaults("performance", checkpoint="selected"),
+                                       length_controlled=True)
+    assert picked["step"][0] == 2 and picked["performance"][0] == pytest.approx(0.15)
+    with pytest.raises(DataError, match="final_and_selected"):
+        build_teacher_performance(evals=evals, winrates=[], table=tmp_path / "x.csv", winrate_runs=[],
+                                  performance=defaults("performance", checkpoint="selected"), length_controlled=True)
+    with pytest.raises(DataError, match=r"g1\.parquet: no score for performance.metrics.mmlu"):
+        build_teacher_performance(evals=evals, winrates=[], table=tmp_path / "x.csv", winrate_runs=[],
+                                  performance=defaults("performance", metrics={"mmlu": "acc,none"}),
+                                  length_controlled=True)
+    with pytest.raises(ValueError, match="2 winrates files but 1 entries in params winrate_runs"):
+        build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "x.csv", winrate_runs=runs[:1],
+                                  performance=defaults("performance"), length_controlled=True)
+    assert not (tmp_path / "x.csv").exists()
+
+    pl.DataFrame({"generator": ["g1", "g2"], "base": ["b", "b"], "car": [2.0, 1.0],
+                  "reward": [1.0, 3.0]}).write_csv(tmp_path / "metrics.csv")
+    corr = correlate_teacher_metrics(data_metrics=tmp_path / "metrics.csv", performance=tmp_path / "perf.csv",
+                                     table=tmp_path / "corr.csv", metrics=["car", "reward"])
+    joined = pl.DataFrame({"base": ["b", "b"], "car": [2.0, 1.0], "reward": [1.0, 3.0],
+                           "performance": [g1["performance"], g2["performance"]]})
+    assert corr.equals(correlation_table(joined, "base", ["car", "reward"], "performance"))
+    assert corr["base"].to_list() == ["b", "average"] and corr["n"][0] == 2
+    assert pl.read_csv(tmp_path / "corr.csv").columns == corr.columns

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from teachfit.config import defaults
 from teachfit.evaluation.lm_eval import (
     DEFAULT_TASKS_DIR,
     EvalError,
@@ -21,6 +22,7 @@ from teachfit.evaluation.lm_eval import (
     ensure_punkt_tab,
     evaluate_checkpoints,
     evaluate_model,
+    summarize_evals,
     tidy_results,
 )
 from teachfit.io import DataError, write_json
@@ -30,6 +32,14 @@ IFEVAL_METRICS = {"prompt_level_strict_acc,none", "inst_level_strict_acc,none",
 ARITH_METRICS = {"exact_match,strict-match", "exact_match,flexible-extract"}
 # tiny-model runs: few docs, few new tokens, 1-shot, so each evaluation takes seconds
 FAST = {"limit": 2, "max_gen_toks": 4, "num_fewshot": 1, "batch_size": 2}
+MODEL_LABEL = {"model": "tiny", "dataset": "", "generator": "", "selection": "", "base": "tiny",
+               "checkpoint": "base", "step": 0, "examples_seen": 0}
+RUN = {"dataset": "d", "generator": "g", "selection": "full", "base": "tiny"}
+
+
+def _eval(**overrides) -> dict:
+    """The eval section a rule passes: schema defaults plus ``overrides``."""
+    return defaults("eval", **{**FAST, **overrides})
 
 
 def _load_module(path: Path, name: str):
@@ -57,9 +67,9 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_base")
-    payload = evaluate_model(tiny_model, out / "tiny.json", out / "tiny.samples.jsonl", FAST,
-                             label={"model": "tiny", "checkpoint": None}, threads=1)
-    return out, payload
+    table = evaluate_model(model_dir=tiny_model, results=out / "tiny.json", samples=out / "tiny.samples.jsonl",
+                           tidy=out / "tiny.parquet", eval=_eval(), model="tiny", threads=1)
+    return out, table
 
 
 def _adapter(tiny_model: Path, out: Path, seed: int) -> Path:
@@ -79,24 +89,27 @@ def _adapter(tiny_model: Path, out: Path, seed: int) -> Path:
 # --------------------------------------------------------------------------- settings
 
 
-def test_settings_defaults_and_unknown_key():
-    cfg = EvalSettings.from_dict({})
+def test_settings_come_from_the_schema_and_reject_unknown_or_missing_keys():
+    cfg = EvalSettings.from_dict(defaults("eval"))
     assert cfg.tasks == ["tf_ifeval", "tf_arith"]
-    assert (cfg.batch_size, cfg.max_gen_toks, cfg.limit, cfg.apply_chat_template) == (8, 256, None, "auto")
+    assert (cfg.batch_size, cfg.max_gen_toks, cfg.limit, cfg.apply_chat_template, cfg.checkpoints) == (
+        8, 256, None, "auto", "all")
     assert cfg.tasks_dir() == DEFAULT_TASKS_DIR.resolve()
+    assert all("help" in f.metadata for f in EvalSettings.__dataclass_fields__.values())
     with pytest.raises(EvalError, match=r"unknown setting\(s\) \['max_new_tokens'\].*max_gen_toks"):
-        EvalSettings.from_dict({"max_new_tokens": 5})
+        EvalSettings.from_dict({**defaults("eval"), "max_new_tokens": 5})
+    with pytest.raises(EvalError, match=r"missing key\(s\) \['batch_size'\]"):
+        EvalSettings.from_dict({k: v for k, v in defaults("eval").items() if k != "batch_size"})
 
 
 @pytest.mark.parametrize("bad", [
-    {"tasks": []}, {"batch_size": 0}, {"limit": 0}, {"num_fewshot": -1},
-    {"apply_chat_template": "yes"}, {"dtype": "int8"}, {"device": "tpu"},
-    {"include_path": "/nonexistent/tasks"},
+    {"tasks": []}, {"tasks": ["tf_arith", "tf_arith"]}, {"batch_size": 0}, {"limit": 0}, {"num_fewshot": -1},
+    {"apply_chat_template": "yes"}, {"checkpoints": "best"}, {"include_path": "/nonexistent/tasks"},
 ])
 def test_settings_reject_bad_values(bad):
     key = next(iter(bad))
     with pytest.raises(EvalError, match=key):
-        EvalSettings.from_dict(bad).tasks_dir()
+        EvalSettings.from_dict({**defaults("eval"), **bad}).tasks_dir()
 
 
 # --------------------------------------------------------------------------- data
@@ -208,7 +221,7 @@ def test_ifeval_import_needs_no_download(tmp_path):
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "TEACHFIT_NLTK_DATA")}
     env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "True"
@@ -219,11 +232,13 @@ def test_ifeval_import_needs_no_download(tmp_path):
 
 
 def test_evaluate_model_writes_results_and_samples(base_run):
-    out, payload = base_run
+    out, table = base_run
     data = json.loads((out / "tiny.json").read_text())
-    assert data == payload
     for key in ("results", "configs", "versions", "n-shot", "higher_is_better", "teachfit"):
         assert key in data, key
+    assert data["teachfit"]["label"] == MODEL_LABEL
+    assert data["teachfit"]["settings"]["limit"] == 2 and data["teachfit"]["device"] == "cpu"
+    assert data["teachfit"]["dtype"] == "float32"
     assert set(data["results"]) == {"tf_ifeval", "tf_arith"}
     assert data["versions"] == {"tf_ifeval": 1.0, "tf_arith": 1.0}
     assert data["n-shot"] == {"tf_ifeval": 0, "tf_arith": 1}  # ifeval's 0 is never overridden
@@ -237,12 +252,14 @@ def test_evaluate_model_writes_results_and_samples(base_run):
     arith = next(s for s in samples if s["task"] == "tf_arith")
     prompt = arith["arguments"][0][0]
     assert "### Instruction:" in prompt and prompt.count("Question:") == 2  # chat + 1 shot
+    assert pl.read_parquet(out / "tiny.parquet").equals(table)
 
 
 def test_tidy_results(base_run):
-    out, _ = base_run
-    df = tidy_results(out / "tiny.json")
-    assert df.columns[:2] == ["model", "checkpoint"]
+    out, table = base_run
+    df = tidy_results(out / "tiny.json")  # the label stored in the JSON
+    assert df.equals(table)
+    assert df.columns[:8] == list(MODEL_LABEL)
     assert set(df["metric"]) == IFEVAL_METRICS | ARITH_METRICS
     assert df.height == 6
     assert df["value"].is_finite().all() and df["value"].is_between(0, 1).all()
@@ -256,66 +273,101 @@ def test_tidy_results(base_run):
         tidy_results(out / "tiny.json", {"metric": "x"})
 
 
-def test_no_chat_template_and_peft_adapter(tiny_model, base_run, tmp_path):
-    adapter = _adapter(tiny_model, tmp_path / "adapter", seed=1)
-    settings = {**FAST, "tasks": ["tf_arith"], "apply_chat_template": False}
-    payload = evaluate_model(tiny_model, tmp_path / "a.json", tmp_path / "a.samples.jsonl",
-                             settings, peft_dir=adapter, threads=1)
-    assert payload["config"]["model_args"]["peft"] == str(adapter)
-    assert payload["teachfit"]["apply_chat_template"] is False
-    lora = [json.loads(x) for x in (tmp_path / "a.samples.jsonl").read_text().splitlines()]
-    base = [json.loads(x) for x in (base_run[0] / "tiny.samples.jsonl").read_text().splitlines()]
-    assert "### Instruction:" not in lora[0]["arguments"][0][0]
-    # same base model without the adapter (no chat template) gives other generations
-    evaluate_model(tiny_model, tmp_path / "b.json", tmp_path / "b.samples.jsonl", settings, threads=1)
-    plain = [json.loads(x) for x in (tmp_path / "b.samples.jsonl").read_text().splitlines()]
-    assert [s["arguments"] for s in plain] == [s["arguments"] for s in lora]
-    assert [s["resps"] for s in plain] != [s["resps"] for s in lora]
-    assert [s["arguments"] for s in base if s["task"] == "tf_arith"] != [s["arguments"] for s in plain]
-
-
 def test_unknown_task_names_it(tiny_model, tmp_path):
     with pytest.raises(EvalError, match="tf_ifevall"):
-        evaluate_model(tiny_model, tmp_path / "x.json", tmp_path / "x.jsonl",
-                       {"tasks": ["tf_arith", "tf_ifevall"]})
+        evaluate_model(model_dir=tiny_model, results=tmp_path / "x.json", samples=tmp_path / "x.jsonl",
+                       tidy=tmp_path / "x.parquet", eval=_eval(tasks=["tf_arith", "tf_ifevall"]), model="tiny")
     assert not (tmp_path / "x.json").exists()
 
 
-def test_evaluate_checkpoints(tiny_model, tmp_path):
-    sft = tmp_path / "sft"
-    _adapter(tiny_model, sft / "checkpoints" / "checkpoint-2", seed=2)
-    _adapter(tiny_model, sft / "adapter", seed=3)
+@pytest.fixture(scope="module")
+def sft_dir(tiny_model, tmp_path_factory) -> Path:
+    """What teachfit.training.sft.train_sft leaves: checkpoint-2 (an adapter without tokenizer) and
+    the final adapter (step 4, with the tokenizer), listed in checkpoints.json."""
     from teachfit.models import load_tokenizer
 
-    load_tokenizer(tiny_model).save_pretrained(str(sft / "adapter"))  # as teachfit.training.sft does
+    sft = tmp_path_factory.mktemp("sft") / "run"
+    _adapter(tiny_model, sft / "checkpoints" / "checkpoint-2", seed=2)
+    _adapter(tiny_model, sft / "adapter", seed=3)
+    load_tokenizer(tiny_model).save_pretrained(str(sft / "adapter"))
     write_json([{"step": 2, "examples_seen": 16, "path": "checkpoints/checkpoint-2"},
                 {"step": 4, "examples_seen": 32, "path": "adapter"}], sft / "checkpoints.json")
-    settings = {**FAST, "tasks": ["tf_arith"], "limit": 1}
-    df = evaluate_checkpoints(tiny_model, sft, tmp_path / "eval", settings,
-                              label={"dataset": "d", "base": "tiny"}, include_base=True, threads=1)
-    assert sorted(p.name for p in (tmp_path / "eval").glob("*.json")) == [
-        "adapter.json", "base.json", "checkpoint-2.json"]
-    assert df.columns[:5] == ["dataset", "base", "checkpoint", "step", "examples_seen"]
-    assert df.height == 3 * len(ARITH_METRICS)
-    assert sorted(set(df["step"].to_list())) == [0, 2, 4]
+    return sft
+
+
+def _checkpoints(tiny_model, sft, tmp_path, name, selected=(), **overrides):
+    settings = _eval(**{"tasks": ["tf_arith"], "limit": 1, **overrides})
+    return evaluate_checkpoints(sft_dir=sft, model_dir=tiny_model, selected=[str(p) for p in selected],
+                                eval_dir=tmp_path / name, tidy=tmp_path / f"{name}.parquet", eval=settings,
+                                run=RUN, threads=1)
+
+
+def test_evaluate_checkpoints(tiny_model, sft_dir, tmp_path):
+    df = _checkpoints(tiny_model, sft_dir, tmp_path, "eval", checkpoints="all")
+    assert sorted(p.name for p in (tmp_path / "eval").glob("*.json")) == ["checkpoint-2.json", "checkpoint-4.json"]
+    assert not list(tmp_path.glob(".*partial"))
+    assert pl.read_parquet(tmp_path / "eval.parquet").equals(df)
+    assert df.columns[:9] == ["model", "dataset", "generator", "selection", "base", "checkpoint", "step",
+                              "examples_seen", "is_final"]
+    assert df.height == 2 * len(ARITH_METRICS)
+    assert set(df["model"]) == {"tiny"} and set(df["dataset"]) == {"d"}
+    assert sorted(set(df.select("step", "examples_seen", "is_final").rows())) == [(2, 16, False), (4, 32, True)]
     assert df["value"].is_between(0, 1).all()
     args = {p.stem: json.loads(p.read_text())["config"]["model_args"]
             for p in (tmp_path / "eval").glob("*.json")}
-    assert "peft" not in args["base"]
-    assert args["checkpoint-2"]["peft"] == str(sft / "checkpoints" / "checkpoint-2")
+    assert args["checkpoint-2"]["peft"] == str(sft_dir / "checkpoints" / "checkpoint-2")
+    assert args["checkpoint-2"]["pretrained"] == str(tiny_model)
     assert "tokenizer" not in args["checkpoint-2"]  # no tokenizer saved: the base model's
-    assert args["adapter"]["tokenizer"] == str(sft / "adapter")  # the adapter's own tokenizer
-    only = evaluate_checkpoints(tiny_model, sft, tmp_path / "eval2", settings, steps=[4], threads=1)
-    assert set(only["checkpoint"]) == {"adapter"}
+    assert args["checkpoint-4"]["tokenizer"] == str(sft_dir / "adapter")  # the adapter's own tokenizer
+
+    final = _checkpoints(tiny_model, sft_dir, tmp_path, "final", checkpoints="final")
+    assert set(final["checkpoint"]) == {"checkpoint-4"} and final["is_final"].all()
+    assert "selected" not in final.columns
+
+    write_json({"step": 2, "checkpoint": "checkpoint-2"}, tmp_path / "selected.json")
+    both = _checkpoints(tiny_model, sft_dir, tmp_path, "both", [tmp_path / "selected.json"],
+                        checkpoints="final_and_selected")
+    assert sorted(set(both.select("step", "is_final", "selected").rows())) == [(2, False, True), (4, True, False)]
+    write_json({"step": 7}, tmp_path / "bad.json")
     with pytest.raises(DataError, match=r"step\(s\) \[7\]"):
-        evaluate_checkpoints(tiny_model, sft, tmp_path / "eval3", settings, steps=[7])
+        _checkpoints(tiny_model, sft_dir, tmp_path, "bad", [tmp_path / "bad.json"], checkpoints="final_and_selected")
+    assert not (tmp_path / "bad").exists()
+
+    summary = summarize_evals(runs=[str(tmp_path / "eval.parquet")], models=[str(tmp_path / "final.parquet")],
+                              table=tmp_path / "summary.csv")
+    assert summary.height == 3 * len(ARITH_METRICS)
+    assert pl.read_csv(tmp_path / "summary.csv").columns == df.columns
+
+
+def test_no_chat_template_and_peft_adapter(tiny_model, sft_dir, base_run, tmp_path):
+    lora = _checkpoints(tiny_model, sft_dir, tmp_path, "lora", checkpoints="final", apply_chat_template=False,
+                        limit=2)
+    payload = json.loads((tmp_path / "lora" / "checkpoint-4.json").read_text())
+    assert payload["config"]["model_args"]["peft"] == str(sft_dir / "adapter")
+    assert payload["teachfit"]["apply_chat_template"] is False
+    assert lora["value"].is_between(0, 1).all()
+    lora_samples = [json.loads(x) for x in (tmp_path / "lora" / "checkpoint-4.samples.jsonl").read_text().splitlines()]
+    base = [json.loads(x) for x in (base_run[0] / "tiny.samples.jsonl").read_text().splitlines()]
+    assert "### Instruction:" not in lora_samples[0]["arguments"][0][0]
+    # same base model without the adapter (no chat template) gives other generations
+    evaluate_model(model_dir=tiny_model, results=tmp_path / "b.json", samples=tmp_path / "b.samples.jsonl",
+                   tidy=tmp_path / "b.parquet", eval=_eval(tasks=["tf_arith"], apply_chat_template=False),
+                   model="tiny", threads=1)
+    plain = [json.loads(x) for x in (tmp_path / "b.samples.jsonl").read_text().splitlines()]
+    assert [s["arguments"] for s in plain] == [s["arguments"] for s in lora_samples]
+    assert [s["resps"] for s in plain] != [s["resps"] for s in lora_samples]
+    assert [s["arguments"] for s in base if s["task"] == "tf_arith"] != [s["arguments"] for s in plain]
 
 
 def test_checkpoints_json_errors_name_file(tiny_model, tmp_path):
     sft = tmp_path / "sft"
-    write_json([{"step": 1, "path": "checkpoints/missing"}], sft / "checkpoints.json")
+    write_json([{"step": 1, "examples_seen": 4, "path": "checkpoints/missing"}], sft / "checkpoints.json")
     with pytest.raises(DataError, match=r"checkpoints.json\[0\].path"):
-        evaluate_checkpoints(tiny_model, sft, tmp_path / "eval", FAST)
+        _checkpoints(tiny_model, sft, tmp_path, "eval")
+    write_json([{"step": 1, "path": "adapter"}], sft / "checkpoints.json")
+    with pytest.raises(DataError, match=r"checkpoints.json\[0\]: needs keys"):
+        _checkpoints(tiny_model, sft, tmp_path, "eval")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_hub_offline_switch_restores():

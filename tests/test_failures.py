@@ -32,6 +32,21 @@ SFT = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2, "learn
        "max_length": 64}
 
 
+def _sft() -> dict:
+    """The sft section a rule passes: schema defaults plus SFT."""
+    from teachfit.config import defaults
+
+    return defaults("sft", **SFT)
+
+
+def _train(tiny: Path, train_file: Path, out: Path, scratch: Path, log_table: Path, **kw) -> dict:
+    """train_sft with the rule's keywords."""
+    from teachfit.training.sft import train_sft
+
+    return train_sft(trainset=train_file, model_dir=tiny, sft_dir=out, train_log=log_table, sft=_sft(),
+                     scratch=scratch, **kw)
+
+
 Killed = Preempted  # SIGKILL / preemption stand-in (shared with tests/test_sft.py)
 
 
@@ -57,16 +72,14 @@ def _sft_paths(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path, caplog):
-    from teachfit.training.sft import train_sft
-
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
-        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[preempt_after_save(2)])
+        _train(tiny, train_file, out, scratch, log_table, callbacks=[preempt_after_save(2)])
     assert not out.exists() and not log_table.exists()
     assert [p.name for p in scratch.glob("checkpoint-*")] == ["checkpoint-2"]
 
     with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
-        summary = train_sft(tiny, train_file, out, SFT, scratch, log_table)
+        summary = _train(tiny, train_file, out, scratch, log_table)
     lines = [r.getMessage() for r in caplog.records if r.name == "teachfit.training.sft"]
     assert any(line.startswith("resuming from checkpoint-2 ") for line in lines), lines
     assert not any(line.startswith("training from scratch") for line in lines)
@@ -81,18 +94,16 @@ def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path,
 
 
 def test_sft_kill_during_checkpoint_save_resumes_from_last_complete(tiny, train_file, tmp_path, caplog):
-    from teachfit.training.sft import train_sft
-
     out, scratch, log_table = _sft_paths(tmp_path)
     with pytest.raises(Killed):
-        train_sft(tiny, train_file, out, SFT, scratch, log_table, callbacks=[preempt_after_save(2)])
+        _train(tiny, train_file, out, scratch, log_table, callbacks=[preempt_after_save(2)])
     # what SIGKILL half-way through the save of checkpoint-4 leaves: weights, no trainer state
     partial = scratch / "checkpoint-4"
     partial.mkdir()
     for f in (scratch / "checkpoint-2").glob("adapter_*"):
         shutil.copy2(f, partial / f.name)
     with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
-        summary = train_sft(tiny, train_file, out, SFT, scratch, log_table)
+        summary = _train(tiny, train_file, out, scratch, log_table)
     assert summary["resumed_from"] == 2 and summary["steps"] == 4
 
 
@@ -232,7 +243,7 @@ def test_corrupt_input_through_a_stage_names_the_file(tmp_path):
 
     responses.write_bytes(good[: len(good) - 20])  # footer cut off
     with pytest.raises(DataError) as err:
-        select_trainset(responses, [], out, full, "full")
+        select_trainset(responses=responses, scores=[], trainset=out, selection=full, label="full")
     assert str(responses) in str(err.value)
     assert not out.exists()
 
@@ -240,7 +251,8 @@ def test_corrupt_input_through_a_stage_names_the_file(tmp_path):
     scores = tmp_path / "scores.parquet"
     scores.write_bytes(b"not parquet at all")
     with pytest.raises(DataError) as err:
-        select_trainset(responses, [str(scores)], out, {"method": "ifd", "top_percent": 50.0}, "ifd50")
+        select_trainset(responses=responses, scores=[str(scores)], trainset=out,
+                        selection={"method": "ifd", "top_percent": 50.0, "seed": 0}, label="ifd50")
     assert str(scores) in str(err.value)
     assert not out.exists()
 

@@ -38,8 +38,8 @@ wrong_model_kind            teacher.bases: [tiny_enc]                           
 judge_is_encoder            teacher.reward.model: tiny_enc                            config.teacher.reward.model: model 'tiny_enc' is kind 'encoder'
 greedy_n_samples            generators.t_x: {n: 3, temperature: 0}                    config.generators.t_x: n=3 samples with temperature 0
 sft_max_steps_zero          sft.max_steps: 0                                          config.sft: sft.max_steps: must be -1 (use epochs) or > 0, got 0
-sft_dropout_one             sft.lora_dropout: 1.0                                     config.sft: sft.lora_dropout: must be in [0, 1), got 1.0
-sft_empty_target_modules    sft.lora_target_modules: []                               config.sft: sft.lora_target_modules: must be 'all-linear' or a non-
+sft_dropout_one             sft.lora.lora_dropout: 1.0                                config.sft.lora.lora_dropout: 1.0 is greater than or equal to the
+sft_empty_target_modules    sft.lora.target_modules: []                               config.sft: sft.lora.target_modules: must be 'all-linear' or a non-
 ==========================  ========================================================  ===================================================================
 
 YAML file cases (``load_yaml``; ConfigError naming the file):
@@ -159,9 +159,10 @@ CONFIG_CASES = [
     ("greedy_n_samples", "generators: {t_x: {model: tiny_inst, n: 3}}",
      "config.generators.t_x: n=3 samples with temperature 0 would be identical"),
     ("sft_max_steps_zero", "sft: {max_steps: 0}", "config.sft: sft.max_steps: must be -1 (use epochs) or > 0, got 0"),
-    ("sft_dropout_one", "sft: {lora_dropout: 1.0}", "config.sft: sft.lora_dropout: must be in [0, 1), got 1.0"),
-    ("sft_empty_target_modules", "sft: {lora_target_modules: []}",
-     "config.sft: sft.lora_target_modules: must be 'all-linear' or a non-empty list"),
+    ("sft_dropout_one", "sft: {lora: {lora_dropout: 1.0}}",
+     "config.sft.lora.lora_dropout: 1.0 is greater than or equal to the maximum of 1"),
+    ("sft_empty_target_modules", "sft: {lora: {target_modules: []}}",
+     "config.sft: sft.lora.target_modules: must be 'all-linear' or a non-empty list"),
 ]
 
 

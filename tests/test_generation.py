@@ -1,4 +1,5 @@
-"""Generation backends and the sharded driver (teachfit.generation) on a tiny random llama."""
+"""Generation backends, the engine config, the sharded driver and rules generate_responses /
+select_responses (teachfit.generation) on a tiny random llama."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
+from teachfit.config import defaults
 from teachfit.generation.base import Completion, SamplingConfig, encode_prompts, truncate_at_stop
 from teachfit.generation.driver import generate_to_parquet
-from teachfit.generation.engines import BackendConfig, get_backend
+from teachfit.generation.engines import BackendConfig, backend_settings
 from teachfit.generation.hf import TransformersBackend
+from teachfit.generation.responses import generate_responses, select_responses
 from teachfit.generation.vllm import completion_from_vllm, vllm_sampling_kwargs
 from teachfit.io import DataError
 from teachfit.models import materialize
@@ -64,6 +67,12 @@ GREEDY = SamplingConfig(max_new_tokens=12)
 SAMPLED = SamplingConfig(temperature=1.0, top_p=0.9, n=3, max_new_tokens=10, seed=7)
 
 
+def backend_dict(**entry) -> dict:
+    """What rules/common.smk passes as ``backend``: a model entry (schema defaults) -> engine settings."""
+    return backend_settings(defaults("models.*", source="random", **entry),
+                            defaults("generation", batch_size=4))
+
+
 def ids_of(results: list[list[Completion]]) -> list[list[list[int]]]:
     return [[c.token_ids for c in outs] for outs in results]
 
@@ -78,31 +87,56 @@ def greedy_single(backend, prompts) -> list[list[int]]:
 
 
 def test_sampling_config_validation():
-    assert SamplingConfig.from_dict({"temperature": 0.7, "n": 2}).n == 2
+    assert SamplingConfig.from_dict({"temperature": 0.7, "n": 2, "max_new_tokens": 8}).n == 2
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['top_k'\].*temperature"):
-        SamplingConfig.from_dict({"top_k": 5})
+        SamplingConfig.from_dict({"top_k": 5, "max_new_tokens": 8})
+    with pytest.raises(TypeError, match="max_new_tokens"):  # no default: every caller configures it
+        SamplingConfig.from_dict({"temperature": 0.7})
     with pytest.raises(ValueError, match="identical"):
-        SamplingConfig(n=2, temperature=0.0)
+        SamplingConfig(n=2, temperature=0.0, max_new_tokens=8)
     for bad in ({"top_p": 0.0}, {"top_p": 1.5}, {"temperature": -1}, {"n": 0},
                 {"max_new_tokens": 0}, {"stop": [""]}, {"n": 1.5}):
         with pytest.raises(ValueError):
-            SamplingConfig.from_dict(bad)
-    assert SamplingConfig(stop="###").stop == ["###"]
+            SamplingConfig.from_dict({"max_new_tokens": 8, **bad})
+    assert SamplingConfig(stop="###", max_new_tokens=8).stop == ["###"]
 
 
-def test_backend_factory_and_config():
+def test_backend_config_from_model_entry():
+    """One engine config per model entry (backend_settings); unknown backends and keys are errors."""
+    cfg = BackendConfig.from_dict(backend_dict())
+    assert (cfg.backend, cfg.batch_size, cfg.tensor_parallel_size, cfg.gpu_memory_utilization) == \
+        ("transformers", 4, 1, 0.9)
+    assert cfg.dtype is None  # the entry's dtype is the materialized copy's, not an engine setting
+    vllm = BackendConfig.from_dict(backend_dict(backend="vllm", tensor_parallel_size=2, max_model_len=512,
+                                                gpu_memory_utilization=0.5))
+    assert (vllm.tensor_parallel_size, vllm.max_model_len, vllm.gpu_memory_utilization) == (2, 512, 0.5)
     with pytest.raises(ValueError, match="transformers, vllm"):
-        get_backend("x", backend="llamacpp")
-    with pytest.raises(ValueError, match="transformers, vllm"):
-        BackendConfig.from_dict({"backend": "tgi"})
+        BackendConfig.from_dict({**backend_dict(), "backend": "tgi"})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['batchsize'\]"):
-        BackendConfig.from_dict({"batchsize": 8})
+        BackendConfig.from_dict({**backend_dict(), "batchsize": 8})
+    with pytest.raises(TypeError, match="batch_size"):  # no field defaults: the schema has them
+        BackendConfig.from_dict({"backend": "transformers"})
+    with pytest.raises(ValueError, match="api_base and api_model"):
+        BackendConfig.from_dict(backend_dict(backend="openai"))
+
+
+def test_engines_import_no_backend():
+    """engines.py imports the backends inside build() only (no torch / SDK at import, no cycles)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, teachfit.generation.engines, teachfit.generation.base; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'openai', 'vllm', 'transformers') "
+            "or m in ('teachfit.generation.hf', 'teachfit.generation.vllm', 'teachfit.generation.openai')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_backend_without_vllm_is_a_clear_error(model_dir):
     with pytest.raises(RuntimeError, match="vLLM is not installed.*backend: transformers"):
-        get_backend(model_dir, backend="vllm")
+        BackendConfig.from_dict(backend_dict(backend="vllm")).build(model_dir)
 
 
 def test_truncate_at_stop():
@@ -239,7 +273,7 @@ def test_vllm_sampling_kwargs_mapping():
                                              stop=["###"], logprobs=True), seed=123)
     assert kw == {"n": 2, "temperature": 0.7, "top_p": 0.9, "top_k": -1, "max_tokens": 33,
                   "seed": 123, "stop": ["###"], "logprobs": 1, "skip_special_tokens": True}
-    greedy = vllm_sampling_kwargs(SamplingConfig(), seed=5)
+    greedy = vllm_sampling_kwargs(SamplingConfig(max_new_tokens=4), seed=5)
     assert greedy["seed"] is None and greedy["logprobs"] is None and greedy["stop"] is None
 
 
@@ -270,7 +304,8 @@ def test_vllm_backend_matches_transformers(tmp_path):
     out = tmp_path / "tiny"
     materialize("tiny", {"source": "random", "arch": "llama",
                          "size": {"hidden_size": 128, "num_heads": 2}}, out)
-    be = get_backend(out, backend="vllm", dtype="float32", gpu_memory_utilization=0.3, max_model_len=512)
+    vllm = backend_dict(backend="vllm", gpu_memory_utilization=0.3, max_model_len=512)
+    be = BackendConfig.from_dict({**vllm, "dtype": "float32"}).build(out)
     ref = TransformersBackend(out, dtype="float32", device="cuda")
     ps = [format_prompt(ref.tokenizer, x, fmt="chat") for x in INSTRUCTIONS]
     s = SamplingConfig(max_new_tokens=8, logprobs=True)
@@ -390,3 +425,72 @@ def test_logprobs_column_and_errors(backend, tmp_path):
 
 def test_backend_info_is_json_serialisable(backend):
     assert json.loads(json.dumps(backend.info))["backend"] == "transformers"
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _instructions(tmp_path, n: int = 5) -> Path:
+    path = tmp_path / "instructions.parquet"
+    pl.DataFrame({"id": [f"q{i}" for i in range(n)], "instruction": INSTRUCTIONS[:n],
+                  "seedset": ["tiny"] * n}).write_parquet(path)
+    return path
+
+
+def test_generate_responses_rule(model_dir, tmp_path):
+    """Rule generate_responses: the generator entry's prompt format and sampling, the model's
+    engine from BackendConfig, provenance columns, and a rerun that reuses every shard."""
+    gen = defaults("generators.*", model="tiny", prompt_format="fewshot", temperature=1.0, n=2,
+                   max_new_tokens=6, seed=3)
+    kw = {"instructions": _instructions(tmp_path), "model_dir": model_dir,
+          "generations": tmp_path / "gen.parquet", "shard_dir": tmp_path / "shards", "name": "t_fewshot",
+          "generator": gen, "backend": backend_dict(), "generation": defaults("generation", shard_size=2),
+          "threads": 1}
+    df = generate_responses(**kw)
+    assert df.height == 10 and df.equals(pl.read_parquet(tmp_path / "gen.parquet"))
+    assert df["id"].to_list() == [f"q{i}" for i in range(5) for _ in range(2)]
+    assert df["sample_idx"].to_list() == [0, 1] * 5
+    row = df.row(0, named=True)
+    assert (row["generator"], row["model"], row["backend"], row["prompt_format"]) == \
+        ("t_fewshot", "tiny", "transformers", "fewshot")
+    # the plain-text few-shot format: the project's two demonstrations, then the instruction
+    assert row["prompt"].startswith("### Instruction:\nGive two tips")
+    assert row["prompt"].endswith("### Instruction:\n" + INSTRUCTIONS[0] + "\n\n### Response:\n")
+    assert row["gen_stop"] == ["\n### Instruction", "### Instruction:"]
+    assert (row["gen_temperature"], row["gen_n"], row["gen_max_new_tokens"], row["gen_seed"]) == \
+        (1.0, 2, 6, 3)
+    assert len(list((tmp_path / "shards").glob("run-*/shard-*.parquet"))) == 3
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("run-*/shard-*.parquet")}
+    assert generate_responses(**kw).equals(df)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # shards reused, not regenerated
+    empty = tmp_path / "empty.parquet"
+    pl.DataFrame({"id": [], "instruction": []}, schema={"id": pl.String, "instruction": pl.String}
+                 ).write_parquet(empty)
+    with pytest.raises(DataError, match="empty instruction list"):
+        generate_responses(**{**kw, "instructions": empty})
+
+
+def test_select_responses_rule(tmp_path):
+    gens = pl.DataFrame({"id": ["a", "a", "a", "b", "b", "b"], "sample_idx": [0, 1, 2] * 2,
+                         "response": ["a0", "a1", "a2", "b0", "b1", "b2"]})
+    rewards = pl.DataFrame({"id": ["a", "a", "a", "b", "b", "b"], "sample_idx": [0, 1, 2] * 2,
+                            "reward": [1.0, 3.0, 2.0, 2.0, 2.0, 1.0]})
+    gens.write_parquet(tmp_path / "g.parquet")
+    rewards.write_parquet(tmp_path / "r.parquet")
+
+    def kept(select):
+        df = select_responses(tmp_path / "g.parquet", tmp_path / "r.parquet", tmp_path / f"{select}.parquet",
+                              select)
+        assert df.equals(pl.read_parquet(tmp_path / f"{select}.parquet"))
+        assert df["n_samples"].to_list() == [3, 3] and df["select"].unique().to_list() == [select]
+        assert df["response_id"].n_unique() == 2
+        return df["response"].to_list()
+
+    assert kept("first") == ["a0", "b0"]
+    assert kept("best") == ["a1", "b0"]  # ties go to the lower sample_idx
+    assert kept("worst") == ["a0", "b2"]
+    with pytest.raises(ValueError, match="select"):
+        kept("median")
+    rewards.head(5).write_parquet(tmp_path / "r.parquet")
+    with pytest.raises(DataError, match="1 generated responses have no reward"):
+        kept("best")

@@ -1,4 +1,5 @@
-"""teachfit.scoring.judge: rating-token judge and sequence-classifier reward models (tiny random models)."""
+"""teachfit.scoring.judge and rule score_rewards: rating-token judge and sequence-classifier reward
+models (tiny random models)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.io import read_parquet
-from teachfit.models import load_tokenizer, materialize
+from teachfit.config import defaults
+from teachfit.io import DataError, read_parquet
+from teachfit.models import load_causal_lm, load_tokenizer, materialize
 from teachfit.scoring.judge import (
     JudgeError,
     JudgeSettings,
@@ -15,11 +17,11 @@ from teachfit.scoring.judge import (
     difficulty_prompt,
     label_token_ids,
     label_word_probs,
-    rating_scores,
+    rating_scores_loaded,
     rating_token_ids,
-    reward_file,
     reward_prompt,
 )
+from teachfit.scoring.rewards import score_rewards
 
 PAIRS = [
     ("What is the sum of 2 and 3?", "5"),
@@ -44,6 +46,19 @@ def models(tmp_path_factory):
     return {"llama": root / "llama", "bert": root / "bert", "llama_rm": root / "llama_rm"}
 
 
+def judge(**kw) -> JudgeSettings:
+    """Settings as rule score_rewards builds them from the schema's ``teacher.reward`` defaults."""
+    reward = defaults("teacher.reward", model="unused")
+    return JudgeSettings(**{"method": "rating", "batch_size": reward["batch_size"],
+                            "version": reward["version"], **kw})
+
+
+def rating_scores(model_dir, prompts, settings):
+    model = load_causal_lm(model_dir, dtype=settings.dtype)
+    tok = load_tokenizer(model_dir, padding_side="left")
+    return rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))[0]
+
+
 def test_prompts(models):
     tok = load_tokenizer(models["llama"])
     p = reward_prompt(tok, "What is 2+2?", "It is 4.")
@@ -58,12 +73,10 @@ def test_prompts(models):
 def test_rating_scores_formula_and_batching(models):
     import torch
 
-    from teachfit.models import load_causal_lm
-
     tok = load_tokenizer(models["llama"])
     prompts = [reward_prompt(tok, q, a) for q, a in PAIRS]
-    batched = rating_scores(models["llama"], prompts, JudgeSettings(batch_size=3))
-    single = rating_scores(models["llama"], prompts, JudgeSettings(batch_size=1))
+    batched = rating_scores(models["llama"], prompts, judge(batch_size=3))
+    single = rating_scores(models["llama"], prompts, judge(batch_size=1))
     assert batched.shape == (len(PAIRS),)
     assert np.all((batched >= 1.0) & (batched <= 5.0))
     np.testing.assert_allclose(batched, single, rtol=1e-5)
@@ -81,9 +94,6 @@ def test_rating_scores_formula_and_batching(models):
 def test_label_word_probs_shares_the_judge_primitive(models):
     """Label-word probabilities (ObjecQA, win rate): softmax over the words' first tokens."""
     import torch
-
-    from teachfit.io import DataError
-    from teachfit.models import load_causal_lm
 
     tok = load_tokenizer(models["llama"], padding_side="left")
     model = load_causal_lm(models["llama"])
@@ -109,24 +119,28 @@ def test_rating_tokens_must_be_single_tokens(models):
     with pytest.raises(JudgeError, match="single token"):
         rating_token_ids(tok, ["1", "1234567"])
     with pytest.raises(JudgeError, match="single token"):
-        rating_scores(models["llama"], ["x"], JudgeSettings(ratings=["1", "1234567"]))
+        rating_scores(models["llama"], ["x"], judge(ratings=["1", "1234567"]))
 
 
 def test_settings():
-    assert JudgeSettings.from_dict({"batch_size": 2}).batch_size == 2
+    assert JudgeSettings.from_dict({"method": "rating", "batch_size": 2, "version": 1}).batch_size == 2
     with pytest.raises(ValueError, match="batchsize.*allowed keys"):
-        JudgeSettings.from_dict({"batchsize": 2})
+        JudgeSettings.from_dict({"method": "rating", "batchsize": 2, "version": 1})
+    with pytest.raises(TypeError, match="batch_size"):  # config keys have no dataclass default
+        JudgeSettings.from_dict({"method": "rating", "version": 1})
     with pytest.raises(ValueError, match="not a number"):
-        JudgeSettings(ratings=["bad", "good"])
+        judge(ratings=["bad", "good"])
     with pytest.raises(ValueError, match="prompt_id"):
-        JudgeSettings(prompt_id="nope")
+        judge(prompt_id="nope")
+    with pytest.raises(ValueError, match="method"):
+        judge(method="pairwise")
 
 
 @pytest.mark.parametrize("which", ["bert", "llama_rm"])
 def test_sequence_classifier_batched_equals_single(models, which):
     qs, rs = zip(*PAIRS, strict=True)
-    batched = SequenceClassifierReward(models[which], JudgeSettings(method="seq_cls", batch_size=4))
-    single = SequenceClassifierReward(models[which], JudgeSettings(method="seq_cls", batch_size=1))
+    batched = SequenceClassifierReward(models[which], judge(method="seq_cls", batch_size=4))
+    single = SequenceClassifierReward(models[which], judge(method="seq_cls", batch_size=1))
     a, b = batched.score(qs, rs), single.score(qs, rs)
     assert a.shape == (len(PAIRS),) and np.all(np.isfinite(a))
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -138,7 +152,7 @@ def test_decoder_reward_pools_last_token(models):
     """The llama reward = its score head at the last real token of the unpadded conversation."""
     import torch
 
-    rm = SequenceClassifierReward(models["llama_rm"], JudgeSettings(method="seq_cls"))
+    rm = SequenceClassifierReward(models["llama_rm"], judge(method="seq_cls"))
     assert rm.chat and not rm.encoder
     ids, truncated = rm.encode(*PAIRS[2])
     assert not truncated
@@ -148,18 +162,62 @@ def test_decoder_reward_pools_last_token(models):
     assert rm.score([PAIRS[2][0]], [PAIRS[2][1]])[0] == pytest.approx(expected, rel=1e-5)
 
 
-def test_reward_and_difficulty_files(models, tmp_path):
-    src = tmp_path / "responses.jsonl"
-    pl.DataFrame({"id": [f"r{i}" for i in range(len(PAIRS))],
-                  "instruction": [q for q, _ in PAIRS], "response": [a for _, a in PAIRS]}
-                 ).write_ndjson(src)
-    out = tmp_path / "rewards.parquet"
-    reward_file(models["llama"], src, out, {"batch_size": 2}, provenance={"judge": "tiny_llama"})
-    df = read_parquet(out)
-    assert df["id"].to_list() == [f"r{i}" for i in range(len(PAIRS))]
-    assert df["reward"].is_between(1.0, 5.0).all() and df["judge"].unique().to_list() == ["tiny_llama"]
-    assert df["judge_method"][0] == "rating" and not df["reward_truncated"].any()
-    out2 = tmp_path / "rm.parquet"
-    df2 = reward_file(models["bert"], src, out2, {"method": "seq_cls"})
-    assert df2["reward"].is_finite().all() and df2["judge_method"][0] == "seq_cls"
-    # difficulty ratings: rule describe_instructions (tests/test_diversity.py)
+def _generations(tmp_path, n_samples: int = 2):
+    """A generations table as rule generate_responses writes it: n samples per instruction."""
+    rows = [{"id": f"q{i}", "sample_idx": j, "instruction": q,
+             "response": a if j == 0 else a + " Extra words."}
+            for i, (q, a) in enumerate(PAIRS) for j in range(n_samples)]
+    path = tmp_path / "generations.parquet"
+    pl.DataFrame(rows).write_parquet(path)
+    return path, rows
+
+
+def test_score_rewards_rule_judge(models, tmp_path):
+    """Rule score_rewards, type judge: one reward per (id, sample_idx) row, scored as the rating
+    judge scores the same pairs, and the columns select_responses and the tables read."""
+    src, rows = _generations(tmp_path)
+    reward = defaults("teacher.reward", model="tiny_llama", batch_size=3)
+    df = score_rewards(src, models["llama"], tmp_path / "rewards.parquet", reward, threads=1)
+    assert df.equals(read_parquet(tmp_path / "rewards.parquet"))
+    assert df.columns == ["id", "reward", "reward_truncated", "judge_method", "judge_prompt_id",
+                          "judge_settings_hash", "judge_version", "reward_model", "sample_idx"]
+    assert df.select("id", "sample_idx").rows() == [(r["id"], r["sample_idx"]) for r in rows]
+    assert df.schema["sample_idx"] == pl.Int64 and df.schema["reward"] == pl.Float64
+    assert df["reward"].is_between(1.0, 5.0).all() and not df["reward_truncated"].any()
+    assert df["judge_method"].unique().to_list() == ["rating"]
+    assert df["judge_prompt_id"].unique().to_list() == ["quality_v1"]
+    assert df["judge_version"].unique().to_list() == [reward["version"]]
+    assert df["reward_model"].unique().to_list() == ["tiny_llama"]  # the manifest's alias
+    assert df["judge_settings_hash"].unique().to_list() == [judge(batch_size=3).hash()]
+    # the same numbers as the judge primitive on the same pairs (the two samples differ)
+    tok = load_tokenizer(models["llama"])
+    prompts = [reward_prompt(tok, r["instruction"], r["response"]) for r in rows]
+    np.testing.assert_allclose(df["reward"].to_numpy(), rating_scores(models["llama"], prompts, judge()),
+                               rtol=1e-5)
+    assert df.filter(pl.col("id") == "q1")["reward"].n_unique() == 2
+
+
+def test_score_rewards_rule_classifier_and_errors(models, tmp_path):
+    src, rows = _generations(tmp_path, n_samples=1)
+    reward = defaults("teacher.reward", model="tiny_bert", type="classifier")
+    df = score_rewards(src, models["bert"], tmp_path / "rm.parquet", reward, threads=1)
+    assert df["reward"].is_finite().all() and df["judge_method"][0] == "seq_cls"
+    assert df["id"].to_list() == [r["id"] for r in rows]
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"id": ["a"], "sample_idx": [0], "prompt": ["q"], "response": ["r"]}).write_parquet(bad)
+    with pytest.raises(DataError, match=r"bad.parquet.*\['instruction'\]"):
+        score_rewards(bad, models["llama"], tmp_path / "never.parquet", reward, threads=1)
+    dup = tmp_path / "dup.parquet"
+    pl.DataFrame({"id": ["a", "a"], "sample_idx": [0, 0], "instruction": ["q", "q"],
+                  "response": ["r", "s"]}).write_parquet(dup)
+    with pytest.raises(DataError, match="duplicate"):
+        score_rewards(dup, models["llama"], tmp_path / "never.parquet", reward, threads=1)
+    nulls = tmp_path / "nulls.parquet"
+    pl.DataFrame({"id": ["a"], "sample_idx": [0], "instruction": ["q"], "response": [None]},
+                 schema_overrides={"response": pl.String}).write_parquet(nulls)
+    with pytest.raises(DataError, match="'response' is null"):
+        score_rewards(nulls, models["llama"], tmp_path / "never.parquet", reward, threads=1)
+    assert not (tmp_path / "never.parquet").exists()
+
+
+# difficulty ratings: rule describe_instructions (tests/test_diversity.py)

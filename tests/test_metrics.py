@@ -1,14 +1,19 @@
-"""teachfit.scoring.metrics: formulas pinned on hand-computed examples (arithmetic in comments)."""
+"""teachfit.scoring.metrics: formulas pinned on hand-computed examples (arithmetic in comments); the
+teacher study's data-metrics table (teachfit.studies.teacher.compute_data_metrics, compute_car) on files."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.scoring.metrics import car, data_metrics_table, ic_ifd, ifd, ppl, response_length
+from teachfit.config import defaults
+from teachfit.io import DataError, write_parquet
+from teachfit.scoring.metrics import car, ic_ifd, ifd, ppl, response_length
+from teachfit.studies.teacher import DATA_METRIC_COLUMNS, compute_car, compute_data_metrics
 
 
 def test_ifd():
@@ -54,59 +59,103 @@ def test_response_length():
         response_length(["x"], unit="tokens")
 
 
-def _long_frame() -> pl.DataFrame:
-    rows = [
-        # generator, scorer, id, L(A|Q), L(A), L(Q), reward, n_a_tokens
-        ("g1", "b", "1", 1.0, 2.0, 1.0, 4.0, 10),
-        ("g1", "b", "2", 2.0, 2.0, 2.0, 2.0, 20),
-        ("g1", "r", "1", 0.5, 1.0, 1.0, 4.0, 12),
-        ("g1", "r", "2", float("nan"), 1.0, 1.0, 2.0, 0),
-        ("g2", "b", "3", 3.0, 1.5, 2.0, 1.0, 30),
-        ("g2", "r", "3", 1.0, 4.0, 0.5, 1.0, 28),
-    ]
-    cols = ["generator", "scorer", "id", "loss_a_given_q", "loss_a", "loss_q", "reward", "n_a_tokens"]
-    return pl.DataFrame(rows, schema=cols, orient="row")
+# --------------------------------------------------------------------------- the teacher study's table
+# compute_data_metrics / compute_car (rules of rules/teacher.smk) called on files, as the workflow does.
+
+NAN = float("nan")
+# generator, scorer, id, L(A|Q), L(A), L(Q), n_a_tokens
+SCORES = [
+    ("g1", "b", "1", 1.0, 2.0, 1.0, 10),
+    ("g1", "b", "2", 2.0, 2.0, 2.0, 20),
+    ("g1", "r", "1", 0.5, 1.0, 1.0, 12),
+    ("g1", "r", "2", NAN, 1.0, 1.0, 0),
+    ("g2", "b", "3", 3.0, 1.5, 2.0, 30),
+    ("g2", "r", "3", 1.0, 4.0, 0.5, 28),
+]
+REWARDS = {"g1": {"1": 4.0, "2": 2.0}, "g2": {"3": 1.0}}
 
 
-def test_data_metrics_table():
-    t = data_metrics_table(_long_frame(), "b", reference_alias="r", beta=2.0)
+def _files(tmp_path: Path, reward_shift: float = 0.0, drop: str | None = None) -> dict:
+    """Responses and scores files plus the aligned params the rule passes."""
+    responses, generators = [], []
+    for g, rewards in REWARDS.items():
+        path = tmp_path / f"responses_{g}.parquet"
+        write_parquet(pl.DataFrame({"id": list(rewards), "reward": [r + reward_shift for r in rewards.values()]}),
+                      path)
+        responses.append(str(path))
+        generators.append(g)
+    scores, keys = [], []
+    for g, s in dict.fromkeys((g, s) for g, s, *_ in SCORES):
+        rows = [r for r in SCORES if r[:2] == (g, s)]
+        df = pl.DataFrame([r[2:] for r in rows], orient="row",
+                          schema=["id", "loss_a_given_q", "loss_a", "loss_q", "n_a_tokens"])
+        df = df.with_columns(pl.Series("truncated", [g == "g1" and s == "b" and r[2] == "2" for r in rows]))
+        path = tmp_path / f"scores_{g}_{s}.parquet"
+        write_parquet(df.drop(drop) if drop else df, path)
+        scores.append(str(path))
+        keys.append({"generator": g, "scorer": s})
+    return {"responses": responses, "generators": generators, "scores": scores, "score_keys": keys}
+
+
+def _data_metrics(tmp_path: Path, bases: list[str], reference_model: str = "r", **kw) -> pl.DataFrame:
+    return compute_data_metrics(**_files(tmp_path, **kw), metrics=tmp_path / "metrics.parquet",
+                                bases=bases, reference_model=reference_model)
+
+
+def test_compute_data_metrics_and_car(tmp_path):
+    t = _data_metrics(tmp_path, ["b"])
+    assert t.columns == list(DATA_METRIC_COLUMNS)
+    assert pl.read_parquet(tmp_path / "metrics.parquet").equals(t)
     assert t["generator"].to_list() == ["g1", "g2"] and t["base"].to_list() == ["b", "b"]
     g1 = t.row(0, named=True)
-    assert g1["n"] == 2 and g1["n_scored"] == 2
-    assert g1["mean_reward"] == pytest.approx(3.0)          # (4 + 2) / 2
-    assert g1["mean_length"] == pytest.approx(15.0)         # (10 + 20) / 2
-    assert g1["mean_loss_base"] == pytest.approx(1.5)       # (1 + 2) / 2
-    assert g1["ppl_base"] == pytest.approx(math.exp(1.5))   # exp of the mean loss
-    assert g1["ifd_base"] == pytest.approx(0.75)            # mean(1/2, 2/2)
-    assert g1["ic_ifd_base"] == pytest.approx(0.5)          # mean(1/(1·2), 2/(2·2))
-    assert g1["ppl_ref"] == pytest.approx(math.exp(0.5))    # the NaN response is skipped
-    assert g1["ifd_ref"] == pytest.approx(0.5)              # 0.5 / 1.0
-    assert g1["car"] == pytest.approx(0.75)                 # 3 / (1 + 2 · 1.5) = 3 / 4
+    assert g1["n"] == 2
+    assert g1["reward"] == pytest.approx(3.0)              # (4 + 2) / 2
+    assert g1["length"] == pytest.approx(12.0)             # reference tokenizer; the NaN response is skipped
+    assert g1["loss_base"] == pytest.approx(1.5)           # (1 + 2) / 2
+    assert g1["ppl_base"] == pytest.approx(math.exp(1.5))  # exp of the mean loss
+    assert g1["ifd_base"] == pytest.approx(0.75)           # mean(1/2, 2/2)
+    assert g1["loss_ref"] == pytest.approx(0.5)
+    assert g1["ppl_ref"] == pytest.approx(math.exp(0.5))   # the NaN response is skipped
+    assert g1["ifd_ref"] == pytest.approx(0.5)             # 0.5 / 1.0
+    assert g1["n_truncated_base"] == 1
     g2 = t.row(1, named=True)
-    assert g2["ifd_base"] == pytest.approx(2.0)             # 3 / 1.5
-    assert g2["ic_ifd_ref"] == pytest.approx(0.5)           # 1 / (0.5 · 4)
-    assert g2["car"] == pytest.approx(1.0 / 7.0)            # 1 / (1 + 2 · 3)
-    assert g2["car_beta"] == 2.0 and g2["car_reward_offset"] == 0.0
+    assert g2["ifd_base"] == pytest.approx(2.0)            # 3 / 1.5
+    assert g2["length"] == pytest.approx(28.0)             # not the base scorer's 30
+    car_table = compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
+                            car=defaults("teacher.car", beta=2.0))
+    assert pl.read_csv(tmp_path / "car.csv").columns == [*DATA_METRIC_COLUMNS, "car", "car_beta",
+                                                         "car_reward_offset"]
+    assert car_table["car"][0] == pytest.approx(0.75)      # 3 / (1 + 2 · 1.5) = 3 / 4
+    assert car_table["car"][1] == pytest.approx(1.0 / 7.0)  # 1 / (1 + 2 · 3)
+    assert car_table["car_beta"][1] == 2.0 and car_table["car_reward_offset"][1] == 0.0
 
 
-def test_data_metrics_table_several_bases_and_no_reference():
-    t = data_metrics_table(_long_frame(), ["b", "r"], beta=1.0)
+def test_compute_data_metrics_several_bases(tmp_path):
+    t = _data_metrics(tmp_path, ["b", "r"])
     assert t.select("generator", "base").rows() == [("g1", "b"), ("g1", "r"), ("g2", "b"), ("g2", "r")]
-    assert t["ppl_ref"].is_nan().all()
-    # base "r" for g1: only id 1 is scored → n_scored 1; CAR = 3 / (1 + 1 · 0.5) = 2
+    # base "r" for g1: only id 1 is scored → L = 0.5; CAR = 3 / (1 + 1 · 0.5) = 2
     row = t.row(1, named=True)
-    assert row["n_scored"] == 1 and row["car"] == pytest.approx(2.0)
+    assert row["loss_base"] == pytest.approx(0.5) and row["ppl_ref"] == pytest.approx(math.exp(0.5))
+    car_table = compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
+                            car=defaults("teacher.car", beta=1.0))
+    assert car_table["car"][1] == pytest.approx(2.0)
 
 
-def test_data_metrics_table_errors():
-    df = _long_frame()
-    with pytest.raises(ValueError, match="scorer 'zzz' not in the data"):
-        data_metrics_table(df, "zzz", beta=1.0)
-    neg = df.with_columns(pl.col("reward") - 10.0)
-    with pytest.raises(ValueError, match="reward_offset"):
-        data_metrics_table(neg, "b", beta=1.0)
+def test_compute_data_metrics_and_car_errors(tmp_path):
+    with pytest.raises(DataError, match="no scores of generator 'g1' under scorer 'zzz'"):
+        _data_metrics(tmp_path, ["zzz"])
+    with pytest.raises(DataError, match=r"missing required column\(s\) \['loss_a'\]"):
+        _data_metrics(tmp_path, ["b"], drop="loss_a")
+    files = _files(tmp_path)
+    with pytest.raises(ValueError, match="2 responses files but 1 entries in params generators"):
+        compute_data_metrics(**{**files, "generators": ["g1"]}, metrics=tmp_path / "m.parquet",
+                             bases=["b"], reference_model="r")
+    _data_metrics(tmp_path, ["b"], reward_shift=-10.0)
+    with pytest.raises(DataError, match=r"generator g1, base b: .*reward_offset"):
+        compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
+                    car=defaults("teacher.car", beta=1.0))
+    assert not (tmp_path / "car.csv").exists()
     # an offset that makes every mean reward positive: g1 (3 - 10 + 10.5) / (1 + 1 · 1.5) = 1.4
-    t = data_metrics_table(neg, "b", beta=1.0, reward_offset=10.5)
+    t = compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
+                    car=defaults("teacher.car", beta=1.0, reward_offset=10.5))
     assert t["car"][0] == pytest.approx(1.4)
-    with pytest.raises(ValueError, match="missing column"):
-        data_metrics_table(df.drop("loss_a"), "b", beta=1.0)

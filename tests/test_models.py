@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from teachfit.models import MANIFEST, ModelSourceError, materialize
+from teachfit.models import MANIFEST, ModelSourceError, materialize, materialize_model
 
 
 def test_random_model_has_manifest_and_template(tiny_llama):
@@ -47,3 +47,26 @@ def test_local_copy_roundtrip(tiny_llama, tmp_path):
     m = materialize("copy", {"source": "local", "path": str(tiny_llama)}, tmp_path / "copy")
     assert m["source"]["source"] == "local"
     assert (tmp_path / "copy" / "model.safetensors").exists()
+
+
+def test_materialize_model_rule(tmp_path, caplog):
+    """Rule materialize_model: the schema-filled entry (engine keys are ignored), the run seed
+    for random weights, the scratch folder kept for retries; an api entry gets only a manifest."""
+    import logging
+
+    from teachfit.config import defaults
+
+    entry = defaults("models.*", source="random", size={"hidden_size": 16, "num_heads": 2})
+    with caplog.at_level(logging.INFO, logger="teachfit.models"):
+        m = materialize_model(tmp_path / "r", "r", entry, tmp_path / "scratch", 7)
+    assert m["alias"] == "r" and m["source"] == {"source": "random", "arch": "llama",
+                                                 "size": {"hidden_size": 16, "num_heads": 2}, "seed": 7}
+    assert json.loads((tmp_path / "r" / MANIFEST).read_text()) == m
+    assert (tmp_path / "scratch").is_dir() and "materialized r from" in caplog.text
+    other = materialize_model(tmp_path / "r8", "r", entry, tmp_path / "scratch8", 8)
+    assert other["files_sha256"]["model.safetensors"] != m["files_sha256"]["model.safetensors"]
+    api = defaults("models.*", source="api", backend="openai", api_base="https://api.example.com/v1",
+                   api_model="gpt-x")
+    m = materialize_model(tmp_path / "api", "api", api, tmp_path / "scratch_api", 0)
+    assert m["task"] == "api" and m["source"]["api_model"] == "gpt-x"
+    assert sorted(p.name for p in (tmp_path / "api").iterdir()) == [MANIFEST]

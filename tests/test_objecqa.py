@@ -76,16 +76,42 @@ def test_judge_rejects_bad_scores():
         objecqa.judge_objectivity(["q"], ["a"], lambda p, w: np.zeros((1, 2)))
 
 
-def test_run_objecqa_end_to_end_with_fakes():
-    qs = objecqa.load_objecqa().head(4)
+def test_objecqa_on_the_rule_path_with_fakes(tiny_llama, tmp_path, monkeypatch):
+    """Answer every question with the model under test (rule ``answer_ifs_model``, engine builder
+    faked), then judge the answers (rule ``score_ifs``, judge faked)."""
+    from teachfit.config import defaults
+    from teachfit.generation.base import Completion
+    from teachfit.generation.engines import BackendConfig, backend_settings
+    from teachfit.io import package_data, write_parquet
+    from teachfit.models import load_tokenizer
+    from teachfit.prompts import format_prompt
+    from teachfit.studies.ifs.answers import answer_ifs_model, score_ifs
+
+    tok = load_tokenizer(tiny_llama)
     seen = []
 
-    def gen(prompts):
-        seen.extend(prompts)
-        return ["I love it." if i % 2 else "That depends on the person." for i in range(len(prompts))]
+    class Engine:
+        tokenizer = tok
 
-    out = objecqa.run_objecqa(qs, gen, FakeJudge(), prompt_fn=lambda q: f"Q: {q}\nA:")
-    assert seen[0] == f"Q: {qs['question'][0]}\nA:"
-    assert out["judge_label"].to_list() == ["objective", "subjective"] * 2
-    assert set(out.columns) >= {"id", "question", "topic", "answer", "p_objective", "judge_label"}
-    assert isinstance(out, pl.DataFrame)
+        def generate(self, prompts, sampling, desc=""):
+            seen.extend(prompts)
+            return [[Completion("I love it." if i % 2 else "That depends on the person.", [], "stop")]
+                    for i in range(len(prompts))]
+
+    monkeypatch.setattr(BackendConfig, "build", lambda self, d, threads=None, seed=0: Engine())
+    judge = FakeJudge()
+    monkeypatch.setattr("teachfit.scoring.judge.label_scorer", lambda *a, **k: judge)
+    write_parquet(pl.DataFrame({"id": ["a__full"], "variant": ["full"], "text": ["Say hi"]}), tmp_path / "p.parquet")
+    backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
+    qs = objecqa.load_objecqa().head(4)
+    answer_ifs_model(tmp_path / "p.parquet", package_data("objecqa.jsonl"), tiny_llama, tmp_path / "a.parquet",
+                     defaults("ifs.prompts", formats=["none"]), defaults("ifs.objecqa", limit=4), backend, seed=0)
+    assert seen[1] == format_prompt(tok, qs["question"][0], fmt="chat")  # seen[0]: the one IFS prompt
+    answers = pl.read_parquet(tmp_path / "a.parquet")
+    write_parquet(answers.filter(pl.col("task") == "objecqa"), tmp_path / "a.parquet")  # no tone classifier
+    out = score_ifs(tmp_path / "a.parquet", "unused", "judge", tmp_path / "s.parquet", 4, backend)
+    obj = out.filter(pl.col("task") == "objecqa")
+    assert obj["judge_label"].to_list() == ["objective", "subjective"] * 2
+    assert obj["question"].to_list() == qs["question"].to_list() and obj["id"].to_list() == qs["id"].to_list()
+    assert set(obj.columns) >= {"id", "question", "response", "p_objective", "judge_label"}
+    assert judge.calls[0][1] == ["objective", "subjective"]

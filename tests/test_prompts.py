@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teachfit.models import DEFAULT_CHAT_TEMPLATE, load_tokenizer, materialize
-from teachfit.prompts import FEWSHOT_STOPS, format_prompt, format_prompts, stop_strings
+from teachfit.prompts import FEWSHOT_STOPS, format_prompt, stop_strings
 
 PAIRS = [("Add 1 and 2.", "3"), ("Name a color.", "Blue")]
 
@@ -83,10 +83,25 @@ def test_bad_fewshot_pair():
         format_prompt(None, "Hi", fmt="fewshot", fewshot=[("only question",)])
 
 
-def test_format_prompts_maps_over_list(tok):
-    assert format_prompts(tok, ["a", "b"], fmt="fewshot") == [
-        format_prompt(tok, "a", fmt="fewshot"), format_prompt(tok, "b", fmt="fewshot")
+def test_generator_prompts_as_generate_responses_builds_them(tok):
+    """What rule generate_responses sends a local engine (``build_prompts``, which replaced the
+    test-only ``format_prompts``): one prompt per instruction in the generator's format; the
+    few-shot format carries the project's demonstrations and its stop strings."""
+    from teachfit.config import defaults
+    from teachfit.generation.responses import FEWSHOT_EXAMPLES, build_prompts, sampling_from_generator
+
+    chat = defaults("generators.*", model="tiny", system="Be brief.")
+    assert build_prompts(tok, ["a", "b"], chat) == [
+        format_prompt(tok, x, fmt="chat", system="Be brief.") for x in ("a", "b")
     ]
+    fewshot = defaults("generators.*", model="tiny", prompt_format="fewshot", stop=["END"])
+    assert build_prompts(tok, ["a"], fewshot) == [
+        format_prompt(tok, "a", fmt="fewshot", fewshot=FEWSHOT_EXAMPLES)
+    ]
+    assert sampling_from_generator(fewshot).stop == ["END", *FEWSHOT_STOPS]
+    assert sampling_from_generator(chat).stop == []
+    raw = defaults("generators.*", model="tiny", prompt_format="raw")
+    assert build_prompts(None, ["x {y}"], raw) == ["x {y}"]
 
 
 def test_stop_strings():

@@ -1,4 +1,5 @@
-"""teachfit.scoring.losses: batched scoring vs the naive reference, spans, truncation, empty inputs."""
+"""teachfit.scoring.losses and rule score_losses: batched scoring vs the naive reference, spans,
+truncation, empty inputs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from teachfit.config import defaults
 from teachfit.io import DataError, read_parquet
 from teachfit.models import materialize
 from teachfit.scoring.losses import (
@@ -17,7 +19,7 @@ from teachfit.scoring.losses import (
     _pack,
     encode_pairs,
     load_scoring_model,
-    score_file,
+    score_losses,
     score_pairs,
     score_pairs_naive,
 )
@@ -39,6 +41,13 @@ RESPONSES = [
     "1 is not prime. 2 is prime. 3 is prime.",
     "yes",
 ]
+
+
+def scoring(**kw) -> ScoringSettings:
+    """The schema's ``scoring`` defaults (what the rule passes) with ``kw`` on top (config keys or
+    the engine's own knobs)."""
+    config_keys = {k: v for k, v in kw.items() if k in ("max_length", "batch_tokens", "template", "version")}
+    return ScoringSettings(**{**defaults("scoring", **config_keys), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +91,7 @@ def _assert_close(a: pl.DataFrame, b: pl.DataFrame, rtol: float = 1e-4) -> None:
 def test_batched_matches_naive(models, arch, padding_side):
     # small batch budget → several batches, each with padding; gemma3's sliding
     # window (64) is shorter than the longest pairs
-    settings = ScoringSettings(batch_tokens=400, max_padding=0.5, padding_side=padding_side)
+    settings = scoring(batch_tokens=400, max_padding=0.5, padding_side=padding_side)
     fast = score_pairs(models[arch], INSTRUCTIONS, RESPONSES, settings)
     slow = score_pairs_naive(models[arch], INSTRUCTIONS, RESPONSES, settings)
     assert fast.height == len(INSTRUCTIONS)
@@ -96,7 +105,7 @@ def test_batched_matches_naive(models, arch, padding_side):
 def test_shared_prefix_cache_matches_naive(models, arch, share_prefix):
     from teachfit.scoring.losses import shared_prefix_len
 
-    settings = ScoringSettings(batch_tokens=300, share_prefix=share_prefix)
+    settings = scoring(batch_tokens=300, share_prefix=share_prefix)
     _, tok = load_scoring_model(models[arch])
     enc = encode_pairs(tok, INSTRUCTIONS, RESPONSES, settings)
     k = shared_prefix_len(enc)
@@ -117,7 +126,7 @@ def test_losses_match_transformers_label_loss(models):
     import torch
 
     model, tok = load_scoring_model(models["llama"])
-    settings = ScoringSettings()
+    settings = scoring()
     enc = encode_pairs(tok, INSTRUCTIONS[:2], RESPONSES[:2], settings)
     fast = score_pairs(models["llama"], INSTRUCTIONS[:2], RESPONSES[:2], settings)
     for e, (loss_aq, loss_a) in zip(enc, fast.select("loss_a_given_q", "loss_a").iter_rows(), strict=True):
@@ -138,7 +147,7 @@ def test_losses_match_transformers_label_loss(models):
 def test_instruction_and_response_spans(models, template):
     _, tok = load_scoring_model(models["llama"])
     q, a = "Explain the answer to the question", " It is 10 because 5 plus 5 equals 10."
-    (e,) = encode_pairs(tok, [q], [a], ScoringSettings(template=template))
+    (e,) = encode_pairs(tok, [q], [a], scoring(template=template))
     span = tok.decode(e.joint[e.q_span[0]: e.q_span[1]])
     assert span.strip() == q  # template tokens excluded, instruction tokens included
     if template == "chat":
@@ -147,18 +156,18 @@ def test_instruction_and_response_spans(models, template):
     assert tok.decode(e.joint[e.a_span[0]: e.a_span[1]]) == a
     assert e.joint[e.a_span[0]:] == e.alone[1:]  # identical response tokens in both passes
     assert e.alone[0] == tok.bos_token_id  # L(A): the first token is conditioned on BOS only
-    (e2,) = encode_pairs(tok, [q], [a], ScoringSettings(template=template, start_token="eos"))
+    (e2,) = encode_pairs(tok, [q], [a], scoring(template=template, start_token="eos"))
     assert e2.alone[0] == tok.eos_token_id and e2.alone[1:] == e.alone[1:]
 
 
 def test_raw_template_scores_match_naive(models):
-    settings = ScoringSettings(template="raw", raw_template="Q: {instruction}\nA:", batch_tokens=300)
+    settings = scoring(template="raw", raw_template="Q: {instruction}\nA:", batch_tokens=300)
     _assert_close(score_pairs(models["llama"], INSTRUCTIONS, RESPONSES, settings),
                   score_pairs_naive(models["llama"], INSTRUCTIONS, RESPONSES, settings))
 
 
 def test_truncation_flag(models):
-    settings = ScoringSettings(max_length=48)
+    settings = scoring(max_length=48)
     _, tok = load_scoring_model(models["llama"])
     long_resp = "the answer is 10 because 5 plus 5 equals 10 . " * 20
     df = score_pairs(models["llama"], ["Give an example.", "Give an example."], ["The sum is 5.", long_resp], settings)
@@ -177,16 +186,16 @@ def test_truncation_flag(models):
 def test_empty_response_and_instruction(models):
     qs = ["What is 2 plus 2?", "What is 2 plus 2?", ""]
     rs = ["4", "", "Hello there."]
-    df = score_pairs(models["llama"], qs, rs, ScoringSettings())
+    df = score_pairs(models["llama"], qs, rs, scoring())
     assert df.height == 3
     assert df["empty_response"].to_list() == [False, True, False]
     assert math.isnan(df["loss_a_given_q"][1]) and math.isnan(df["loss_a"][1])
     assert df["n_a_tokens"][1] == 0 and math.isfinite(df["loss_q"][1])
     assert math.isnan(df["loss_q"][2]) and df["n_q_tokens"][2] == 0 and math.isfinite(df["loss_a"][2])
     # the empty row does not disturb the others
-    ref = score_pairs(models["llama"], [qs[0]], [rs[0]], ScoringSettings())
+    ref = score_pairs(models["llama"], [qs[0]], [rs[0]], scoring())
     assert df["loss_a_given_q"][0] == pytest.approx(ref["loss_a_given_q"][0], rel=1e-5)
-    _assert_close(df, score_pairs_naive(models["llama"], qs, rs, ScoringSettings()))
+    _assert_close(df, score_pairs_naive(models["llama"], qs, rs, scoring()))
 
 
 def test_pack_respects_budget_and_padding():
@@ -205,13 +214,15 @@ def test_pack_respects_budget_and_padding():
 
 
 def test_settings_from_dict_rejects_unknown_keys():
-    assert ScoringSettings.from_dict({"max_length": 64}).max_length == 64
+    assert ScoringSettings.from_dict(defaults("scoring", max_length=64)).max_length == 64
     with pytest.raises(ValueError, match="maxlen.*allowed keys.*max_length"):
-        ScoringSettings.from_dict({"maxlen": 64})
+        ScoringSettings.from_dict({**defaults("scoring"), "maxlen": 64})
     with pytest.raises(ValueError, match="template"):
-        ScoringSettings.from_dict({"template": "alpaca"})
+        ScoringSettings.from_dict({**defaults("scoring"), "template": "alpaca"})
     with pytest.raises(ValueError, match="instruction"):
-        ScoringSettings(template="raw", raw_template="no placeholder")
+        scoring(template="raw", raw_template="no placeholder")
+    with pytest.raises(TypeError, match="batch_tokens"):  # config keys: no dataclass default
+        ScoringSettings.from_dict({"max_length": 64, "template": "chat", "version": 1})
 
 
 def test_missing_chat_template_is_a_clear_error(models, tmp_path):
@@ -224,26 +235,42 @@ def test_missing_chat_template_is_a_clear_error(models, tmp_path):
     tok = AutoTokenizer.from_pretrained(d)
     with pytest.raises(ScoringError, match="no chat template"):
         tok.chat_template = None
-        encode_pairs(tok, ["q"], ["a"], ScoringSettings(template="chat"))
+        encode_pairs(tok, ["q"], ["a"], scoring(template="chat"))
 
 
-def test_score_file_keeps_ids_and_writes_atomically(models, tmp_path):
-    src = tmp_path / "pairs.parquet"
+def test_score_losses_rule_keeps_ids_and_writes_atomically(models, tmp_path):
+    """Rule score_losses: id + the score columns + provenance, input order, atomic write, and
+    the same numbers as score_pairs with the section's settings."""
+    src = tmp_path / "responses.parquet"
     pl.DataFrame({"id": ["a", "b", "c"], "instruction": INSTRUCTIONS[:3], "response": ["x y", "", "z"],
                   "extra": [1, 2, 3]}).write_parquet(src)
     out = tmp_path / "out" / "scores.parquet"
-    df = score_file(models["llama"], src, out, {"max_length": 256}, provenance={"scorer": "tiny_llama"})
+    section = defaults("scoring", max_length=256)
+    df = score_losses(src, models["llama"], out, section, "tiny_llama", threads=1)
     back = read_parquet(out)
     assert back["id"].to_list() == ["a", "b", "c"]
-    assert back.columns[:8] == ["id", "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens",
-                                "truncated", "empty_response"]
+    assert back.columns == ["id", "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens",
+                            "truncated", "empty_response", "scoring_settings_hash", "scoring_version",
+                            "scorer"]
     assert back["scorer"].to_list() == ["tiny_llama"] * 3
-    assert back["scoring_settings_hash"].n_unique() == 1
+    assert back["scoring_settings_hash"].unique().to_list() == [ScoringSettings.from_dict(section).hash()]
+    assert back["scoring_version"].unique().to_list() == [section["version"]]
     assert back["empty_response"].to_list() == [False, True, False]
     assert df.equals(back)
+    direct = score_pairs(models["llama"], INSTRUCTIONS[:3], ["x y", "", "z"],
+                         ScoringSettings.from_dict(section))
+    _assert_close(back.select(direct.columns), direct, rtol=1e-9)
     assert [p.name for p in out.parent.iterdir()] == ["scores.parquet"]  # no temp files left
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "prompt": "q", "response": "r"}\n')
-    with pytest.raises(DataError, match="bad.jsonl.*instruction"):
-        score_file(models["llama"], bad, tmp_path / "never.parquet")
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"id": ["a"], "prompt": ["q"], "response": ["r"]}).write_parquet(bad)
+    with pytest.raises(DataError, match=r"bad.parquet.*\['instruction'\]"):
+        score_losses(bad, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
+    dup = tmp_path / "dup.parquet"
+    pl.DataFrame({"id": ["a", "a"], "instruction": ["q", "q"], "response": ["r", "s"]}).write_parquet(dup)
+    with pytest.raises(DataError, match="duplicate ids"):
+        score_losses(dup, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
+    ints = tmp_path / "ints.parquet"
+    pl.DataFrame({"id": ["a"], "instruction": ["q"], "response": [3]}).write_parquet(ints)
+    with pytest.raises(DataError, match="'response' must hold strings"):
+        score_losses(ints, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
     assert not (tmp_path / "never.parquet").exists()

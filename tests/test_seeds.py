@@ -7,10 +7,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from teachfit.config import defaults
 from teachfit.io import DataError, content_id, package_data
 from teachfit.seeds import SEED_COLUMNS, load_seeds, load_seeds_with_counts, prepare_seeds
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "config" / "seeds"
+
+
+def entry(path: Path, **kw) -> dict:
+    """A ``seedsets.<name>`` entry with the schema's defaults, as rule prepare_seeds passes it."""
+    return defaults("seedsets.*", path=str(path), **kw)
 
 
 def _jsonl(path: Path, records: list) -> Path:
@@ -125,7 +131,7 @@ def test_prepare_seeds_writes_table_and_logs_counts(tmp_path, caplog):
     """The workflow's stage (``teachfit.seeds.prepare_seeds``): table written, drops counted."""
     path = _jsonl(tmp_path / "s.jsonl", [{"instruction": "A"}, {"instruction": "A"}])
     with caplog.at_level(logging.INFO, logger="teachfit.seeds"):
-        df = prepare_seeds(path, "d", {}, tmp_path / "out.parquet")
+        df = prepare_seeds(path, tmp_path / "out.parquet", entry(path), "d")
     written = pl.read_parquet(tmp_path / "out.parquet")
     assert written.height == 1 and written.equals(df)
     assert "kept 1, dropped 0 empty, 1 duplicate" in caplog.text
@@ -134,12 +140,12 @@ def test_prepare_seeds_writes_table_and_logs_counts(tmp_path, caplog):
 def test_prepare_seeds_applies_the_seedset_entry(tmp_path):
     path = _jsonl(tmp_path / "s.jsonl", [{"prompt": f"Q{i}", "context": "c" if i == 0 else None}
                                          for i in range(4)])
-    entry = {"instruction_field": "prompt", "input_field": "context", "limit": 2}
-    df = prepare_seeds(path, "d", entry, tmp_path / "out.parquet")
+    df = prepare_seeds(path, tmp_path / "out.parquet",
+                       entry(path, instruction_field="prompt", input_field="context", limit=2), "d")
     assert df["instruction"].to_list() == ["Q0\n\nc", "Q1"]
     assert pl.read_parquet(tmp_path / "out.parquet")["seedset"].to_list() == ["d", "d"]
     with pytest.raises(DataError, match="no field 'instruction'"):
-        prepare_seeds(path, "d", {}, tmp_path / "x.parquet")
+        prepare_seeds(path, tmp_path / "x.parquet", entry(path), "d")
     assert not (tmp_path / "x.parquet").exists()
 
 
@@ -164,6 +170,6 @@ def test_offset_and_limit_split_one_file_into_disjoint_sets(tmp_path):
 
 def test_prepare_seeds_passes_offset(tmp_path):
     path = _jsonl(tmp_path / "s.jsonl", [{"instruction": x} for x in "ABCD"])
-    df = prepare_seeds(path, "held", {"path": str(path), "offset": 3}, tmp_path / "out.parquet")
+    df = prepare_seeds(path, tmp_path / "out.parquet", entry(path, offset=3), "held")
     assert df["instruction"].to_list() == ["D"]
     assert pl.read_parquet(tmp_path / "out.parquet")["instruction"].to_list() == ["D"]

@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 from workflow_utils import Preempted, preempt_after_save
 
-from teachfit.io import DataError, sha256_file, write_parquet
+from teachfit.config import ConfigError, defaults
+from teachfit.io import DataError, sha256_file, write_json, write_parquet
 from teachfit.models import MANIFEST, materialize
 from teachfit.training.sft import (
     FINGERPRINT_FILE,
-    SFTSettings,
     _fingerprint,
     _prepare_scratch,
+    check_sft_settings,
     checkpoint_list,
     load_for_inference,
     load_sft_records,
+    make_lora_config,
+    make_sft_config,
     make_sft_trainer,
     train_sft,
 )
@@ -29,7 +33,13 @@ CHATML = (
     "{% for message in messages %}{{ '<s>' + message['role'] + '\n' + message['content'] + '</s>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<s>assistant\n' }}{% endif %}"
 )
-RUN = {"max_steps": 6, "save_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2}
+RUN = defaults("sft", max_steps=6, save_steps=2, per_device_train_batch_size=4, learning_rate=1e-2)
+
+
+def _train(model_dir: Path, trainset: Path, base: Path, sft: dict, **kw) -> dict:
+    """train_sft called as the rule calls it, with outputs under ``base``."""
+    return train_sft(trainset=trainset, model_dir=model_dir, sft_dir=base / "out", train_log=base / "log.parquet",
+                     sft=sft, scratch=base / "scratch", **kw)
 
 
 def _rows(n: int) -> list[dict]:
@@ -66,7 +76,7 @@ def train_file(tmp_path_factory) -> Path:
 def lora_run(tiny, train_file, tmp_path_factory) -> dict:
     """One uninterrupted LoRA run: 6 steps, a checkpoint every 2."""
     base = tmp_path_factory.mktemp("lora_run")
-    summary = train_sft(tiny, train_file, base / "out", RUN, base / "scratch", base / "log.parquet", threads=1)
+    summary = _train(tiny, train_file, base, RUN, threads=1)
     return {"summary": summary, "out": base / "out", "scratch": base / "scratch", "log": base / "log.parquet"}
 
 
@@ -74,27 +84,51 @@ def lora_run(tiny, train_file, tmp_path_factory) -> dict:
 
 
 def test_settings_reject_unknown_key_naming_it():
-    with pytest.raises(ValueError, match="lora_rank") as err:
-        SFTSettings.from_dict({"lora_rank": 4})
-    assert "lora_r" in str(err.value)  # the allowed keys are listed
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lora_rank'\].*lora_alpha"):
+        defaults("sft", lora={"lora_rank": 4})
+    with pytest.raises(TypeError, match="lora_rank"):  # library callers that bypass the schema
+        make_lora_config({**defaults("sft"), "lora": {**defaults("sft")["lora"], "lora_rank": 4}})
 
 
 def test_settings_defaults_and_checks():
-    s = SFTSettings.from_dict({})
-    assert (s.method, s.lora_r, s.lora_alpha, s.learning_rate, s.save_steps, s.version) == (
-        "lora", 8, 16, 2e-4, 10, 1)
-    assert all("help" in f.metadata for f in SFTSettings.__dataclass_fields__.values())
-    with pytest.raises(ValueError, match="method"):
-        SFTSettings.from_dict({"method": "qlora"})
-    with pytest.raises(ValueError, match="save_steps"):
-        SFTSettings.from_dict({"save_steps": 0})
+    s = defaults("sft")
+    assert (s["method"], s["lora"]["r"], s["lora"]["lora_alpha"], s["learning_rate"], s["save_steps"],
+            s["version"]) == ("lora", 8, 16, 2e-4, 10, 1)
+    with pytest.raises(ConfigError, match="method"):
+        defaults("sft", method="qlora")
+    with pytest.raises(ConfigError, match="save_steps"):
+        defaults("sft", save_steps=0)
+    with pytest.raises(ValueError, match=r"sft.max_steps: must be -1 \(use epochs\) or > 0"):
+        check_sft_settings({**s, "max_steps": 0})
+    with pytest.raises(ValueError, match="sft.lora.target_modules"):
+        check_sft_settings({**s, "lora": {**s["lora"], "target_modules": []}})
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['lora'\]"):
+        check_sft_settings({k: v for k, v in s.items() if k != "lora"})
+
+
+def test_settings_go_one_to_one_into_sftconfig_and_loraconfig(tmp_path):
+    """Every sft key besides method/version/lora is an SFTConfig field with the same value; every
+    lora key a LoraConfig field; the project's fixed choices are set explicitly."""
+    s = defaults("sft", learning_rate=3e-4, warmup_steps=2, lr_scheduler_type="linear",
+                 lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    cfg = make_sft_config(s, tmp_path)
+    for key, value in s.items():
+        if key not in ("method", "version", "lora"):
+            assert getattr(cfg, key) == value or str(getattr(cfg, key)) == f"SchedulerType.{value.upper()}", key
+    assert cfg.output_dir == str(tmp_path) and cfg.report_to == [] and cfg.push_to_hub is False
+    assert cfg.completion_only_loss is True and cfg.packing is False and cfg.data_seed == s["seed"]
+    assert cfg.activation_checkpointing is False and cfg.gradient_checkpointing is False
+    lora = make_lora_config(s)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules)) == (4, 16, 0.05, {"q_proj", "v_proj"})
+    assert (str(lora.task_type), lora.bias) in {("TaskType.CAUSAL_LM", "none"), ("CAUSAL_LM", "none")}
+    assert make_lora_config({**s, "method": "full"}) is None
 
 
 def test_empty_training_file_raises(tiny, tmp_path):
     empty = tmp_path / "empty.parquet"
     write_parquet(pl.DataFrame(schema={"id": pl.Utf8, "instruction": pl.Utf8, "response": pl.Utf8}), empty)
     with pytest.raises(DataError, match="empty"):
-        train_sft(tiny, empty, tmp_path / "out", {}, tmp_path / "scratch", tmp_path / "log.parquet")
+        _train(tiny, empty, tmp_path, defaults("sft"))
     assert not (tmp_path / "out").exists()
 
 
@@ -115,7 +149,7 @@ def test_loss_only_on_response_tokens(model, request, train_file, tmp_path):
     {% generation %} markers."""
     model_dir = request.getfixturevalue(model)
     records = load_sft_records(train_file)[:3]
-    trainer = make_sft_trainer(model_dir, records, SFTSettings.from_dict({"method": "full"}), tmp_path)
+    trainer = make_sft_trainer(model_dir, records, defaults("sft", method="full"), tmp_path)
     tok = trainer.processing_class
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     for i, rec in enumerate(records):
@@ -136,8 +170,8 @@ def test_loss_only_on_response_tokens(model, request, train_file, tmp_path):
 
 
 def test_prepare_scratch_drops_checkpoints_of_other_settings(tiny, train_file, tmp_path):
-    fp_a = _fingerprint(SFTSettings(), train_file, tiny)
-    fp_b = _fingerprint(SFTSettings(learning_rate=1e-3), train_file, tiny)
+    fp_a = _fingerprint(defaults("sft"), train_file, tiny)
+    fp_b = _fingerprint(defaults("sft", learning_rate=1e-3), train_file, tiny)
     assert _prepare_scratch(tmp_path, fp_a) is None
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
@@ -151,7 +185,7 @@ def test_prepare_scratch_drops_checkpoints_of_other_settings(tiny, train_file, t
 
 
 def test_lora_changes_adapter_not_base_params(tiny, train_file, tmp_path):
-    settings = SFTSettings.from_dict({"max_steps": 2, "save_steps": 2, "learning_rate": 1e-2})
+    settings = defaults("sft", max_steps=2, save_steps=2, learning_rate=1e-2)
     trainer = make_sft_trainer(tiny, load_sft_records(train_file), settings, tmp_path)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     assert any("lora_" in n for n in before)
@@ -187,7 +221,7 @@ def test_lora_run_outputs(lora_run, tiny, train_file):
     assert [c["step"] for c in checkpoint_list(out)] == [2, 4, 6]
     assert all(Path(c["path"]).is_absolute() and Path(c["path"]).is_dir() for c in checkpoint_list(out))
     cfg = json.loads((out / "sft_config.json").read_text())
-    assert cfg["settings"]["max_steps"] == 6 and cfg["settings"]["lora_r"] == 8
+    assert cfg["settings"] == RUN and cfg["settings"]["lora"]["r"] == 8
     assert cfg["base_model"]["manifest_sha256"] == sha256_file(tiny / MANIFEST)
     assert cfg["train"]["sha256"] == sha256_file(train_file)
     import peft
@@ -221,6 +255,23 @@ def test_lora_log_table(lora_run):
     assert df["loss"][-1] < df["loss"][0]
 
 
+def test_checkpoint_list_errors_name_file_and_entry(lora_run, tmp_path):
+    with pytest.raises(DataError, match="not a finished SFT output"):
+        checkpoint_list(tmp_path)
+    out = tmp_path / "run"
+    shutil.copytree(lora_run["out"], out)
+    entries = json.loads((out / "checkpoints.json").read_text())
+    write_json([*entries, entries[-1]], out / "checkpoints.json")
+    with pytest.raises(DataError, match="steps are not unique"):
+        checkpoint_list(out)
+    write_json([{"step": 1, "examples_seen": 4, "path": "checkpoints/none"}], out / "checkpoints.json")
+    with pytest.raises(DataError, match=r"checkpoints.json\[0\].path: .* holds neither"):
+        checkpoint_list(out)
+    write_json({"step": 1}, out / "checkpoints.json")
+    with pytest.raises(DataError, match="expected a non-empty JSON list"):
+        checkpoint_list(out)
+
+
 def test_load_for_inference_lora(lora_run, tiny):
     import torch
     from peft import PeftModel
@@ -247,12 +298,12 @@ def test_load_for_inference_lora(lora_run, tiny):
 def test_resume_after_interruption(tiny, train_file, tmp_path, lora_run, caplog):
     out, scratch, log_path = tmp_path / "out", tmp_path / "scratch", tmp_path / "log.parquet"
     with pytest.raises(Preempted):
-        train_sft(tiny, train_file, out, RUN, scratch, log_path, callbacks=[preempt_after_save(4)])
+        _train(tiny, train_file, tmp_path, RUN, callbacks=[preempt_after_save(4)])
     assert not out.exists() and not log_path.exists(), "a crash must not leave complete-looking outputs"
     assert sorted(p.name for p in scratch.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
     with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
-        s = train_sft(tiny, train_file, out, RUN, scratch, log_path)
+        s = _train(tiny, train_file, tmp_path, RUN)
     assert "resuming from checkpoint-4" in caplog.text
     assert s["resumed_from"] == 4 and s["start_step"] == 4 and s["steps_run"] == 2 and s["steps"] == 6
     df = pl.read_parquet(log_path)
@@ -275,8 +326,8 @@ def test_full_finetuning(tiny, train_file, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    settings = {"method": "full", "max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}
-    s = train_sft(tiny, train_file, tmp_path / "out", settings, tmp_path / "scratch", tmp_path / "log.parquet")
+    settings = defaults("sft", method="full", max_steps=2, save_steps=2, learning_rate=1e-3)
+    s = _train(tiny, train_file, tmp_path, settings)
     out = tmp_path / "out"
     assert s["steps"] == 2 and s["method"] == "full"
     assert (out / "adapter" / "model.safetensors").is_file() and (out / "adapter" / "config.json").is_file()
@@ -304,7 +355,7 @@ def _has_cuda() -> bool:
 @pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
 def test_lora_bf16_on_gpu(tiny, train_file, tmp_path):
     settings = {**RUN, "bf16": True, "gradient_checkpointing": True}
-    s = train_sft(tiny, train_file, tmp_path / "out", settings, tmp_path / "scratch", tmp_path / "log.parquet")
+    s = _train(tiny, train_file, tmp_path, settings)
     assert s["steps"] == 6
     df = pl.read_parquet(tmp_path / "log.parquet")
     assert all(math.isfinite(x) for x in df["loss"].to_list())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -191,3 +192,65 @@ def test_summarize_end_to_end() -> None:
     s = summarize(df)
     assert s["win_rate"] == 1.0 and s["lc_win_rate"] == 1.0 and s["n"] == 6
     assert s["avg_len_model"] == pytest.approx(np.mean([len(m) for m in MODEL]))
+
+
+# --------------------------------------------------------------------------- the rules, on a tiny model
+
+
+def _backend(**overrides) -> dict:
+    from teachfit.config import defaults
+    from teachfit.generation.engines import backend_settings
+
+    return {**backend_settings(defaults("models.*", source="random"), defaults("generation", batch_size=4)),
+            **overrides}
+
+
+@pytest.fixture(scope="module")
+def lora_sft_dir(tiny_llama, tmp_path_factory):
+    """What teachfit.training.sft.train_sft leaves for a LoRA run: the final adapter (random A and B,
+    so it changes the answers) with the tokenizer, listed in checkpoints.json."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from teachfit.io import write_json
+    from teachfit.models import load_tokenizer
+
+    sft = tmp_path_factory.mktemp("sft") / "run"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                     task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(str(sft / "adapter"))
+    load_tokenizer(tiny_llama).save_pretrained(str(sft / "adapter"))
+    write_json([{"step": 2, "examples_seen": 8, "path": "adapter"}], sft / "checkpoints.json")
+    return sft
+
+
+def test_answer_and_judge_winrate_rules(tiny_llama, lora_sft_dir, tmp_path) -> None:
+    from teachfit.evaluation.winrate import answer_winrate, judge_winrate
+    from teachfit.io import write_parquet
+
+    write_parquet(pl.DataFrame({"id": ["a", "b", "c"], "instruction": INSTR[:3]}), tmp_path / "instr.parquet")
+    answers = answer_winrate(instructions=tmp_path / "instr.parquet", model_dir=tiny_llama, sft_dir=lora_sft_dir,
+                             answers=tmp_path / "answers.parquet", max_new_tokens=4, backend=_backend(), seed=0,
+                             threads=1)
+    assert answers.columns == ["id", "instruction", "response"] and answers["id"].to_list() == ["a", "b", "c"]
+    assert pl.read_parquet(tmp_path / "answers.parquet").equals(answers)
+    again = answer_winrate(instructions=tmp_path / "instr.parquet", model_dir=tiny_llama, sft_dir=lora_sft_dir,
+                           answers=tmp_path / "again.parquet", max_new_tokens=4, backend=_backend(batch_size=1),
+                           seed=0, threads=1)
+    assert again.equals(answers)  # greedy answers do not depend on the batch size
+    with pytest.raises(ValueError, match=r"LoRA adapter .* backend 'vllm'"):
+        answer_winrate(instructions=tmp_path / "instr.parquet", model_dir=tiny_llama, sft_dir=lora_sft_dir,
+                       answers=tmp_path / "x.parquet", max_new_tokens=4, backend=_backend(backend="vllm"), seed=0)
+
+    # the reference misses id "c": that pair is dropped
+    write_parquet(pl.DataFrame({"id": ["a", "b"], "response": REF[:2]}), tmp_path / "ref.parquet")
+    summary = judge_winrate(answers=tmp_path / "answers.parquet", reference=tmp_path / "ref.parquet",
+                            judge_dir=tiny_llama, summary=tmp_path / "summary.json", judged=tmp_path / "judged.parquet",
+                            seed=0, backend=_backend(), threads=1)
+    judged = pl.read_parquet(tmp_path / "judged.parquet")
+    assert judged["id"].to_list() == ["a", "b"] and summary["n"] == 2
+    assert 0.0 <= summary["win_rate"] <= 1.0 and 0.0 <= summary["lc_win_rate"] <= 1.0
+    assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary, nan_ok=True)

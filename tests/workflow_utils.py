@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "rules", "scripts", "envs", "profiles", "config", "src", "tests/data", "tests/configs"]
+COPY = ["Snakefile", "rules", "scripts", "envs", "profiles", "config", "tests/data", "tests/configs"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -22,7 +22,7 @@ def copy_workflow(dest: Path) -> Path:
         target = dest / item
         target.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True,
+            shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(src, target)

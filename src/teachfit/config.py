@@ -106,12 +106,20 @@ def _format_error(error) -> str:
     return f"config.{where}: {error.message}"
 
 
-def _extend_with_default(validator_class):
+def _extend_with_default(validator_class, defs: dict[str, Any] | None = None):
+    """``validator_class`` that also fills each property's ``default`` (that of the ``$defs``
+    entry when the property is only a ``$ref`` into ``defs``)."""
+    defs = defs or {}
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for prop, subschema in properties.items():
+                # a property that is only a $ref (``version: {$ref: "#/$defs/stage_version"}``)
+                # takes the default of the definition it points to
+                ref = subschema.get("$ref", "")
+                if "default" not in subschema and ref.startswith("#/$defs/"):
+                    subschema = {**defs.get(ref.rsplit("/", 1)[-1], {}), **subschema}
                 if "default" in subschema and prop not in instance:
                     instance[prop] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
@@ -126,7 +134,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     from jsonschema import Draft202012Validator
 
     schema = schema if schema is not None else load_schema()
-    validator = _extend_with_default(Draft202012Validator)(schema)
+    validator = _extend_with_default(Draft202012Validator, schema.get("$defs"))(schema)
     # two passes: the first fills defaults of objects that are themselves defaults
     for _ in range(2):
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -163,9 +171,10 @@ def section_schema(path: str, schema: dict[str, Any] | None = None) -> dict[str,
     return node
 
 
-def defaults(path: str, **overrides: Any) -> dict[str, Any]:
+def defaults(path: str, /, **overrides: Any) -> dict[str, Any]:
     """The schema's defaults of one config section, as a rule would pass it when the config
-    sets nothing there (``overrides`` replace top-level keys; they are validated too).
+    sets nothing there (``overrides`` replace top-level keys; they are validated too; ``path`` is
+    positional-only, so a section's own ``path`` key can be overridden: ``defaults("seedsets.*", path=...)``).
 
     This is how library users and tests get settings: the schema is the one place defaults
     live; settings dataclasses do not repeat them.
@@ -175,7 +184,7 @@ def defaults(path: str, **overrides: Any) -> dict[str, Any]:
     schema = load_schema()
     sub = {**section_schema(path, schema), "$defs": schema.get("$defs", {})}
     value: dict[str, Any] = dict(copy.deepcopy(overrides))
-    validator = _extend_with_default(Draft202012Validator)(sub)
+    validator = _extend_with_default(Draft202012Validator, sub["$defs"])(sub)
     for _ in range(2):
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
@@ -195,27 +204,35 @@ def non_finite_numbers(value: Any, where: str = "config") -> list[str]:
 
 
 def check_stage_settings(config: dict[str, Any]) -> None:
-    """Build the settings dataclasses that receive a config section unchanged, so their
-    ``__post_init__`` checks (stricter than the schema) fail here, not inside a job."""
+    """Checks stricter than the schema, run on the sections the rules pass unchanged, so that
+    they fail here, not inside a job: the settings dataclasses' ``__post_init__`` and
+    :func:`teachfit.training.sft.check_sft_settings`."""
     from teachfit.evaluation.lm_eval import EvalSettings
     from teachfit.figures import FigureStyle
     from teachfit.scoring.losses import ScoringSettings
-    from teachfit.training.sft import SFTSettings
+    from teachfit.training.sft import check_sft_settings
 
     sections = [
-        ("sft", SFTSettings, config.get("sft")),
-        ("scoring", ScoringSettings, config.get("scoring")),
-        # the rules pass eval minus 'checkpoints' (teachfit.evaluation.lm_eval)
-        ("eval", EvalSettings,
-         {k: v for k, v in config["eval"].items() if k != "checkpoints"} if "eval" in config else None),
-        ("analysis.figures", FigureStyle, config.get("analysis", {}).get("figures")),
+        ("sft", check_sft_settings, config.get("sft")),
+        ("scoring", ScoringSettings.from_dict, config.get("scoring")),
+        ("eval", EvalSettings.from_dict, config.get("eval")),
+        ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
+    ifs = config.get("ifs", {})
+    if ifs.get("activate"):
+        from teachfit.studies.ifs.prompts import IfsPromptSettings
+        from teachfit.studies.ifs.scores import PlateauSettings
+        from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
+
+        sections += [(f"ifs.{key}", cls.from_dict, ifs.get(key)) for key, cls in (
+            ("tone_data", ToneDataSettings), ("classifier", ToneClassifierSettings),
+            ("prompts", IfsPromptSettings), ("early_stopping", PlateauSettings))]
     problems = []
-    for where, cls, section in sections:
+    for where, check, section in sections:
         if section is None:
             continue
         try:
-            cls.from_dict(copy.deepcopy(section))
+            check(copy.deepcopy(section))
         except (ValueError, TypeError) as exc:
             problems.append(f"config.{where}: {exc}")
     if problems:
@@ -270,6 +287,14 @@ def check_references(config: dict[str, Any]) -> None:
             if w.get("reference_generator") not in gens:
                 problems.append(f"config.teacher.winrate.reference_generator: unknown generator "
                                 f"{w.get('reference_generator')!r}")
+            # the students answer with their base model's engine (teachfit.evaluation.winrate.answer_winrate)
+            lora = config.get("sft", {}).get("method") == "lora"
+            for i, b in enumerate(t.get("bases", [])):
+                backend = models.get(b, {}).get("backend")
+                if backend == "openai" or (backend == "vllm" and lora):
+                    problems.append(f"config.teacher.bases[{i}]: model {b!r} has backend {backend!r}, but the "
+                                    "win-rate answers of its fine-tuned students need 'transformers' (LoRA "
+                                    "adapters or full models) or 'vllm' with sft.method full")
         if len(set(t.get("generators", []))) != len(t.get("generators", [])):
             problems.append("config.teacher.generators: duplicate generator names")
     e = config.get("evolver", {})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from teachfit.io import sha256_file, write_json
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "teachfit_model.json"
 SOURCES = ("hub", "local", "pypi_gguf", "pypi_dir", "random", "api")
@@ -79,7 +82,8 @@ class ModelSpec:
                 f"allowed: {', '.join(SOURCES)}"
             )
         for key in ("backend", "tensor_parallel_size", "params_b", "max_model_len",
-                    "gpu_memory_utilization", "description", "api_base", "api_key_env"):
+                    "gpu_memory_utilization", "description", "api_base", "api_key_env",
+                    "api_max_retries", "api_timeout_s"):
             entry.pop(key, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(entry) - known)
@@ -285,10 +289,14 @@ def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
 
 def materialize(alias: str, entry: dict[str, Any], out_dir: str | Path,
                 scratch: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
-    """Build ``out_dir`` (safetensors + tokenizer + manifest) for one model entry.
+    """Build ``out_dir`` (safetensors + tokenizer + :data:`MANIFEST`) for one model entry.
 
-    The directory is written under a temporary name and renamed at the end, so
-    a crash never leaves a directory that looks complete.
+    The model zoo's builder, used by rule :func:`materialize_model` and by test fixtures
+    (``scratch=None``: a temporary scratch folder inside the build, removed after it;
+    ``seed`` only affects ``random`` models). The directory is written under a temporary
+    name and renamed at the end, so a crash never leaves a directory that looks complete.
+    Returns the manifest (alias, kind, task, source, chat-template provenance, sha256 of
+    every file, seconds). Raises :class:`ModelSourceError` naming the entry's bad field.
     """
     spec = ModelSpec.from_config(alias, entry)
     out_dir = Path(out_dir)
@@ -399,6 +407,17 @@ def _ensure_chat_template(model_dir: Path, spec: ModelSpec) -> str:
     tok.chat_template = DEFAULT_CHAT_TEMPLATE
     tok.save_pretrained(model_dir)
     return "teachfit-default"
+
+
+def materialize_model(model_dir: str | Path, alias: str, entry: dict[str, Any], scratch: str | Path,
+                      seed: int) -> dict[str, Any]:
+    """Rule ``materialize_model``: build ``model_dir`` for the model entry ``models.<alias>``
+    with :func:`materialize` (``scratch`` keeps downloads / assembled GGUF parts between
+    attempts; ``seed`` initialises ``random`` models). Converts weights on CPU only (no GPU).
+    Returns the manifest; raises :class:`ModelSourceError` on an entry that cannot be built."""
+    manifest = materialize(alias, entry, model_dir, scratch=scratch, seed=seed)
+    log.info("materialized %s from %s in %.1fs", manifest["alias"], manifest["source"], manifest["seconds"])
+    return manifest
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:

@@ -96,22 +96,6 @@ def format_prompt(
     return f"{head}{shots}{INSTRUCTION_MARKER}{instruction}\n\n{RESPONSE_MARKER}"
 
 
-def format_prompts(
-    tokenizer: Any,
-    instructions: Sequence[str],
-    fmt: str = "chat",
-    system: str | None = None,
-    fewshot: Sequence[tuple[str, str]] = (),
-    raw_template: str | None = None,
-) -> list[str]:
-    """:func:`format_prompt` over a list."""
-    return [
-        format_prompt(tokenizer, ins, fmt=fmt, system=system, fewshot=fewshot,
-                      raw_template=raw_template)
-        for ins in instructions
-    ]
-
-
 def stop_strings(fmt: str, extra: Sequence[str] = ()) -> list[str]:
     """Stop strings to use with a prompt format: `FEWSHOT_STOPS` for ``fewshot``,
     none for ``chat``/``raw`` (those end at EOS); ``extra`` is appended (deduplicated)."""

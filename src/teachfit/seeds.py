@@ -184,32 +184,41 @@ def load_seeds(
     return df
 
 
-# --------------------------------------------------------------------------- rules prepare_seeds, download_seedset
+# ------------------------------------------------------------- rules prepare_seeds, download_seedset
 
 
-def prepare_seeds(source: str | Path, name: str, entry: dict[str, Any],
-                  out_path: str | Path) -> pl.DataFrame:
+def prepare_seeds(source: str | Path, instructions: str | Path, entry: dict[str, Any],
+                  seedset: str) -> pl.DataFrame:
+    """Rule ``prepare_seeds``: seed file ``source`` -> instruction table ``instructions`` (Parquet).
 
+    ``entry`` is the validated ``seedsets.<seedset>`` entry (``instruction_field``,
+    ``input_field``, ``offset``, ``limit``); ``seedset`` names the set (it seeds every row's
+    stable ``id``). Columns: :data:`SEED_COLUMNS`; drops are counted and logged
+    (:func:`load_seeds`). Raises :class:`~teachfit.io.DataError` naming the file (and record) on
+    unreadable input, a missing instruction field or no usable instruction.
+    """
     df = load_seeds(
         source,
-        name,
-        instruction_field=entry.get("instruction_field", "instruction"),
-        input_field=entry.get("input_field", "input"),
-        limit=entry.get("limit"),
-        offset=entry.get("offset", 0),
+        seedset,
+        instruction_field=entry["instruction_field"],
+        input_field=entry["input_field"],
+        limit=entry["limit"],
+        offset=entry["offset"],
     )
-    log.info("seed set %s: %d instructions from %s", name, df.height, source)
-    write_parquet(df, out_path)
+    log.info("seed set %s: %d instructions from %s", seedset, df.height, source)
+    write_parquet(df, instructions)
     return df
 
 
-def download_seedset(entry: dict[str, Any], out_path: str | Path) -> pl.DataFrame:
-    """Fetch a hub data set (clusters with network) into a raw Parquet file."""
+def download_seedset(raw: str | Path, entry: dict[str, Any]) -> pl.DataFrame:
+    """Rule ``download_seedset``: the hub data set of a ``seedsets.<name>`` entry (``hf_dataset``,
+    ``hf_config``, ``hf_split``, ``hf_revision``) -> raw Parquet ``raw``, columns as on the hub.
+    Needs network (clusters); ``prepare_seeds`` turns the file into instructions."""
     from datasets import load_dataset
 
-    ds = load_dataset(entry["hf_dataset"], entry.get("hf_config"), split=entry.get("hf_split", "train"),
-                      revision=entry.get("hf_revision"))
+    ds = load_dataset(entry["hf_dataset"], entry["hf_config"], split=entry["hf_split"],
+                      revision=entry["hf_revision"])
     df = pl.from_arrow(ds.data.table)
     log.info("downloaded %s (%d rows)", entry["hf_dataset"], df.height)
-    write_parquet(df, out_path)
+    write_parquet(df, raw)
     return df

@@ -1,15 +1,19 @@
-"""Evaluation stage: lm-eval-harness on a model (optionally + LoRA adapter), offline.
+"""Evaluation: lm-eval-harness on a model (optionally + LoRA adapter), offline; the rules of
+``rules/eval.smk``.
 
-* :func:`evaluate_model` runs ``lm_eval.simple_evaluate`` with the HF backend and
-  writes ``results``, ``configs``, ``versions``, ``n-shot`` and ``higher_is_better``
-  to one declared JSON file (atomic; no timestamped names) and the per-sample
-  logs to a sibling JSONL.
+* :func:`evaluate_model` (rule) runs ``lm_eval.simple_evaluate`` with the HF backend on a base
+  or instruct model and writes ``results``, ``configs``, ``versions``, ``n-shot`` and
+  ``higher_is_better`` to one declared JSON file (atomic; no timestamped names), the per-sample
+  logs to a JSONL and the tidy table to Parquet.
+* :func:`evaluate_checkpoints` (rule) does the same for the checkpoints of one SFT run listed in
+  its ``checkpoints.json`` (all, the final one, or final + IFS-selected).
+* :func:`summarize_evals` (rule) concatenates every tidy table into one CSV.
 * :func:`tidy_results` turns such a JSON into one row per (model, task, metric),
   metric keys kept as lm-eval emits them (``prompt_level_strict_acc,none``).
-* :func:`evaluate_checkpoints` evaluates every checkpoint an SFT run listed in
-  ``checkpoints.json`` (the IFS-over-training curves).
 
-Custom tasks live in ``config/lm_eval_tasks/`` (``tf_ifeval``, ``tf_arith``); hub
+Settings: the ``eval`` config section (:class:`EvalSettings`; defaults in the config schema).
+
+Custom tasks live in ``teachfit/data/lm_eval_tasks/`` (``tf_ifeval``, ``tf_arith``); hub
 task names (``ifeval``, ``gsm8k``, ``mmlu`` ...) pass through unchanged but need
 the network for their data sets (set ``offline: false``).
 
@@ -31,16 +35,25 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, atomic_path, read_json, read_parquet, write_csv, write_json, write_parquet
+from teachfit.io import (
+    DataError,
+    atomic_dir,
+    atomic_path,
+    package_data,
+    read_json,
+    read_parquet,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from teachfit.settings import from_dict as settings_from_dict
-from teachfit.io import package_data
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,14 @@ TIDY_COLUMNS = ("task", "metric", "value", "stderr", "task_version", "higher_is_
                 "n_shot", "n_samples")
 
 
+CHECKPOINT_MODES = ("all", "final", "final_and_selected")
+# Fixed choices of every evaluation (no config sets them): few-shot examples as earlier chat turns
+# when a chat template is applied, lm-eval's default bootstrap for non-mean metrics' stderrs, and
+# bfloat16 weights on a GPU (float32 on CPU).
+FEWSHOT_AS_MULTITURN = True
+BOOTSTRAP_ITERS = 100000
+
+
 class EvalError(ValueError):
     """Bad evaluation settings or inputs; the message names the key, task or file."""
 
@@ -61,109 +82,78 @@ class EvalError(ValueError):
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    tasks: list[str] = field(
-        default_factory=lambda: ["tf_ifeval", "tf_arith"],
-        metadata={"help": "lm-eval task/group/tag names: custom tasks under include_path "
-                          "(tf_ifeval, tf_arith) or lm-eval's own (ifeval, gsm8k, mmlu ...; "
-                          "these need the network for their data)."},
-    )
-    include_path: str | None = field(
-        default=None,
-        metadata={"help": "Folder of custom task YAMLs; null = the repo's config/lm_eval_tasks. "
-                          "The workflow passes it explicitly."},
-    )
-    num_fewshot: int | None = field(
-        default=None,
-        metadata={"help": "Override the tasks' few-shot count (null = task default: tf_arith 5; "
-                          "tasks that set 0, like tf_ifeval, always stay 0)."},
-    )
-    batch_size: int = field(default=8, metadata={"help": "Generation batch size."})
-    limit: int | None = field(
-        default=None,
-        metadata={"help": "Evaluate only the first N examples per task. For testing only: "
-                          "scores with a limit are not comparable; paper configs never set it."},
-    )
-    max_gen_toks: int = field(
-        default=256, metadata={"help": "Max new tokens per generation (overrides the task YAML)."}
-    )
-    apply_chat_template: bool | str = field(
-        default="auto",
-        metadata={"help": "Wrap prompts in the tokenizer's chat template: true, false, or "
-                          "'auto' (= true when the tokenizer has a chat template).",
-                  "choices": [True, False, "auto"]},
-    )
-    fewshot_as_multiturn: bool = field(
-        default=True,
-        metadata={"help": "With a chat template, give few-shot examples as earlier chat turns."},
-    )
-    seed: int = field(
-        default=0, metadata={"help": "Seed for python/numpy/torch and the few-shot sampler."}
-    )
-    device: str = field(
-        default="auto", metadata={"help": "'auto' (cuda if available, else cpu), 'cpu', 'cuda', "
-                                          "'cuda:N'."}
-    )
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "Model dtype: 'auto' (float32 on cpu, bfloat16 on cuda), float32, "
-                          "bfloat16, float16.",
-                  "choices": ["auto", "float32", "bfloat16", "float16"]},
-    )
-    offline: bool = field(
-        default=True,
-        metadata={"help": "Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE during the run (no hub "
-                          "look-ups). Hub tasks need false."},
-    )
-    bootstrap_iters: int = field(
-        default=100000,
-        metadata={"help": "lm-eval bootstrap iterations for stderrs of non-mean metrics "
-                          "(0 = skip); mean metrics use the closed form."},
-    )
-    version: int = field(
-        default=1,
-        metadata={"help": "Bump when teachfit.evaluation.lm_eval's semantics change (reruns the stage)."},
-    )
+    """The ``eval`` config section, as the rules pass it (``config["eval"]``).
+
+    No defaults here: they live in the config schema (``teachfit.config.defaults("eval")``).
+    Unknown or missing keys raise :class:`EvalError`; ``__post_init__`` repeats the value checks
+    for library callers that bypass the schema.
+    """
+
+    tasks: list[str] = field(metadata={
+        "help": "lm-eval task/group/tag names: custom tasks under include_path (tf_ifeval, tf_arith) "
+                "or lm-eval's own (ifeval, gsm8k, mmlu ...; these need the network for their data)."})
+    include_path: str | None = field(metadata={
+        "help": "Folder of custom task YAMLs; null = the package's own (teachfit/data/lm_eval_tasks)."})
+    num_fewshot: int | None = field(metadata={
+        "help": "Override the tasks' few-shot count (null = task default: tf_arith 5; tasks that set 0, "
+                "like tf_ifeval, always stay 0)."})
+    batch_size: int = field(metadata={"help": "Generation batch size."})
+    limit: int | None = field(metadata={
+        "help": "Evaluate only the first N examples per task. For testing only: scores with a limit are "
+                "not comparable; paper configs never set it."})
+    max_gen_toks: int = field(metadata={"help": "Max new tokens per generation (overrides the task YAML)."})
+    apply_chat_template: bool | str = field(metadata={
+        "help": "Wrap prompts in the tokenizer's chat template: true, false, or 'auto' (= true when the "
+                "tokenizer has a chat template).", "choices": [True, False, "auto"]})
+    checkpoints: str = field(metadata={
+        "help": "Which SFT checkpoints evaluate_checkpoints evaluates.", "choices": list(CHECKPOINT_MODES)})
+    offline: bool = field(metadata={
+        "help": "Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE during the run (no hub look-ups). Hub tasks need false."})
+    seed: int = field(metadata={"help": "Seed for python/numpy/torch and the few-shot sampler."})
+    version: int = field(metadata={
+        "help": "Bump when teachfit.evaluation.lm_eval's semantics change (reruns the stage)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.tasks, str):
-            self.tasks = [self.tasks]
-        if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
-            raise EvalError(f"evaluate.tasks: need a non-empty list of task names, got {self.tasks!r}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise EvalError(f"evaluate.tasks: duplicate task names in {self.tasks}")
+        tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        if not tasks or not all(isinstance(t, str) and t for t in tasks):
+            raise EvalError(f"eval.tasks: need a non-empty list of task names, got {tasks!r}")
+        if len(set(tasks)) != len(tasks):
+            raise EvalError(f"eval.tasks: duplicate task names in {tasks}")
         for name in ("batch_size", "max_gen_toks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise EvalError(f"evaluate.{name}: must be a positive integer, got {value!r}")
+                raise EvalError(f"eval.{name}: must be a positive integer, got {value!r}")
         for name in ("num_fewshot", "limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < (0 if name == "num_fewshot" else 1)):
-                raise EvalError(f"evaluate.{name}: must be null or a "
+                raise EvalError(f"eval.{name}: must be null or a "
                                 f"{'non-negative' if name == 'num_fewshot' else 'positive'} "
                                 f"integer, got {value!r}")
         if self.apply_chat_template not in (True, False, "auto"):
-            raise EvalError("evaluate.apply_chat_template: must be true, false or 'auto', "
+            raise EvalError("eval.apply_chat_template: must be true, false or 'auto', "
                             f"got {self.apply_chat_template!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise EvalError(f"evaluate.dtype: {self.dtype!r} not one of auto, float32, "
-                            "bfloat16, float16")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise EvalError(f"evaluate.device: {self.device!r} not one of auto, cpu, cuda, cuda:N")
-        if self.bootstrap_iters < 0:
-            raise EvalError(f"evaluate.bootstrap_iters: must be >= 0, got {self.bootstrap_iters}")
+        if self.checkpoints not in CHECKPOINT_MODES:
+            raise EvalError(f"eval.checkpoints: {self.checkpoints!r} not one of {', '.join(CHECKPOINT_MODES)}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> EvalSettings:
-        return settings_from_dict(cls, d, "evaluate", error=EvalError,
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalSettings:
+        """From the ``eval`` section; unknown and missing keys raise :class:`EvalError`."""
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise EvalError(f"eval: missing key(s) {missing}; start from teachfit.config.defaults('eval')")
+        return settings_from_dict(cls, d, "eval", error=EvalError,
                                   unknown_label="unknown setting(s)", allowed_label="allowed")
 
     def tasks_dir(self) -> Path:
+        """The custom task folder (``include_path`` or the package's own), resolved; raises
+        :class:`EvalError` when it is not a folder."""
         path = Path(self.include_path) if self.include_path else DEFAULT_TASKS_DIR
         if not path.is_dir():
-            raise EvalError(f"evaluate.include_path: {path} is not a folder of lm-eval task YAMLs")
+            raise EvalError(f"eval.include_path: {path} is not a folder of lm-eval task YAMLs")
         return path.resolve()
 
 
@@ -325,16 +315,6 @@ def task_manager(tasks: list[str], tasks_dir: Path) -> Any:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"evaluate.device: {device!r} requested but CUDA is not available")
-    return device
-
-
 def _has_chat_template(model_dir: Path, peft_dir: Path | None) -> bool:
     from transformers import AutoTokenizer
 
@@ -355,24 +335,26 @@ def _json_default(o: Any) -> Any:
     return handle_non_serializable(o)
 
 
-def evaluate_model(
+def _lm_eval(
     model_dir: str | Path,
     out_json: str | Path,
     out_samples_jsonl: str | Path,
-    settings: Mapping[str, Any] | None = None,
-    peft_dir: str | Path | None = None,
-    label: Mapping[str, Any] | None = None,
-    threads: int | None = None,
+    cfg: EvalSettings,
+    peft_dir: str | Path | None,
+    label: Mapping[str, Any],
+    threads: int | None,
 ) -> dict[str, Any]:
-    """Evaluate ``model_dir`` (plus the LoRA adapter ``peft_dir``) with lm-eval.
+    """Evaluate ``model_dir`` (plus the LoRA adapter ``peft_dir``) with ``lm_eval.simple_evaluate``.
 
-    ``settings`` is the ``evaluate`` config dict (see :class:`EvalSettings`);
-    ``label`` (e.g. ``{"model": ..., "dataset": ..., "checkpoint": ...}``) is
-    stored in the JSON and becomes the leading columns of :func:`tidy_results`.
-    ``threads`` sets torch's CPU threads (Snakemake's ``threads``).
-    Returns the dict written to ``out_json``.
+    Writes the per-sample logs to ``out_samples_jsonl``, then (last: it marks a complete
+    evaluation) the JSON ``out_json``: lm-eval's ``results``, ``configs``, ``versions``,
+    ``n-shot``, ``higher_is_better`` ... plus a ``teachfit`` block (``label``, the settings,
+    device, dtype, apply_chat_template, seconds). ``label`` keys become the leading columns of
+    :func:`tidy_results`. ``threads`` sets torch's CPU threads. Device: a CUDA GPU when one is
+    visible (:func:`teachfit.models.default_device`), bfloat16 there, float32 on CPU. Raises
+    :class:`EvalError` for a folder that is not a model / adapter, unknown task names or label
+    keys that clash with result columns. Returns the dict written to ``out_json``.
     """
-    cfg = EvalSettings.from_dict(settings)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: not a model folder (no config.json)")
@@ -380,19 +362,20 @@ def evaluate_model(
     if peft_path is not None and not (peft_path / "adapter_config.json").is_file():
         raise EvalError(f"{peft_path}: not a PEFT adapter folder (no adapter_config.json)")
     tasks_dir = cfg.tasks_dir()
-    label = dict(label or {})
+    label = dict(label)
     clash = sorted(set(label) & set(TIDY_COLUMNS))
     if clash:
         raise EvalError(f"label keys {clash} clash with result columns {TIDY_COLUMNS}")
 
     import torch
 
+    from teachfit.models import default_device
+
     if threads:
         torch.set_num_threads(int(threads))
     ensure_punkt_tab()  # before lm-eval's IFEval module is imported anywhere
-    device = _resolve_device(cfg.device)
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda")
-                                                    else "float32")
+    device = default_device()
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
     chat = (_has_chat_template(model_dir, peft_path) if cfg.apply_chat_template == "auto"
             else bool(cfg.apply_chat_template))
     model_args: dict[str, Any] = {
@@ -420,10 +403,10 @@ def evaluate_model(
             batch_size=cfg.batch_size,
             device=device,
             limit=cfg.limit,
-            bootstrap_iters=cfg.bootstrap_iters,
+            bootstrap_iters=BOOTSTRAP_ITERS,
             log_samples=True,
             apply_chat_template=chat,
-            fewshot_as_multiturn=cfg.fewshot_as_multiturn and chat,
+            fewshot_as_multiturn=FEWSHOT_AS_MULTITURN and chat,
             gen_kwargs={"max_gen_toks": cfg.max_gen_toks},
             task_manager=manager,
             random_seed=cfg.seed,
@@ -438,7 +421,8 @@ def evaluate_model(
     payload["teachfit"] = {
         "label": label,
         "label_columns": list(label),  # the JSON is written with sorted keys
-        "settings": asdict(cfg),
+        "settings": {**asdict(cfg), "fewshot_as_multiturn": FEWSHOT_AS_MULTITURN,
+                     "bootstrap_iters": BOOTSTRAP_ITERS},
         "model_dir": str(model_dir),
         "peft_dir": str(peft_path) if peft_path else None,
         "tasks_dir": str(tasks_dir),
@@ -529,149 +513,104 @@ def tidy_results(json_path: str | Path, label: Mapping[str, Any] | None = None) 
     return df.select(*label_cols, *schema) if label_cols else df
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def read_checkpoints(sft_out_dir: str | Path) -> list[dict[str, Any]]:
-    """Validated entries of ``<sft_out_dir>/checkpoints.json`` (``path`` made absolute)."""
-    sft_out_dir = Path(sft_out_dir)
-    src = sft_out_dir / "checkpoints.json"
-    entries = read_json(src)
-    if not isinstance(entries, list):
-        raise DataError(f"{src}: expected a JSON list of {{step, examples_seen, path}}")
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "path" not in entry or "step" not in entry:
-            raise DataError(f"{src}[{i}]: needs keys 'step' and 'path', got {entry!r}")
-        path = sft_out_dir / entry["path"]
-        if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
-            raise DataError(f"{src}[{i}].path: {path} holds neither a PEFT adapter "
-                            "(adapter_config.json) nor a model (config.json)")
-        out.append({**entry, "path": path})
-    names = [e["path"].name for e in out]
-    if len(set(names)) != len(names):
-        raise DataError(f"{src}: checkpoint folder names are not unique: {names}")
-    return out
-
-
-def evaluate_checkpoints(
-    base_model_dir: str | Path,
-    sft_out_dir: str | Path,
-    out_dir: str | Path,
-    settings: Mapping[str, Any] | None = None,
-    label: Mapping[str, Any] | None = None,
-    include_base: bool = False,
-    threads: int | None = None,
-    steps: Collection[int] | None = None,
-) -> pl.DataFrame:
-    """Evaluate each checkpoint in ``<sft_out_dir>/checkpoints.json`` (and the base model).
-
-    A checkpoint folder with ``adapter_config.json`` is a LoRA adapter on
-    ``base_model_dir``; one with ``config.json`` is a full model. Writes
-    ``out_dir/<checkpoint-name>.json`` + ``.samples.jsonl`` (``base.json`` for
-    the base model) and returns the concatenated tidy table, with label columns
-    ``checkpoint``, ``step`` and ``examples_seen`` added. ``steps`` restricts the
-    run to those checkpoint steps (e.g. the IFS-selected ones); each must exist.
-    """
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    jobs: list[tuple[str, Path, Path | None, dict[str, Any]]] = []
-    if include_base:
-        jobs.append(("base", Path(base_model_dir), None,
-                     {"checkpoint": "base", "step": 0, "examples_seen": 0}))
-    entries = read_checkpoints(sft_out_dir)
-    if steps is not None:
-        missing = sorted(set(steps) - {e["step"] for e in entries})
-        if missing:
-            raise DataError(f"{Path(sft_out_dir) / 'checkpoints.json'}: no checkpoint for "
-                            f"step(s) {missing}; has {[e['step'] for e in entries]}")
-        entries = [e for e in entries if e["step"] in set(steps)]
-    for entry in entries:
-        path = entry["path"]
-        is_adapter = (path / "adapter_config.json").is_file()
-        jobs.append((path.name, Path(base_model_dir) if is_adapter else path,
-                     path if is_adapter else None,
-                     {"checkpoint": path.name, "step": entry["step"],
-                      "examples_seen": entry.get("examples_seen")}))
-    tables = []
-    for name, model, peft, extra in tqdm(jobs, desc="evaluate checkpoints", unit="ckpt"):
-        full_label = {**dict(label or {}), **extra}
-        out_json = out_dir / f"{name}.json"
-        evaluate_model(model, out_json, out_dir / f"{name}.samples.jsonl", settings,
-                       peft_dir=peft, label=full_label, threads=threads)
-        tables.append(tidy_results(out_json))
-    if not tables:
-        raise DataError(f"{Path(sft_out_dir) / 'checkpoints.json'}: no checkpoints to evaluate")
-    return pl.concat(tables, how="diagonal_relaxed")
-
-
 # --------------------------------------------------------------------------- rules evaluate_model, evaluate_checkpoints, summarize_evals
 
 
-def evaluate_model_stage(model_dir: str | Path, out_json: str | Path, out_samples: str | Path,
-                         out_tidy: str | Path, settings: dict[str, Any], model: str) -> pl.DataFrame:
+def evaluate_model(model_dir: str | Path, results: str | Path, samples: str | Path, tidy: str | Path,
+                   eval: Mapping[str, Any], model: str, threads: int | None = None) -> pl.DataFrame:
+    """lm-eval on a base or instruct model; rule ``evaluate_model``.
 
-    settings = {k: v for k, v in settings.items() if k != "checkpoints"}
+    ``model_dir``: a materialized model (``model`` its alias); ``eval``: the ``eval`` config
+    section (:class:`EvalSettings`). Writes ``results`` (lm-eval's JSON), ``samples`` (per-sample
+    JSONL) and ``tidy`` (Parquet, :func:`tidy_results`: one row per task and metric, label
+    columns ``model``, ``dataset``, ``generator``, ``selection`` (empty), ``base`` (= model),
+    ``checkpoint`` (``base``), ``step`` and ``examples_seen`` (0)) and returns the tidy table.
+    """
+    cfg = EvalSettings.from_dict(eval)
     label = {"model": model, "dataset": "", "generator": "", "selection": "", "base": model,
              "checkpoint": "base", "step": 0, "examples_seen": 0}
-    evaluate_model(model_dir, out_json, out_samples, settings, peft_dir=None, label=label)
-    tidy = tidy_results(out_json, label)
-    write_parquet(tidy, out_tidy)
-    return tidy
+    _lm_eval(model_dir, results, samples, cfg, peft_dir=None, label=label, threads=threads)
+    table = tidy_results(results, label)
+    write_parquet(table, tidy)
+    return table
 
 
-def checkpoints_to_evaluate(sft_dir: str | Path, mode: str,
-                            selected: list[str]) -> list[dict[str, Any]]:
+def _checkpoints_to_evaluate(sft_dir: str | Path, mode: str, selected: list[str]) -> list[dict[str, Any]]:
+    """The :func:`teachfit.training.sft.checkpoint_list` entries ``mode`` asks for: ``all``, the
+    ``final`` one, or ``final_and_selected`` (plus the steps in the IFS ``selected`` JSONs)."""
     from teachfit.training.sft import checkpoint_list
 
-    ckpts = sorted(checkpoint_list(sft_dir), key=lambda c: c["step"])
-    if not ckpts:
-        raise DataError(f"{sft_dir}: no checkpoints listed in checkpoints.json")
+    ckpts = checkpoint_list(sft_dir)
     if mode == "all":
         return ckpts
     keep = {ckpts[-1]["step"]}
     if mode == "final_and_selected":
+        if not selected:
+            raise EvalError("eval.checkpoints = final_and_selected needs the IFS-selected checkpoint "
+                            "(input 'selected'); turn the IFS study on or choose 'final' / 'all'")
         for path in selected:
-            keep.add(int(json.loads(Path(path).read_text())["step"]))
+            keep.add(int(read_json(path)["step"]))
+    missing = sorted(keep - {c["step"] for c in ckpts})
+    if missing:
+        raise DataError(f"{Path(sft_dir) / 'checkpoints.json'}: no checkpoint for step(s) {missing}; "
+                        f"has {[c['step'] for c in ckpts]}")
     return [c for c in ckpts if c["step"] in keep]
 
 
-def evaluate_run(sft_dir: str | Path, model_dir: str | Path, selected: list[str],
-                 out_dir: str | Path, out_tidy: str | Path, settings: dict[str, Any],
-                 run: dict[str, str]) -> pl.DataFrame:
-    """Evaluate the checkpoints of one SFT run (PEFT adapters via lm-eval's ``peft=``)."""
+def evaluate_checkpoints(sft_dir: str | Path, model_dir: str | Path, selected: list[str],
+                         eval_dir: str | Path, tidy: str | Path, eval: Mapping[str, Any],
+                         run: Mapping[str, str], threads: int | None = None) -> pl.DataFrame:
+    """lm-eval on the checkpoints of one SFT run; rule ``evaluate_checkpoints``.
 
-    mode = settings.get("checkpoints", "all")
-    lm_settings = {k: v for k, v in settings.items() if k != "checkpoints"}
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    ``sft_dir``: a :func:`teachfit.training.sft.train_sft` output on the base model
+    ``model_dir``; its ``checkpoints.json`` is read with
+    :func:`teachfit.training.sft.checkpoint_list`. Which checkpoints: ``eval["checkpoints"]``
+    (``all``, ``final``, or ``final_and_selected`` with the IFS ``selected`` JSONs, each
+    ``{"step": ...}``). A checkpoint with ``adapter_config.json`` is a LoRA adapter on
+    ``model_dir`` (lm-eval's ``peft=``, with the adapter's own tokenizer when it saved one);
+    one with ``config.json`` a full model. ``run`` = ``{dataset, generator, selection, base}``.
+
+    Writes ``eval_dir`` atomically (:func:`teachfit.io.atomic_dir`) with
+    ``checkpoint-<step>.json`` + ``.samples.jsonl`` per checkpoint, and ``tidy`` (Parquet, the
+    :func:`tidy_results` rows of every checkpoint; label columns ``model`` (= base),
+    ``dataset``, ``generator``, ``selection``, ``base``, ``checkpoint``, ``step``,
+    ``examples_seen``, ``is_final``, and ``selected`` in ``final_and_selected`` mode). Raises
+    :class:`DataError` for a malformed ``checkpoints.json`` or a selected step it lacks.
+    """
+    cfg = EvalSettings.from_dict(eval)
+    everything = _checkpoints_to_evaluate(sft_dir, "all", [])
+    final_step = everything[-1]["step"]
+    chosen = _checkpoints_to_evaluate(sft_dir, cfg.checkpoints, selected)
+    selected_steps = {int(read_json(p)["step"]) for p in selected}
     frames = []
-    final_step = max(c["step"] for c in checkpoints_to_evaluate(sft_dir, "all", []))
-    for ck in checkpoints_to_evaluate(sft_dir, mode, selected):
-        name = f"checkpoint-{ck['step']}"
-        label = {"model": run["base"], "dataset": run["dataset"], "generator": run["generator"],
-                 "selection": run["selection"], "base": run["base"], "checkpoint": name,
-                 "step": ck["step"], "examples_seen": ck.get("examples_seen", 0),
-                 "is_final": ck["step"] == final_step}
-        ck_path = Path(sft_dir) / ck["path"]
-        peft_dir = str(ck_path) if (ck_path / "adapter_config.json").exists() else None
-        eval_model = model_dir if peft_dir else ck_path
-        log.info("evaluating %s (%s)", name, "adapter" if peft_dir else "full model")
-        evaluate_model(eval_model, tmp / f"{name}.json", tmp / f"{name}.samples.jsonl",
-                       lm_settings, peft_dir=peft_dir, label=label)
-        frames.append(tidy_results(tmp / f"{name}.json", label))
-    tidy = pl.concat(frames, how="diagonal_relaxed")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    write_parquet(tidy, out_tidy)
-    return tidy
+    with atomic_dir(eval_dir) as tmp:
+        for ck in chosen:
+            name = f"checkpoint-{ck['step']}"
+            label = {"model": run["base"], "dataset": run["dataset"], "generator": run["generator"],
+                     "selection": run["selection"], "base": run["base"], "checkpoint": name,
+                     "step": ck["step"], "examples_seen": ck["examples_seen"],
+                     "is_final": ck["step"] == final_step}
+            if cfg.checkpoints == "final_and_selected":
+                label["selected"] = ck["step"] in selected_steps
+            ck_path = Path(ck["path"])
+            peft_dir = ck_path if (ck_path / "adapter_config.json").is_file() else None
+            log.info("evaluating %s (%s)", name, "adapter" if peft_dir else "full model")
+            _lm_eval(model_dir if peft_dir else ck_path, tmp / f"{name}.json", tmp / f"{name}.samples.jsonl",
+                     cfg, peft_dir=peft_dir, label=label, threads=threads)
+            frames.append(tidy_results(tmp / f"{name}.json", label))
+    table = pl.concat(frames, how="diagonal_relaxed")
+    write_parquet(table, tidy)
+    return table
 
 
-def summarize_evals(paths: list[str], out_csv: str | Path) -> pl.DataFrame:
-    frames = [read_parquet(p) for p in paths]
+def summarize_evals(runs: list[str], models: list[str], table: str | Path) -> pl.DataFrame:
+    """All tidy lm-eval tables in one CSV; rule ``summarize_evals``.
+
+    ``runs``: :func:`evaluate_checkpoints`' tidy tables, ``models``: :func:`evaluate_model`'s,
+    concatenated in that order (columns unioned; a column a table lacks is null). Writes
+    ``table`` (CSV).
+    """
+    frames = [read_parquet(p) for p in [*runs, *models]]
     df = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    write_csv(df, out_csv)
+    write_csv(df, table)
     return df

@@ -5,9 +5,8 @@ next-token probabilities of the label words ``"A"`` and ``"B"`` say which output
 prefers. The judge is injected, as in :mod:`teachfit.studies.ifs.objecqa`:
 ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any
 non-negative scores) of each label word as the next token after the prompt (the
-score_fn adds the leading space its tokenizer needs; e.g.
-``teachfit.judge.label_word_probs`` or
-``teachfit.openai_backend.OpenAIBackend.score_labels``).
+score_fn adds the leading space its tokenizer needs; the workflow's comes from
+:func:`teachfit.scoring.judge.label_scorer`).
 
 Position bias is controlled by judging every pair in both orders (model output as
 A, then as B) and averaging the probability that the model's output wins
@@ -15,7 +14,8 @@ A, then as B) and averaging the probability that the model's output wins
 one half) with its standard error; :func:`length_controlled_win_rate` is a
 simplified length-controlled win rate (see its docstring). Rates are fractions in
 [0, 1], not percentages. Lengths are counted in characters, as AlpacaEval does.
-Nothing here imports torch.
+Nothing here imports torch except the two rule functions, :func:`answer_winrate` (the
+student's answers) and :func:`judge_winrate` (the judge's verdicts and the summary).
 """
 
 from __future__ import annotations
@@ -267,44 +267,82 @@ def summarize(df: pl.DataFrame, l2: float = 1e-3) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rules answer_winrate, judge_winrate
 
 
-def answer_winrate(instructions_path: str | Path, model_dir: str | Path, sft_dir: str | Path,
-                   out_path: str | Path, max_new_tokens: int, batch_size: int) -> pl.DataFrame:
-    """Greedy answers of the final fine-tuned student (SFT chat template) to the win-rate set."""
+def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str | Path,
+                   answers: str | Path, max_new_tokens: int, backend: dict[str, Any], seed: int,
+                   threads: int | None = None) -> pl.DataFrame:
+    """Greedy answers of a run's final fine-tuned student to the win-rate instructions; rule
+    ``answer_winrate``.
+
+    ``instructions``: Parquet ``id``, ``instruction``; ``sft_dir``: a
+    :func:`teachfit.training.sft.train_sft` output on the base model ``model_dir``; ``backend``:
+    the base model's engine settings (:func:`teachfit.generation.engines.backend_settings`).
+    Prompts use the student's SFT chat template; answers stop at ``max_new_tokens`` tokens.
+
+    * ``transformers``: the final adapter (or fully fine-tuned model) is loaded with
+      :func:`teachfit.training.sft.load_for_inference` (LoRA weights not merged) and wrapped
+      with :meth:`TransformersBackend.from_loaded` (``batch_size``, ``dtype``, ``device`` from
+      ``backend``);
+    * ``vllm``: only a fully fine-tuned model (``sft.method: full``), served from its folder;
+    * a LoRA adapter with a ``vllm`` entry, or an ``openai`` entry, raises ``ValueError``.
+
+    Writes ``answers`` (Parquet ``id``, ``instruction``, ``response``).
+    """
     from teachfit.generation.base import SamplingConfig
+    from teachfit.generation.engines import BackendConfig
     from teachfit.generation.hf import TransformersBackend
     from teachfit.prompts import format_prompt
-    from teachfit.training.sft import load_for_inference
+    from teachfit.training.sft import final_model_dir, load_for_inference
 
-    df = read_parquet(instructions_path, required=["id", "instruction"])
-    model, tok = load_for_inference(sft_dir, model_dir)
-    backend = TransformersBackend.from_loaded(model, tok, batch_size=batch_size)
-    prompts = [format_prompt(tok, t, fmt="chat") for t in df["instruction"].to_list()]
-    outs = backend.generate(prompts, SamplingConfig(max_new_tokens=max_new_tokens), desc="win-rate answers")
+    cfg = BackendConfig.from_dict(backend)
+    final = final_model_dir(sft_dir)
+    is_adapter = (final / "adapter_config.json").is_file()
+    df = read_parquet(instructions, required=["id", "instruction"])
+    if cfg.backend == "transformers":
+        model, tokenizer = load_for_inference(sft_dir, model_dir, dtype=cfg.dtype or "float32",
+                                              device=cfg.device)
+        engine = TransformersBackend.from_loaded(model, tokenizer, batch_size=cfg.batch_size,
+                                                 max_length=cfg.max_length, threads=threads)
+    elif cfg.backend == "vllm" and not is_adapter:
+        engine = cfg.build(final, threads=threads, seed=seed)
+    else:
+        raise ValueError(
+            f"answer_winrate: {final} is a {'LoRA adapter' if is_adapter else 'fine-tuned model'} of "
+            f"{model_dir}, whose model entry sets backend {cfg.backend!r}; students are answered with "
+            "'transformers' (LoRA adapters or full models) or 'vllm' (full fine-tuning only)")
+    prompts = [format_prompt(engine.tokenizer, t, fmt="chat") for t in df["instruction"].to_list()]
+    outs = engine.generate(prompts, SamplingConfig(max_new_tokens=max_new_tokens), desc="win-rate answers")
     out = df.select("id", "instruction").with_columns(pl.Series("response", [o[0].text for o in outs]))
-    write_parquet(out, out_path)
+    write_parquet(out, answers)
     return out
 
 
-def judge_winrate(answers_path: str | Path, reference_path: str | Path, judge_dir: str | Path,
-                  summary_path: str | Path, judged_path: str | Path, seed: int,
-                  batch_size: int) -> dict[str, Any]:
-    """AlpacaEval-style pairwise judgement in both orders; raw and length-controlled win rate."""
-    from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.judge import label_word_probs
+def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | Path,
+                  summary: str | Path, judged: str | Path, seed: int, backend: dict[str, Any],
+                  threads: int | None = None) -> dict[str, Any]:
+    """AlpacaEval-style pairwise judgement of a student's answers against reference outputs;
+    rule ``judge_winrate``.
 
-    ans = read_parquet(answers_path, required=["id", "instruction", "response"])
-    ref = read_parquet(reference_path, required=["id", "response"]).select(
+    ``answers``: :func:`answer_winrate`'s Parquet; ``reference``: the reference generator's
+    responses (Parquet ``id``, ``response``), joined on ``id`` (instructions without a reference
+    are dropped with a warning). The judge (``judge_dir``, engine settings ``backend``) scores
+    every pair in both orders through :func:`teachfit.scoring.judge.label_scorer`
+    (:func:`judge_pairs`, order shuffled with ``seed``). Writes ``judged`` (Parquet, one row per
+    pair) and ``summary`` (JSON, :func:`summarize`: raw and length-controlled win rate,
+    fractions in [0, 1]) and returns the summary.
+    """
+    from teachfit.scoring.judge import label_scorer
+
+    ans = read_parquet(answers, required=["id", "instruction", "response"])
+    ref = read_parquet(reference, required=["id", "response"]).select(
         "id", pl.col("response").alias("reference"))
     df = ans.join(ref, on="id", how="inner")
     if df.height < ans.height:
         log.warning("win rate: %d of %d instructions have no reference output", ans.height - df.height,
                     ans.height)
-    tok = load_tokenizer(judge_dir, padding_side="left")
-    model = load_causal_lm(judge_dir)
-    judged = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
-                         lambda prompts, words: label_word_probs(model, tok, prompts, list(words), batch_size),
-                         seed=seed, ids=df["id"].to_list())
-    summary = summarize(judged)
-    write_parquet(judged, judged_path)
-    write_json(summary, summary_path)
-    return summary
+    score_fn = label_scorer(judge_dir, backend, backend["batch_size"], threads)
+    table = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
+                        score_fn, seed=seed, ids=df["id"].to_list())
+    result = summarize(table)
+    write_parquet(table, judged)
+    write_json(result, summary)
+    return result

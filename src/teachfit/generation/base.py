@@ -1,36 +1,27 @@
-"""Text generation backends and a sharded, resumable generation driver.
+"""The generation protocol every backend implements, its settings and the helpers they share.
 
-Two backends share one interface (:class:`Backend`): prompts are already
-formatted strings (see :mod:`teachfit.prompts`), the answer is one list of ``n``
-:class:`Completion` per prompt, in input order.
+Nothing here imports another ``teachfit.generation`` module (no import cycles): the backends
+(:mod:`~teachfit.generation.hf` transformers, :mod:`~teachfit.generation.vllm` vLLM,
+:mod:`~teachfit.generation.openai` OpenAI-compatible endpoints) import this module, and
+:mod:`~teachfit.generation.engines` builds them (lazily) from one :class:`BackendConfig`.
 
-* :class:`TransformersBackend` – CPU/GPU, plain ``transformers``. Its decoding
-  loop is written here rather than delegated to ``model.generate`` so that it can
-  (a) drop rows from the batch (and from the KV cache) as soon as they hit EOS or
-  a stop string, (b) seed every sampled row from its own prompt, so sampled
-  outputs do not depend on which other prompts share the batch, and (c) report
-  the top-1 log-probability of the model's raw distribution at every step.
-  Greedy decoding reproduces ``model.generate(do_sample=False)`` token for token
-  (tested).
-* :class:`VLLMBackend` – ``vllm.LLM`` on CUDA; same sampling semantics mapped onto
-  ``vllm.SamplingParams``.
+A backend takes already formatted prompt strings (see :mod:`teachfit.prompts`) and returns one
+list of ``sampling.n`` :class:`Completion` per prompt, in input order.
 
-:func:`generate_to_parquet` runs a backend over a list of records in shards that
-are written atomically and reused on restart (a preempted job resumes), then
-writes one row per (record, sample index).
-
-Sampling semantics (both backends):
+Sampling semantics (every backend):
 
 * ``temperature == 0`` is greedy decoding; ``n > 1`` then is an error (``n``
   identical copies would silently fake diversity).
 * sampling = softmax(logits / temperature) restricted to the top-p nucleus; no
   top-k, no repetition penalty (the model's ``generation_config`` is ignored, so
   results do not depend on defaults shipped with a checkpoint).
+* each sampled row is seeded from the run seed and its own prompt (:func:`row_seed`), so a
+  prompt's samples do not depend on which other prompts share its batch.
 * a completion ends at an EOS token (``finish_reason="stop"``, EOS not returned),
   at the first stop string (text cut before it, ``"stop"``), or after
   ``max_new_tokens`` tokens (``"length"``).
 * ``top1_logprobs[i]`` = max over the vocabulary of log softmax(raw logits) at
-  generated position ``i`` (temperature/top-p not applied); for greedy decoding
+  generated position ``i`` (nats; temperature/top-p not applied); for greedy decoding
   this is the chosen token's log-probability.
 """
 
@@ -58,15 +49,26 @@ GENERATION_VERSION = 1  # bump when the semantics of generated rows change
 
 @dataclass
 class SamplingConfig:
-    """How to decode. ``temperature == 0`` means greedy."""
+    """How to decode one batch of prompts (``temperature == 0`` means greedy).
 
+    ``max_new_tokens`` has no default: every caller has a configured value for it
+    (``generators.<name>.max_new_tokens``, ``evolver.max_new_tokens``, ``ifs.prompts.max_new_tokens``,
+    ...). The other fields default to "off" (greedy, no nucleus, one completion, no stop strings,
+    no log-probabilities): the decoder's neutral values, which callers that decode greedily by
+    design (win-rate and IFS answers) rely on. Rule ``generate_responses`` passes every
+    sampling key of the validated generator entry, so the schema's generator defaults are the
+    ones a run uses. Raises ``ValueError`` naming the field on a bad value.
+    """
+
+    max_new_tokens: int = field(metadata={"help": "Maximum generated tokens per completion."})
     temperature: float = field(default=0.0, metadata={"help": "Softmax temperature; 0 = greedy decoding."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 = off."})
     n: int = field(default=1, metadata={"help": "Completions per prompt (needs temperature > 0 when > 1)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Maximum generated tokens per completion."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed; each prompt derives its own stream from it."})
-    stop: list[str] = field(default_factory=list, metadata={"help": "Stop strings; the text is cut before the first one."})
-    logprobs: bool = field(default=False, metadata={"help": "Return the top-1 log-probability at each generated position."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed; each prompt derives its own stream."})
+    stop: list[str] = field(default_factory=list,
+                            metadata={"help": "Stop strings; the text is cut before the first one."})
+    logprobs: bool = field(default=False,
+                           metadata={"help": "Return the top-1 log-probability at each generated position."})
 
     def __post_init__(self) -> None:
         self.temperature = float(self.temperature)
@@ -192,17 +194,3 @@ def model_fingerprint(model_dir: Path) -> str:
         except (OSError, json.JSONDecodeError):
             pass
     return str(model_dir.resolve())
-
-
-# --------------------------------------------------------------------------- transformers
-
-
-# --------------------------------------------------------------------------- vLLM
-
-
-# --------------------------------------------------------------------------- factory
-
-
-# --------------------------------------------------------------------------- driver
-
-

@@ -1,4 +1,14 @@
-"""Generation with plain ``transformers`` (CPU or GPU).
+"""Generation with plain ``transformers`` (CPU or GPU): :class:`TransformersBackend`.
+
+Why a decoding loop of our own instead of ``model.generate``: ``generate`` samples every row
+of a batch from one global torch generator (``torch.manual_seed`` / one ``generator``), so a
+sampled completion depends on which other prompts share its batch, on their order and on the
+batch size. Here each sampled row draws from its own ``torch.Generator`` seeded by
+:func:`~teachfit.generation.base.row_seed` (run seed + the prompt's token ids + sample index),
+so a prompt's samples are reproducible whatever the batch composition (tested:
+``test_sampled_rows_do_not_depend_on_batch_composition``). The loop also drops finished rows
+from the batch and the KV cache, and reports the raw top-1 log-probability at every step.
+Greedy decoding reproduces ``model.generate(do_sample=False)`` token for token (tested).
 """
 
 from __future__ import annotations
@@ -20,13 +30,16 @@ from teachfit.generation.base import (
 log = logging.getLogger(__name__)
 
 
-
 class TransformersBackend:
     """Batched generation with ``transformers`` (left padding, length-sorted batches).
 
     ``batch_size`` counts sequences (rows): with ``n`` samples per prompt a batch
     holds ``max(1, batch_size // n)`` prompts. Prompts longer than
     ``max_length - max_new_tokens`` tokens are cut from the left (with a warning).
+    ``dtype`` is the compute dtype (float32 unless asked otherwise, as every transformers
+    job of the workflow); ``device`` defaults to :func:`teachfit.models.default_device`.
+    Raises ``FileNotFoundError`` when ``model_dir`` has no ``config.json``.
+    See the module docstring for why the decoding loop is our own.
     """
 
     name = "transformers"
@@ -34,7 +47,7 @@ class TransformersBackend:
     def __init__(
         self,
         model_dir: str | Path,
-        batch_size: int = 16,
+        batch_size: int,
         dtype: str = "float32",
         device: str | None = None,
         max_length: int | None = None,
@@ -60,7 +73,7 @@ class TransformersBackend:
         cls,
         model: Any,
         tokenizer: Any,
-        batch_size: int = 16,
+        batch_size: int,
         max_length: int | None = None,
         threads: int | None = None,
     ) -> TransformersBackend:
@@ -99,6 +112,7 @@ class TransformersBackend:
     def generate(
         self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate"
     ) -> list[list[Completion]]:
+        """One list of ``sampling.n`` completions per prompt, in input order."""
         import torch
         from tqdm.auto import tqdm
 

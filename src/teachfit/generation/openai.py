@@ -1,9 +1,12 @@
-"""Generation through an OpenAI-compatible ``/chat/completions`` HTTP API.
+"""Generation through an OpenAI-compatible ``/chat/completions`` endpoint, with the official
+``openai`` SDK (``OpenAI(...).chat.completions.create``).
 
-:class:`OpenAIBackend` implements the :class:`teachfit.generation.Backend` protocol
+:class:`OpenAIBackend` implements the :class:`teachfit.generation.base.Backend` protocol
 for hosted models (OpenAI, or any server that speaks the same API: vLLM's
-``vllm serve``, TGI, llama.cpp's server, ...). It uses only the standard library
-(``urllib.request``, ``json``, ``concurrent.futures``).
+``vllm serve``, TGI, llama.cpp's server, ...). Retries, backoff and timeouts are the SDK's:
+a request that fails with HTTP 408, 409, 429 or 5xx, a timeout or a dropped connection is
+retried ``max_retries`` times with exponential backoff (honouring ``Retry-After`` /
+``retry-after-ms`` up to two minutes); any other HTTP error fails at once.
 
 Semantics, compared with the local backends:
 
@@ -17,7 +20,7 @@ Semantics, compared with the local backends:
   prompt has its own stream, as with the local backends. Hosted APIs treat the
   seed as best effort: sampled outputs need not be reproducible.
 * ``sampling.logprobs`` sends ``logprobs=true, top_logprobs=1``;
-  ``top1_logprobs[i]`` is the largest log-probability the server reports at
+  ``top1_logprobs[i]`` (nats) is the largest log-probability the server reports at
   position ``i`` (its top-1 alternative or the sampled token). Whether that is the
   raw or the temperature-scaled distribution is the server's choice.
 * The API returns text, not token ids. ``Completion.token_ids`` therefore holds
@@ -31,46 +34,35 @@ Semantics, compared with the local backends:
   case a server ignores them.
 
 The API key is read from the environment variable ``api_key_env`` each time
-:meth:`OpenAIBackend.generate` is called; it is never stored on the object, never
-logged, and removed from every error message. Requests that fail with HTTP 429,
-HTTP 5xx, a timeout or a dropped connection are retried ``max_retries`` times with
-exponential backoff (honouring ``Retry-After``); other HTTP errors fail at once
-with the status, the model and the server's message.
+:meth:`OpenAIBackend.generate` or :meth:`OpenAIBackend.score_labels` is called and handed to
+a client that lives for that call only; it is never stored on the backend, never logged, and
+removed from every error message (:class:`APIError`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 import re
-import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from teachfit.generation.base import Completion, SamplingConfig, truncate_at_stop
 from teachfit.io import content_id
-from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_ID = -1  # placeholder token id: the API returns text, not ids
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
-RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx
-MAX_BACKOFF_S = 60.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _FINISH = {"stop": "stop", "eos_token": "stop", "eos": "stop", "length": "length"}
+_NO_KEY = "teachfit-no-key"  # the SDK wants some key; the Authorization header is then omitted
 
 
 class APIError(RuntimeError):
-    """A request to the API failed; ``status`` is the HTTP status (None: no response)."""
+    """A request to the API failed; ``status`` is the last HTTP status (None: no response)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -93,8 +85,10 @@ class OpenAIBackend:
     (``https://api.openai.com/v1``, ``http://127.0.0.1:8000/v1``); requests go to
     ``{api_base}/chat/completions``. ``api_key_env`` names the environment variable
     that holds the key; ``None`` sends no ``Authorization`` header (a local server
-    without auth). Up to ``max_concurrency`` requests run at once (one per prompt,
-    each asking for ``n`` choices).
+    without auth). ``max_retries`` and ``timeout_s`` go to the SDK client (model entry
+    keys ``api_max_retries`` / ``api_timeout_s``). Up to ``max_concurrency`` requests run at
+    once (one per prompt, each asking for ``n`` choices). Raises ``ValueError`` naming the
+    argument on a bad value (without echoing a key pasted as ``api_key_env``).
     """
 
     name = "openai"
@@ -103,15 +97,15 @@ class OpenAIBackend:
         self,
         api_base: str,
         api_model: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
+        api_key_env: str | None,
+        max_retries: int,
+        timeout_s: float,
         max_concurrency: int = 4,
-        timeout_s: float = 60,
-        max_retries: int = 3,
-        backoff_s: float = 1.0,
         max_tokens_field: str = "max_tokens",
     ) -> None:
         if not isinstance(api_base, str) or not re.match(r"^https?://[^/\s]+", api_base):
-            raise ValueError(f"api_base must be an http(s) URL such as https://api.openai.com/v1, got {api_base!r}")
+            raise ValueError(
+                f"api_base must be an http(s) URL such as https://api.openai.com/v1, got {api_base!r}")
         if not isinstance(api_model, str) or not api_model.strip():
             raise ValueError("api_model must be a non-empty model name")
         if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env)):
@@ -126,24 +120,20 @@ class OpenAIBackend:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-        if not backoff_s >= 0:
-            raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
         if max_tokens_field not in MAX_TOKENS_FIELDS:
-            raise ValueError(f"max_tokens_field {max_tokens_field!r} is not known; allowed: {', '.join(MAX_TOKENS_FIELDS)}")
+            raise ValueError(f"max_tokens_field {max_tokens_field!r} is not known; "
+                             f"allowed: {', '.join(MAX_TOKENS_FIELDS)}")
         self.api_base = api_base.rstrip("/")
         self.api_model = api_model
         self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
         self.timeout_s = float(timeout_s)
         self.max_retries = max_retries
-        self.backoff_s = float(backoff_s)
         self.max_tokens_field = max_tokens_field
         self.url = f"{self.api_base}/chat/completions"
         self.tokenizer = None
         # identity for shard keys / provenance; never the key or its variable
         self.info = {"backend": self.name, "api_base": self.api_base, "api_model": self.api_model}
-        self._rng = random.Random()  # backoff jitter only; never affects outputs
-        self._rng_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(api_base={self.api_base!r}, api_model={self.api_model!r}, "
@@ -162,64 +152,33 @@ class OpenAIBackend:
             )
         return key
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        with self._rng_lock:
-            jitter = 1.0 + 0.25 * self._rng.random()
-        delay = self.backoff_s * (2 ** attempt) * jitter
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:  # an HTTP date; fall back to our own schedule
-                pass
-        return min(delay, MAX_BACKOFF_S)
+    def _client(self, key: str | None) -> Any:
+        """An SDK client for one call of :meth:`generate` / :meth:`score_labels` (closed after it)."""
+        from openai import OpenAI
 
-    def _post(self, payload: dict[str, Any], key: str | None, what: str) -> dict[str, Any]:
-        """POST ``payload`` with retries; the decoded JSON answer."""
-        data = json.dumps(payload).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "teachfit"}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
-            try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    body = resp.read()
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-                try:
-                    detail = exc.read().decode("utf-8", "replace")[:500]
-                except Exception:  # noqa: BLE001 - the body is only used for the message
-                    detail = ""
-                detail = _redact(detail, key)
-                retryable = status in RETRY_STATUS or 500 <= status < 600
-                if not retryable:
-                    raise APIError(
-                        f"{self.url} answered HTTP {status} for model {self.api_model!r} ({what}): {detail}",
-                        status,
-                    ) from None
-                last = f"HTTP {status}: {detail}"
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = _redact(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}", key)
-            else:
-                try:
-                    return json.loads(body)
-                except json.JSONDecodeError:
-                    raise APIError(
-                        f"{self.url} returned a response that is not JSON for model {self.api_model!r} "
-                        f"({what}): {_redact(body[:200].decode('utf-8', 'replace'), key)!r}"
-                    ) from None
-            if attempt < self.max_retries:
-                delay = self._delay(attempt, retry_after)
-                log.warning("%s: %s (%s); retry %d/%d in %.1fs", self.api_model, last, what,
-                            attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
-        raise APIError(
-            f"{self.url} failed for model {self.api_model!r} ({what}) after {self.max_retries + 1} "
-            f"attempt(s); last error: {last}"
-        )
+        return OpenAI(base_url=self.api_base, api_key=key or _NO_KEY, max_retries=self.max_retries,
+                      timeout=self.timeout_s)
+
+    def _create(self, client: Any, payload: dict[str, Any], key: str | None, what: str) -> Any:
+        """``client.chat.completions.create(**payload)``; SDK errors become :class:`APIError`
+        (status, model and the server's message, the key removed)."""
+        import openai
+
+        extra: dict[str, Any] = {}
+        if key is None:  # a server without authentication: send no Authorization header
+            extra["extra_headers"] = {"Authorization": openai.Omit()}
+        try:
+            return client.chat.completions.create(**payload, **extra)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            retryable = status in (408, 409, 429) or status >= 500
+            tries = f" after {self.max_retries + 1} attempt(s)" if retryable else ""
+            raise APIError(_redact(f"{self.url} answered HTTP {status}{tries} for model {self.api_model!r} "
+                                   f"({what}): {exc.message}", key), status) from None
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            raise APIError(_redact(f"{self.url} failed for model {self.api_model!r} ({what}) after "
+                                   f"{self.max_retries + 1} attempt(s); last error: {type(exc).__name__}: "
+                                   f"{exc}", key)) from None
 
     def _map(self, fn: Any, items: list[Any], desc: str) -> list[Any]:
         """``fn(i, item)`` for every item, ``max_concurrency`` at a time, results in input order."""
@@ -240,7 +199,7 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ generation
 
     def request_payload(self, prompt: str, sampling: SamplingConfig) -> dict[str, Any]:
-        """The JSON body sent for one prompt."""
+        """The keyword arguments of ``chat.completions.create`` (= the JSON body) for one prompt."""
         payload: dict[str, Any] = {
             "model": self.api_model,
             "messages": [{"role": "user", "content": prompt}],
@@ -257,36 +216,37 @@ class OpenAIBackend:
             payload["top_logprobs"] = 1
         return payload
 
-    def _completions(self, i: int, answer: dict[str, Any], sampling: SamplingConfig) -> list[Completion]:
+    def _completions(self, i: int, answer: Any, sampling: SamplingConfig) -> list[Completion]:
         where = f"prompt {i}, model {self.api_model!r}"
-        choices = answer.get("choices")
+        choices = getattr(answer, "choices", None)
         if not isinstance(choices, list):
-            err = answer.get("error")
-            raise APIError(f"{self.url}: answer without 'choices' for {where}: {str(err or answer)[:300]}")
+            raise APIError(f"{self.url}: answer without 'choices' for {where}: {str(answer)[:300]}")
         if len(choices) != sampling.n:
-            raise APIError(f"{self.url} returned {len(choices)} choice(s) for {where}; expected n={sampling.n} "
-                           "(does the server support n > 1?)")
-        choices = sorted(choices, key=lambda c: c.get("index", 0))
-        usage = answer.get("usage") or {}
+            raise APIError(f"{self.url} returned {len(choices)} choice(s) for {where}; "
+                           f"expected n={sampling.n} (does the server support n > 1?)")
+        choices = sorted(choices, key=lambda c: c.index or 0)
+        usage = getattr(answer, "usage", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
         out = []
         for c in choices:
-            reason = c.get("finish_reason")
+            reason = c.finish_reason
             if reason not in _FINISH:
                 raise APIError(f"{self.url} finished {where} with reason {reason!r}; "
                                f"only {sorted(_FINISH)} are accepted")
-            text = (c.get("message") or {}).get("content") or ""
+            text = (c.message.content if c.message is not None else None) or ""
             text, cut = truncate_at_stop(text, sampling.stop)
             finish = "stop" if cut else _FINISH[reason]
             top1: list[float] | None = None
             if sampling.logprobs:
-                content = (c.get("logprobs") or {}).get("content")
+                content = getattr(c.logprobs, "content", None)
                 if not isinstance(content, list):
-                    raise APIError(f"{self.url} returned no logprobs for {where} although logprobs were requested")
-                top1 = [max([float(pos["logprob"])] + [float(t["logprob"]) for t in pos.get("top_logprobs") or []])
+                    raise APIError(f"{self.url} returned no logprobs for {where} "
+                                   "although logprobs were requested")
+                top1 = [max([float(pos.logprob)] + [float(t.logprob) for t in pos.top_logprobs or []])
                         for pos in content]
                 n_tokens: int | None = len(content)
-            elif sampling.n == 1 and isinstance(usage.get("completion_tokens"), int):
-                n_tokens = usage["completion_tokens"]
+            elif sampling.n == 1 and isinstance(completion_tokens, int):
+                n_tokens = completion_tokens
             else:
                 n_tokens = None
             out.append(Completion(text=text, token_ids=[API_TOKEN_ID] * (n_tokens or 0),
@@ -296,7 +256,10 @@ class OpenAIBackend:
     def generate(
         self, prompts: list[str], sampling: SamplingConfig, desc: str = "generate"
     ) -> list[list[Completion]]:
-        """One list of ``sampling.n`` completions per prompt, in input order."""
+        """One list of ``sampling.n`` completions per prompt, in input order.
+
+        Raises :class:`APIError` (HTTP status, model, the server's message) when a request
+        fails for good, and ``RuntimeError`` when the key's environment variable is unset."""
         if not prompts:
             return []
         for i, p in enumerate(prompts):
@@ -305,24 +268,24 @@ class OpenAIBackend:
         key = self._api_key()
         log.info("%s: %d prompts to %s (model %s, %d at a time)", desc, len(prompts), self.url,
                  self.api_model, self.max_concurrency)
+        with self._client(key) as client:
+            def one(i: int, prompt: str) -> list[Completion]:
+                answer = self._create(client, self.request_payload(prompt, sampling), key, f"prompt {i}")
+                return self._completions(i, answer, sampling)
 
-        def one(i: int, prompt: str) -> list[Completion]:
-            answer = self._post(self.request_payload(prompt, sampling), key, f"prompt {i}")
-            return self._completions(i, answer, sampling)
-
-        return self._map(one, list(prompts), desc)
+            return self._map(one, list(prompts), desc)
 
     # ------------------------------------------------------------------ judging
 
     def score_labels(self, prompts: list[str], label_words: list[str], top_logprobs: int = 20) -> np.ndarray:
-        """Probability of each label word as the first answer token: array (n, len(label_words)).
+        """Probability of each label word as the first answer token: array ``(n, len(label_words))``.
 
-        A ``score_fn`` for :func:`teachfit.winrate.judge_pairs` and
-        :func:`teachfit.objecqa.judge_objectivity`. Each prompt is sent with
-        ``temperature=0, max_tokens=1, logprobs=true, top_logprobs=top_logprobs``;
-        the score of a word is the summed probability of the top alternatives at the
-        first position whose text equals the word after stripping whitespace (``"A"``
-        and ``" A"`` both count). A word outside the returned top list scores 0.
+        The endpoint branch of :func:`teachfit.scoring.judge.label_scorer` (win-rate pairs,
+        ObjecQA objectivity). Each prompt is sent with ``temperature=0, max_tokens=1,
+        logprobs=true, top_logprobs=top_logprobs``; the score of a word is the summed
+        probability (``exp`` of the reported log-probabilities) of the top alternatives at the
+        first position whose text equals the word after stripping whitespace (``"A"`` and
+        ``" A"`` both count). A word outside the returned top list scores 0.
         """
         label_words = [str(w).strip() for w in label_words]
         if len(set(label_words)) != len(label_words) or not all(label_words):
@@ -333,62 +296,28 @@ class OpenAIBackend:
             return np.zeros((0, len(label_words)))
         key = self._api_key()
 
-        def one(i: int, prompt: str) -> list[float]:
-            payload = {
-                "model": self.api_model,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.0,
-                self.max_tokens_field: 1,
-                "logprobs": True,
-                "top_logprobs": top_logprobs,
-            }
-            answer = self._post(payload, key, f"judge prompt {i}")
-            try:
-                first = answer["choices"][0]["logprobs"]["content"][0]
-            except (KeyError, IndexError, TypeError):
-                raise APIError(f"{self.url} returned no logprobs for judge prompt {i} "
-                               f"(model {self.api_model!r})") from None
-            alts = list(first.get("top_logprobs") or [])
-            if not alts:
-                alts = [first]
-            row = [0.0] * len(label_words)
-            for alt in alts:
-                tok = str(alt.get("token", "")).strip()
-                if tok in label_words:
-                    row[label_words.index(tok)] += float(np.exp(float(alt["logprob"])))
-            return row
+        with self._client(key) as client:
+            def one(i: int, prompt: str) -> list[float]:
+                payload = {
+                    "model": self.api_model,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "temperature": 0.0,
+                    self.max_tokens_field: 1,
+                    "logprobs": True,
+                    "top_logprobs": top_logprobs,
+                }
+                answer = self._create(client, payload, key, f"judge prompt {i}")
+                try:
+                    first = answer.choices[0].logprobs.content[0]
+                except (AttributeError, IndexError, TypeError):
+                    raise APIError(f"{self.url} returned no logprobs for judge prompt {i} "
+                                   f"(model {self.api_model!r})") from None
+                alts = list(first.top_logprobs or []) or [first]
+                row = [0.0] * len(label_words)
+                for alt in alts:
+                    tok = str(alt.token or "").strip()
+                    if tok in label_words:
+                        row[label_words.index(tok)] += float(np.exp(float(alt.logprob)))
+                return row
 
-        return np.asarray(self._map(one, list(prompts), "judge"), dtype=np.float64)
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass
-class OpenAIConfig:
-    """Settings of :class:`OpenAIBackend` (``backend: openai`` config block)."""
-
-    api_base: str = field(default="", metadata={"help": "API URL incl. version prefix, e.g. https://api.openai.com/v1."})
-    api_model: str = field(default="", metadata={"help": "Model name sent in each request."})
-    api_key_env: str | None = field(default="OPENAI_API_KEY", metadata={"help": "Name of the env var holding the key; null = no auth."})
-    max_concurrency: int = field(default=4, metadata={"help": "Requests in flight at once."})
-    timeout_s: float = field(default=60.0, metadata={"help": "Per-request timeout in seconds."})
-    max_retries: int = field(default=3, metadata={"help": "Retries on HTTP 429/5xx, timeouts and dropped connections."})
-    backoff_s: float = field(default=1.0, metadata={"help": "First retry delay; doubles each retry (cap 60 s)."})
-    max_tokens_field: str = field(default="max_tokens", metadata={"help": "Request field for max_new_tokens.", "choices": MAX_TOKENS_FIELDS})
-
-    def __post_init__(self) -> None:
-        if not self.api_base:
-            raise ValueError("openai backend: api_base is required (e.g. https://api.openai.com/v1)")
-        if not self.api_model:
-            raise ValueError("openai backend: api_model is required")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> OpenAIConfig:
-        return settings_from_dict(cls, d, "openai backend settings")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def build(self) -> OpenAIBackend:
-        return OpenAIBackend(**self.to_dict())
+            return np.asarray(self._map(one, list(prompts), "judge"), dtype=np.float64)

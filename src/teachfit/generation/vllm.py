@@ -19,7 +19,6 @@ from teachfit.generation.base import (
 log = logging.getLogger(__name__)
 
 
-
 def vllm_sampling_kwargs(s: SamplingConfig, seed: int | None) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams`` matching :class:`SamplingConfig`."""
     return {
@@ -58,18 +57,23 @@ def completion_from_vllm(out: Any, eos_ids: set[int], want_logprobs: bool) -> Co
 
 class VLLMBackend:
     """Generation with ``vllm.LLM`` (CUDA). Prompts are passed as token ids
-    (:func:`encode_prompts`) so both backends see the same tokens."""
+    (:func:`encode_prompts`) so both backends see the same tokens; every prompt gets its own
+    sampling seed (:func:`row_seed`). ``tensor_parallel_size``, ``gpu_memory_utilization`` and
+    ``max_model_len`` come from the model entry (:class:`teachfit.generation.engines.BackendConfig`);
+    ``dtype`` is vLLM's compute dtype (``auto``: vLLM's choice for the checkpoint).
+    Raises ``RuntimeError`` when vLLM is not installed."""
 
     name = "vllm"
 
     def __init__(
         self,
         model_dir: str | Path,
-        tensor_parallel_size: int = 1,
+        *,
+        tensor_parallel_size: int,
+        gpu_memory_utilization: float,
+        max_model_len: int | None,
+        seed: int,
         dtype: str = "auto",
-        gpu_memory_utilization: float = 0.9,
-        max_model_len: int | None = None,
-        seed: int = 0,
     ) -> None:
         try:
             import vllm

@@ -20,6 +20,10 @@ Two methods (``JudgeSettings.method``):
   encoder models without one) and the score is the model output's ``score``
   attribute when it has one (ArmoRM), else ``logits[:, 0]``. Decoder models are
   left-padded and pooled at the last position; encoders are right-padded.
+
+Rule ``score_rewards`` (:mod:`teachfit.scoring.rewards`) scores generated responses with
+either method (Xu et al. 2024, "Stronger models are not stronger teachers", rate every
+response with a reward model).
 """
 
 from __future__ import annotations
@@ -31,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from teachfit.io import DataError, content_id, read_records, write_parquet
+from teachfit.io import DataError, content_id
 from teachfit.scoring.losses import adds_bos
 from teachfit.settings import from_dict as settings_from_dict
 
@@ -70,10 +73,20 @@ class JudgeError(ValueError):
 
 @dataclass
 class JudgeSettings:
+    """How a judge scores (see the module docstring).
+
+    ``method``, ``batch_size`` and ``version`` come from the config (``teacher.reward``:
+    ``type`` judge -> ``rating``, classifier -> ``seq_cls``) and have no default here. The other
+    fields are not config keys: the rating scale, the prompt text version, the prompt token limit,
+    the weights dtype and ``trust_remote_code`` are fixed semantics of the judge.
+    Raises ``ValueError`` naming the field on a bad value.
+    """
+
     method: str = field(
-        default="rating",
         metadata={"help": "rating: LLM judge over rating tokens; seq_cls: reward model", "choices": METHODS},
     )
+    batch_size: int = field(metadata={"help": "prompts per forward pass"})
+    version: int = field(metadata={"help": "bump when the judge semantics change"})
     ratings: list[str] = field(
         default_factory=lambda: ["1", "2", "3", "4", "5"],
         metadata={"help": "rating strings (numeric, one token each)"},
@@ -86,7 +99,6 @@ class JudgeSettings:
         default=2048,
         metadata={"help": "max prompt tokens (longer prompts keep their last tokens, flagged)"},
     )
-    batch_size: int = field(default=8, metadata={"help": "prompts per forward pass"})
     dtype: str = field(
         default="float32",
         metadata={"help": "model weights dtype", "choices": DTYPES},
@@ -95,7 +107,6 @@ class JudgeSettings:
         default=False,
         metadata={"help": "seq_cls: allow the model's own code (ArmoRM needs it)"},
     )
-    version: int = field(default=1, metadata={"help": "bump when the judge semantics change"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -246,7 +257,9 @@ def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_i
 
 def rating_scores_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], settings: JudgeSettings,
                          name: str = "judge") -> tuple[np.ndarray, np.ndarray]:
-    """(scores, truncated) with a loaded causal LM; see the module docstring."""
+    """``(scores [n] float64, truncated [n] bool)`` of a rating judge with a loaded causal LM:
+    ``Σ_k v_k · softmax_k`` over the rating tokens (values in [min v, max v]); see the module
+    docstring. Raises :class:`JudgeError` when a rating is not a single token."""
     rating_ids = rating_token_ids(tokenizer, settings.ratings, name)
     probs, truncated = next_token_probs(model, tokenizer, prompts, rating_ids, settings.batch_size,
                                         settings.max_length)
@@ -292,38 +305,29 @@ def label_word_probs(model: Any, tokenizer: Any, prompts: list[str], words: list
                             desc="judge labels")[0]
 
 
-def rating_scores(model_dir: str | Path, prompts: Sequence[str], settings: JudgeSettings | None = None,
-                  threads: int = 1) -> np.ndarray:
-    """Probability-weighted rating Σ_k v_k·softmax_k for each prompt (values in [min v, max v])."""
-    from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.losses import _set_threads
-
-    settings = settings or JudgeSettings()
-    before = _set_threads(threads)
-    try:
-        model = load_causal_lm(model_dir, dtype=settings.dtype)
-        tok = load_tokenizer(model_dir, padding_side="left")
-        return rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))[0]
-    finally:
-        _set_threads(before)
-
-
 # --------------------------------------------------------------------------- reward models
 
 
 class SequenceClassifierReward:
-    """A reward model with a sequence-classification head (Skywork-Reward, ArmoRM, …)."""
+    """A reward model with a sequence-classification head (Skywork-Reward, ArmoRM, …).
 
-    def __init__(self, model_dir: str | Path, settings: JudgeSettings | None = None,
-                 device: str | None = None) -> None:
+    Loaded in ``settings.dtype`` on :func:`teachfit.models.default_device` (or ``device``).
+    :meth:`score_loaded` returns ``(scores [n] float64, truncated [n] bool)``; see the module
+    docstring for formatting and pooling. Raises :class:`JudgeError` when ``model_dir`` has no
+    ``config.json``.
+    """
+
+    def __init__(self, model_dir: str | Path, settings: JudgeSettings, device: str | None = None) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.settings = settings or JudgeSettings(method="seq_cls")
+        from teachfit.models import default_device
+
+        self.settings = settings
         self.name = str(model_dir)
         if not (Path(model_dir) / "config.json").exists():
             raise JudgeError(f"{model_dir}: not a model directory (no config.json)")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(device)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), dtype=getattr(torch, self.settings.dtype),
             trust_remote_code=self.settings.trust_remote_code,
@@ -397,75 +401,19 @@ class SequenceClassifierReward:
         return self.score_loaded(instructions, responses)[0]
 
 
-# --------------------------------------------------------------------------- files
-
-
-def _read_pairs(in_path: str | Path, cols: Sequence[str]) -> list[dict[str, Any]]:
-    records = read_records(in_path)
-    for k, rec in enumerate(records):
-        for col in ("id", *cols):
-            if col not in rec:
-                raise DataError(f"{in_path}: record {k}: missing required field {col!r}; has {sorted(rec)}")
-        for col in cols:
-            if not isinstance(rec[col], str):
-                raise DataError(f"{in_path}: record {k} (id={rec['id']!r}): field {col!r} must be a "
-                                f"string, got {type(rec[col]).__name__}")
-    return records
-
-
-def _write(records: Sequence[dict[str, Any]], value_col: str, values: np.ndarray, truncated: np.ndarray,
-           settings: JudgeSettings, provenance: dict[str, Any] | None, out_path: str | Path) -> pl.DataFrame:
-    df = pl.DataFrame(
-        {"id": [str(r["id"]) for r in records], value_col: values.astype(np.float64),
-         f"{value_col}_truncated": truncated.astype(bool)},
-        schema={"id": pl.String, value_col: pl.Float64, f"{value_col}_truncated": pl.Boolean},
-    )
-    extra = {"judge_method": settings.method, "judge_prompt_id": settings.prompt_id,
-             "judge_settings_hash": settings.hash(), "judge_version": settings.version}
-    extra.update(provenance or {})
-    df = df.with_columns([pl.lit(v).alias(k) for k, v in extra.items()])
-    write_parquet(df, out_path)
-    return df
-
-
-def reward_file(model_dir: str | Path, in_path: str | Path, out_path: str | Path,
-                settings: JudgeSettings | dict[str, Any] | None = None,
-                provenance: dict[str, Any] | None = None, threads: int = 1) -> pl.DataFrame:
-    """Per-response rewards of ``in_path`` (``id``, ``instruction``, ``response``) → Parquet.
-
-    Columns: ``id``, ``reward``, ``reward_truncated``, judge provenance
-    (``judge_method``, ``judge_prompt_id``, ``judge_settings_hash``, ``judge_version``)
-    and one constant column per ``provenance`` key.
-    """
-    from teachfit.scoring.losses import _set_threads
-
-    if not isinstance(settings, JudgeSettings):
-        settings = JudgeSettings.from_dict(settings)
-    records = _read_pairs(in_path, ("instruction", "response"))
-    qs = [r["instruction"] for r in records]
-    rs = [r["response"] for r in records]
-    before = _set_threads(threads)
-    try:
-        if not records:
-            values, trunc = np.zeros(0), np.zeros(0, dtype=bool)
-        elif settings.method == "seq_cls":
-            values, trunc = SequenceClassifierReward(model_dir, settings).score_loaded(qs, rs)
-        else:
-            from teachfit.models import load_causal_lm, load_tokenizer
-
-            tok = load_tokenizer(model_dir, padding_side="left")
-            model = load_causal_lm(model_dir, dtype=settings.dtype)
-            prompts = [reward_prompt(tok, q, a, settings.prompt_id, settings.ratings) for q, a in zip(qs, rs)]
-            values, trunc = rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))
-    finally:
-        _set_threads(before)
-    return _write(records, "reward", values, trunc, settings, provenance, out_path)
-
-
 __all__ = [
-    "JudgeError", "JudgeSettings", "PROMPTS", "SequenceClassifierReward",
-    "difficulty_prompt", "first_label_share", "label_token_ids", "label_word_probs",
-    "next_token_probs", "rating_scores", "rating_scores_loaded", "rating_token_ids", "reward_file",
+    "PROMPTS",
+    "JudgeError",
+    "JudgeSettings",
+    "SequenceClassifierReward",
+    "difficulty_prompt",
+    "first_label_share",
+    "label_scorer",
+    "label_token_ids",
+    "label_word_probs",
+    "next_token_probs",
+    "rating_scores_loaded",
+    "rating_token_ids",
     "reward_prompt",
 ]
 

@@ -55,6 +55,10 @@ Two implementations share the tokenization above:
   forward passes per example (prompt only → L(Q); prompt + response → L(A|Q);
   start + response → L(A)), full logits. It is the reference the batched path
   is tested against.
+
+Rule ``score_losses`` (:func:`score_losses`) writes these columns for every kept response under
+one scorer; IFD (Li et al. 2024, "From Quantity to Quality"), IC-IFD (Hui et al. 2024), PPL and
+CAR (Xu et al. 2024) derive from them in :mod:`teachfit.scoring.metrics`.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_records, write_parquet
+from teachfit.io import DataError, content_id, read_parquet, write_parquet
 from teachfit.settings import from_dict as settings_from_dict
 
 TEMPLATES = ("chat", "raw")
@@ -88,15 +92,24 @@ class ScoringError(ValueError):
 
 @dataclass
 class ScoringSettings:
+    """Settings of the loss scoring engine (the ``scoring`` config section).
+
+    ``max_length``, ``batch_tokens``, ``template`` and ``version`` are config keys and have no
+    default here (tests and library users: ``ScoringSettings(**teachfit.config.defaults("scoring"))``).
+    The other fields are not config keys: fixed semantics (``raw_template``, ``start_token``,
+    ``dtype``) and performance knobs that do not change the numbers beyond float tolerance
+    (``padding_side``, ``share_prefix``, ``max_padding``, ``logit_chunk``).
+    Raises ``ValueError`` naming the field on a bad value.
+    """
+
     max_length: int = field(
-        default=1024,
         metadata={"help": "max tokens of prompt + response; longer pairs are cut from the response end"},
     )
     batch_tokens: int = field(
-        default=8192,
         metadata={"help": "token budget of a batch: rows × longest sequence ≤ batch_tokens"},
     )
-    template: str = field(default="chat", metadata={"help": "prompt format", "choices": TEMPLATES})
+    template: str = field(metadata={"help": "prompt format", "choices": TEMPLATES})
+    version: int = field(metadata={"help": "bump when the scoring semantics change"})
     raw_template: str = field(
         default="{instruction}\n",
         metadata={"help": "template=raw: format string with one {instruction}"},
@@ -127,7 +140,6 @@ class ScoringSettings:
         default=2048,
         metadata={"help": "scored positions per LM-head chunk (bounds logits memory)"},
     )
-    version: int = field(default=1, metadata={"help": "bump when the scoring semantics change"})
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
@@ -309,7 +321,8 @@ def encode_pairs(
 
 
 def load_scoring_model(model_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
-    """Load (model, tokenizer) for scoring, on CUDA when available."""
+    """Load (model, tokenizer) for scoring, on :func:`teachfit.models.default_device`
+    (right padding). Raises :class:`ScoringError` when ``model_dir`` has no ``config.json``."""
     from teachfit.models import load_causal_lm, load_tokenizer
 
     path = Path(model_dir)
@@ -557,11 +570,13 @@ def score_pairs(
     model_dir: str | Path,
     instructions: Sequence[str],
     responses: Sequence[str],
-    settings: ScoringSettings | None = None,
+    settings: ScoringSettings,
     threads: int = 1,
 ) -> pl.DataFrame:
-    """Batched L(Q), L(A|Q), L(A) for every pair (columns: :data:`SCORE_COLUMNS`, input order)."""
-    settings = settings or ScoringSettings()
+    """Batched L(Q), L(A|Q), L(A) (mean NLL per token, nats) of every pair under the model at
+    ``model_dir``: one row per pair in input order, columns :data:`SCORE_COLUMNS` (see the module
+    docstring for tokenization, truncation and NaN rules). ``threads`` sets torch's CPU threads for
+    the call. Raises :class:`ScoringError` for a model/template combination that cannot be scored."""
     return _score_with(model_dir, instructions, responses, settings, threads,
                        lambda model, tok, encoded: score_encoded(model, tok, encoded, settings))
 
@@ -609,62 +624,54 @@ def score_pairs_naive(
     model_dir: str | Path,
     instructions: Sequence[str],
     responses: Sequence[str],
-    settings: ScoringSettings | None = None,
+    settings: ScoringSettings,
     threads: int = 1,
 ) -> pl.DataFrame:
-    """Reference: one example and one plain forward pass per quantity (3 passes per example)."""
-    settings = settings or ScoringSettings()
+    """Reference for :func:`score_pairs`: one example and one plain forward pass per quantity
+    (3 passes per example, full logits); same output."""
     return _score_with(model_dir, instructions, responses, settings, threads,
                        lambda model, tok, encoded: score_encoded_naive(model, encoded))
 
 
-def score_file(
-    model_dir: str | Path,
-    in_path: str | Path,
-    out_path: str | Path,
-    settings: ScoringSettings | dict[str, Any] | None = None,
-    provenance: dict[str, Any] | None = None,
-    threads: int = 1,
-    instruction_col: str = "instruction",
-    response_col: str = "response",
-) -> pl.DataFrame:
-    """Score every record of ``in_path`` (Parquet/JSONL/JSON with ``id``, instruction, response).
-
-    Writes ``out_path`` atomically: ``id``, the :data:`SCORE_COLUMNS`, a
-    ``scoring_settings_hash`` and ``scoring_version`` column, plus one constant
-    column per ``provenance`` key (e.g. ``scorer`` alias, ``source_file``).
-    """
-    if not isinstance(settings, ScoringSettings):
-        settings = ScoringSettings.from_dict(settings)
-    records = read_records(in_path)
-    for k, rec in enumerate(records):
-        for col in ("id", instruction_col, response_col):
-            if col not in rec:
-                raise DataError(f"{in_path}: record {k}: missing required field {col!r}; has {sorted(rec)}")
-        for col in (instruction_col, response_col):
-            if not isinstance(rec.get(col), str):
-                raise DataError(f"{in_path}: record {k} (id={rec.get('id')!r}): field {col!r} "
-                                f"must be a string, got {type(rec.get(col)).__name__}")
-    ids = [str(r["id"]) for r in records]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{in_path}: duplicate ids")
-    scores = score_pairs(
-        model_dir, [r[instruction_col] for r in records], [r[response_col] for r in records],
-        settings, threads=threads,
-    )
-    df = pl.DataFrame({"id": ids}, schema={"id": pl.String}).hstack(scores)
-    extra = {"scoring_settings_hash": settings.hash(), "scoring_version": settings.version}
-    extra.update(provenance or {})
-    df = df.with_columns([pl.lit(v).alias(k) for k, v in extra.items()])
-    write_parquet(df, out_path)
-    return df
+def require_text(df: pl.DataFrame, cols: Sequence[str], where: str | Path) -> None:
+    """Raise :class:`~teachfit.io.DataError` unless every column of ``cols`` holds strings (no nulls)."""
+    for col in cols:
+        if df.schema[col] != pl.String:
+            raise DataError(f"{where}: column {col!r} must hold strings, got {df.schema[col]}")
+        nulls = df[col].null_count()
+        if nulls:
+            first = df.with_row_index("_row").filter(pl.col(col).is_null())["_row"][0]
+            raise DataError(f"{where}: column {col!r} is null in {nulls} row(s) (first: row {first})")
 
 
 # --------------------------------------------------------------------------- rule score_losses
 
 
-def score_losses(responses_path: str | Path, model_dir: str | Path, out_path: str | Path,
-                 scoring: dict[str, Any], scorer: str, threads: int = 1) -> pl.DataFrame:
+def score_losses(responses: str | Path, model_dir: str | Path, scores: str | Path,
+                 scoring: dict[str, Any], scorer: str, threads: int) -> pl.DataFrame:
+    """Rule ``score_losses``: L(Q), L(A|Q), L(A) of every kept response under scorer ``scorer``.
 
-    return score_file(model_dir, responses_path, out_path, scoring,
-                      provenance={"scorer": scorer}, threads=threads)
+    ``responses`` is a Parquet table with ``id`` (unique), ``instruction`` and ``response``;
+    ``model_dir`` the scorer's materialized model; ``scoring`` the validated ``scoring`` section
+    (:class:`ScoringSettings`). Writes ``scores`` atomically, one row per response in input order:
+    ``id``, the :data:`SCORE_COLUMNS` (losses are mean per-token NLLs in nats; token counts),
+    ``scoring_settings_hash``, ``scoring_version`` and ``scorer``. IFD, IC-IFD, PPL and CAR
+    derive from these columns downstream (:mod:`teachfit.scoring.metrics`).
+    Raises :class:`~teachfit.io.DataError` on a missing / non-string column or duplicate ids,
+    :class:`ScoringError` for a model/template combination that cannot be scored.
+    """
+    settings = ScoringSettings.from_dict(scoring)
+    df = read_parquet(responses, required=["id", "instruction", "response"])
+    require_text(df, ["instruction", "response"], responses)
+    ids = df["id"].cast(pl.String)
+    if ids.is_duplicated().any():
+        raise DataError(f"{responses}: duplicate ids")
+    losses = score_pairs(model_dir, df["instruction"].to_list(), df["response"].to_list(), settings,
+                         threads=threads)
+    out = pl.DataFrame({"id": ids}, schema={"id": pl.String}).hstack(losses).with_columns(
+        pl.lit(settings.hash()).alias("scoring_settings_hash"),
+        pl.lit(settings.version).alias("scoring_version"),
+        pl.lit(scorer).alias("scorer"),
+    )
+    write_parquet(out, scores)
+    return out

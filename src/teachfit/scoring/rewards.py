@@ -1,5 +1,4 @@
-"""Rule ``score_rewards``: the reward of every generated sample (LLM-judge rating or reward model).
-"""
+"""Rule ``score_rewards``: the reward of every generated sample (LLM-judge rating or reward model)."""
 
 from __future__ import annotations
 
@@ -7,38 +6,81 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from teachfit.io import (
-    read_parquet,
-    write_parquet,
-)
+from teachfit.io import DataError, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
+#: ``teacher.reward.type`` -> :attr:`teachfit.scoring.judge.JudgeSettings.method`
+REWARD_METHODS = {"judge": "rating", "classifier": "seq_cls"}
 
 
-def score_rewards(generations_path: str | Path, model_dir: str | Path, out_path: str | Path,
-                  reward: dict[str, Any], threads: int = 1) -> pl.DataFrame:
-    """Reward of every generated sample: an LLM-judge rating or a reward-model score."""
-    import tempfile
+def score_rewards(generations: str | Path, model_dir: str | Path, rewards: str | Path,
+                  reward: dict[str, Any], threads: int) -> pl.DataFrame:
+    """Rule ``score_rewards``: the reward of every generated (instruction, response) sample.
 
+    ``reward`` is the reward section (``teacher.reward``: ``type``, ``batch_size``, ``version``;
+    its ``model`` is the materialized ``model_dir``). ``type: judge`` asks the instruct model for
+    a 1-5 quality rating and scores the probability-weighted rating ``Σ_k k · softmax_k`` over
+    the rating tokens (a value in [1, 5]; Xu et al. 2024 use a reward model, this is the local
+    stand-in); ``type: classifier`` is a sequence-classification reward model's score
+    (unbounded). See :mod:`teachfit.scoring.judge` for both methods.
+
+    Every row of ``generations`` (``id``, ``sample_idx``, ``instruction``, ``response``) is
+    scored as it is; ``rewards`` has one row per (``id``, ``sample_idx``) in input order with
+    columns ``id, reward, reward_truncated`` (the judge prompt / conversation was cut to the
+    judge's ``max_length`` tokens), ``judge_method, judge_prompt_id, judge_settings_hash,
+    judge_version, reward_model`` (the model's alias) and ``sample_idx``.
+    Raises :class:`~teachfit.io.DataError` on a missing or non-string column, or a duplicate
+    (``id``, ``sample_idx``) pair.
+    """
     from teachfit.models import read_manifest
-    from teachfit.scoring.judge import reward_file
-
-    gens = read_parquet(generations_path, required=["id", "sample_idx", "instruction", "response"])
-    keyed = gens.select(
-        pl.format("{}#{}", "id", "sample_idx").alias("id"), "instruction", "response")
-    settings = {"method": "seq_cls" if reward.get("type") == "classifier" else "rating",
-                "batch_size": reward.get("batch_size", 8), "version": reward.get("version", 1)}
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as tmp:
-        src = write_parquet(keyed, Path(tmp) / "pairs.parquet")
-        scored = reward_file(model_dir, src, Path(tmp) / "rewards.parquet", settings,
-                             provenance={"reward_model": read_manifest(model_dir)["alias"]},
-                             threads=threads)
-    scored = scored.with_columns(
-        pl.col("id").str.replace(r"#\d+$", "").alias("id"),
-        pl.col("id").str.extract(r"#(\d+)$").cast(pl.Int64).alias("sample_idx"),
+    from teachfit.scoring.judge import (
+        JudgeSettings,
+        SequenceClassifierReward,
+        rating_scores_loaded,
+        reward_prompt,
     )
-    write_parquet(scored, out_path)
-    return scored
+    from teachfit.scoring.losses import _set_threads as set_threads
+    from teachfit.scoring.losses import require_text
+
+    gens = read_parquet(generations, required=["id", "sample_idx", "instruction", "response"])
+    require_text(gens, ["instruction", "response"], generations)
+    if gens.select(pl.struct("id", "sample_idx").is_duplicated().any()).item():
+        raise DataError(f"{generations}: duplicate (id, sample_idx) rows")
+    settings = JudgeSettings(method=REWARD_METHODS[reward["type"]], batch_size=reward["batch_size"],
+                             version=reward["version"])
+    qs, rs = gens["instruction"].to_list(), gens["response"].to_list()
+    before = set_threads(threads)
+    try:
+        if not qs:
+            values, truncated = np.zeros(0), np.zeros(0, dtype=bool)
+        elif settings.method == "seq_cls":
+            values, truncated = SequenceClassifierReward(model_dir, settings).score_loaded(qs, rs)
+        else:
+            from teachfit.models import load_causal_lm, load_tokenizer
+
+            tok = load_tokenizer(model_dir, padding_side="left")
+            model = load_causal_lm(model_dir, dtype=settings.dtype)
+            prompts = [reward_prompt(tok, q, a, settings.prompt_id, settings.ratings) for q, a in zip(qs, rs)]
+            values, truncated = rating_scores_loaded(model, tok, prompts, settings, name=str(model_dir))
+    finally:
+        set_threads(before)
+    df = pl.DataFrame(
+        {"id": gens["id"].cast(pl.String), "reward": values.astype(np.float64),
+         "reward_truncated": truncated.astype(bool)},
+        schema={"id": pl.String, "reward": pl.Float64, "reward_truncated": pl.Boolean},
+    ).with_columns(
+        pl.lit(settings.method).alias("judge_method"),
+        pl.lit(settings.prompt_id).alias("judge_prompt_id"),
+        pl.lit(settings.hash()).alias("judge_settings_hash"),
+        pl.lit(settings.version).alias("judge_version"),
+        pl.lit(read_manifest(model_dir)["alias"]).alias("reward_model"),
+        gens["sample_idx"].cast(pl.Int64).alias("sample_idx"),
+    )
+    log.info("%d rewards (%s), mean %.4f", df.height, settings.method,
+             float(np.nanmean(values)) if len(values) else float("nan"))
+    write_parquet(df, rewards)
+    return df

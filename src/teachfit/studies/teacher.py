@@ -1,4 +1,5 @@
-"""Stages of the teacher study (Xu et al. 2024, "Stronger Models are NOT Stronger Teachers").
+"""The teacher study (Xu et al. 2024, "Stronger Models are NOT Stronger Teachers"): one function
+per rule of ``rules/teacher.smk``.
 
 Conventions (also in the README):
 
@@ -8,28 +9,34 @@ Conventions (also in the README):
 * length = response tokens under the reference model's tokenizer (one tokenizer
   for every generator, so lengths are comparable);
 * CAR = (mean reward + reward_offset) / (1 + beta * L_base), L_base the base
-  model's mean L(A|Q) with the SFT chat template.
+  model's mean L(A|Q) with the SFT chat template (paper Sec. 4, Eq. 3).
+
+Which generator / scorer / base a file belongs to arrives as rule params aligned with the
+inputs (``generators``, ``score_keys``, ``winrate_runs``); paths are never parsed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from teachfit.io import DataError, read_parquet, write_csv, write_parquet
+from teachfit.io import DataError, read_json, read_parquet, write_csv, write_parquet
 
 log = logging.getLogger(__name__)
 
-SCORE_RE = re.compile(r"results/scores/(?P<dataset>[^/]+)/(?P<generator>[^/]+)/(?P<scorer>[^/]+)\.parquet$")
-RESP_RE = re.compile(r"results/responses/(?P<dataset>[^/]+)/(?P<generator>[^/]+)\.parquet$")
-WINRATE_RE = re.compile(r"results/winrate/(?P<dataset>[^/]+)/(?P<generator>[^/]+)/(?P<selection>[^/]+)/"
-                        r"(?P<base>[^/]+)\.json$")
+DATA_METRIC_COLUMNS = ("generator", "base", "n", "reward", "length", "loss_base", "ppl_base", "ifd_base",
+                       "loss_ref", "ppl_ref", "ifd_ref", "n_truncated_base")
+
+
+def _aligned(paths: Sequence[str], meta: Sequence[Any], what: str, meta_name: str) -> None:
+    if len(paths) != len(meta):
+        raise ValueError(f"{len(paths)} {what} files but {len(meta)} entries in params {meta_name}; "
+                         "the rule must pass them aligned")
 
 
 def _mean(values: pl.Series) -> float:
@@ -39,6 +46,8 @@ def _mean(values: pl.Series) -> float:
 
 
 def _scorer_summary(scores: pl.DataFrame) -> dict[str, float]:
+    """Mean L(A|Q), its exp, mean IFD and mean response tokens over the responses with a
+    finite L(A|Q) and L(A) (NaN marks empty / truncated-away responses)."""
     from teachfit.scoring.metrics import ifd
 
     valid = scores.filter(pl.col("loss_a_given_q").is_not_nan() & pl.col("loss_a").is_not_nan())
@@ -54,29 +63,51 @@ def _scorer_summary(scores: pl.DataFrame) -> dict[str, float]:
     }
 
 
-def compute_data_metrics(responses_paths: list[str], scores_paths: list[str],
-                         out_path: str | Path, design: dict[str, Any]) -> pl.DataFrame:
-    """One row per (generator, base): reward, length, PPL/IFD under base and reference, L_base."""
-    rewards: dict[str, pl.DataFrame] = {}
-    for p in responses_paths:
-        m = RESP_RE.search(str(p))
-        if not m:
-            raise DataError(f"{p}: not a results/responses/<dataset>/<generator>.parquet path")
-        rewards[m["generator"]] = read_parquet(p, required=["id", "reward"])
+def compute_data_metrics(responses: list[str], scores: list[str], metrics: str | Path,
+                         generators: list[str], score_keys: list[Mapping[str, str]],
+                         bases: list[str], reference_model: str) -> pl.DataFrame:
+    """Data metrics per (generator, base) of the teacher study; rule ``compute_data_metrics``.
+
+    Inputs: ``responses[i]`` (Parquet ``id``, ``reward``: generator ``generators[i]``'s kept
+    responses and their rewards) and ``scores[j]`` (Parquet ``loss_a_given_q``, ``loss_a``
+    (nats), ``n_a_tokens``, optional ``truncated``: generator ``score_keys[j]["generator"]``'s
+    responses scored by model ``score_keys[j]["scorer"]``, see :mod:`teachfit.scoring.losses`).
+
+    Writes ``metrics`` (Parquet), one row per generator (in ``generators`` order) and base (in
+    ``bases`` order), columns :data:`DATA_METRIC_COLUMNS`:
+
+    * ``n``: responses; ``reward``: mean finite reward;
+    * ``length``: mean response tokens under ``reference_model``'s tokenizer;
+    * ``loss_base`` / ``loss_ref``: mean L(A|Q) (nats) under the base / reference model
+      (``loss_base`` is CAR's L); ``ppl_*`` = exp of that mean (not a mean of PPLs);
+    * ``ifd_base`` / ``ifd_ref``: mean over responses of L(A|Q) / L(A);
+    * ``n_truncated_base``: pairs truncated to ``scoring.max_length`` under the base.
+
+    Means skip responses whose L(A|Q) or L(A) is NaN. CAR is added by :func:`compute_car`.
+    Raises ``ValueError`` when params and inputs are not aligned, :class:`DataError` when a
+    (generator, scorer) pair the design needs has no scores file or a file lacks a column.
+    """
+    _aligned(responses, generators, "responses", "generators")
+    _aligned(scores, score_keys, "scores", "score_keys")
+    rewards: dict[str, pl.DataFrame] = {
+        g: read_parquet(p, required=["id", "reward"]) for g, p in zip(generators, responses)}
     summaries: dict[tuple[str, str], dict[str, float]] = {}
-    for p in scores_paths:
-        m = SCORE_RE.search(str(p))
-        if not m:
-            raise DataError(f"{p}: not a results/scores/<dataset>/<generator>/<scorer>.parquet path")
-        summaries[(m["generator"], m["scorer"])] = _scorer_summary(
+    for key, p in zip(score_keys, scores):
+        summaries[(key["generator"], key["scorer"])] = _scorer_summary(
             read_parquet(p, required=["loss_a_given_q", "loss_a", "n_a_tokens"]))
-    ref = design["reference_model"]
+
+    def summary(generator: str, scorer: str) -> dict[str, float]:
+        if (generator, scorer) not in summaries:
+            raise DataError(f"compute_data_metrics: no scores of generator {generator!r} under scorer "
+                            f"{scorer!r}; scored pairs: {sorted(summaries)}")
+        return summaries[(generator, scorer)]
+
     rows = []
-    for g in design["generators"]:
+    for g in generators:
         rw = rewards[g]
-        ref_sum = summaries[(g, ref)]
-        for b in design["bases"]:
-            base_sum = summaries[(g, b)]
+        ref_sum = summary(g, reference_model)
+        for b in bases:
+            base_sum = summary(g, b)
             rows.append({
                 "generator": g, "base": b, "n": rw.height,
                 "reward": _mean(rw["reward"]),
@@ -86,17 +117,25 @@ def compute_data_metrics(responses_paths: list[str], scores_paths: list[str],
                 "loss_ref": ref_sum["loss"], "ppl_ref": ref_sum["ppl"], "ifd_ref": ref_sum["ifd"],
                 "n_truncated_base": base_sum["n_truncated"],
             })
-    df = pl.DataFrame(rows)
-    write_parquet(df, out_path)
+    df = pl.DataFrame(rows).select(DATA_METRIC_COLUMNS)
+    write_parquet(df, metrics)
     return df
 
 
-def compute_car(metrics_path: str | Path, out_csv: str | Path, car: dict[str, Any]) -> pl.DataFrame:
+def compute_car(metrics: str | Path, table: str | Path, car: Mapping[str, Any]) -> pl.DataFrame:
+    """Add CAR = (reward + reward_offset) / (1 + beta * loss_base) to the data metrics; rule
+    ``compute_car``.
+
+    ``metrics`` is :func:`compute_data_metrics`'s Parquet; ``car`` the ``teacher.car`` config
+    (``beta``, ``reward_offset``). Writes ``table`` (CSV): the metrics plus ``car``,
+    ``car_beta`` and ``car_reward_offset``. Raises :class:`DataError` naming the generator and
+    base when a mean reward + offset is not positive (:func:`teachfit.scoring.metrics.car`).
+    """
     from teachfit.scoring.metrics import car as car_fn
 
-    df = read_parquet(metrics_path, required=["reward", "loss_base"])
-    beta = float(car.get("beta", 1.0))
-    offset = float(car.get("reward_offset", 0.0))
+    df = read_parquet(metrics, required=["generator", "base", "reward", "loss_base"])
+    beta = float(car["beta"])
+    offset = float(car["reward_offset"])
     values = []
     for row in df.iter_rows(named=True):
         try:
@@ -105,75 +144,107 @@ def compute_car(metrics_path: str | Path, out_csv: str | Path, car: dict[str, An
             raise DataError(f"generator {row['generator']}, base {row['base']}: {exc}") from exc
     df = df.with_columns(pl.Series("car", values, dtype=pl.Float64),
                          pl.lit(beta).alias("car_beta"), pl.lit(offset).alias("car_reward_offset"))
-    write_csv(df, out_csv)
+    write_csv(df, table)
     return df
 
 
-def build_teacher_performance(eval_paths: list[str], out_csv: str | Path,
-                              design: dict[str, Any], performance: dict[str, Any],
-                              winrate_paths: list[str] = (),
-                              winrate: dict[str, Any] | None = None) -> pl.DataFrame:
-    metrics: dict[str, str] = performance.get("metrics", {})
-    which = performance.get("checkpoint", "final")
-    winrates: dict[tuple[str, str], dict[str, Any]] = {}
-    for p in winrate_paths:
-        m = WINRATE_RE.search(str(p))
-        if not m:
-            raise DataError(f"{p}: not a results/winrate/<dataset>/<generator>/<selection>/<base>.json path")
-        winrates[(m["base"], m["generator"])] = json.loads(Path(p).read_text())
+def build_teacher_performance(evals: list[str], winrates: list[str], table: str | Path,
+                              winrate_runs: list[Mapping[str, str]], performance: Mapping[str, Any],
+                              length_controlled: bool) -> pl.DataFrame:
+    """Benchmark scores per (base, generator) and their average; rule ``build_teacher_performance``.
+
+    ``evals`` are the tidy lm-eval tables of the runs (one per run; columns ``base``,
+    ``generator``, ``step``, ``task``, ``metric``, ``value``, ``is_final``, see
+    :func:`teachfit.evaluation.lm_eval.evaluate_checkpoints`); ``winrates[i]`` the win-rate
+    summary JSON (:func:`teachfit.evaluation.winrate.judge_winrate`) of run
+    ``winrate_runs[i]`` (``{base, generator}``). ``performance`` is the top-level
+    ``performance`` config: ``metrics`` (task -> lm-eval metric key), ``checkpoint``
+    (``final``, or ``selected``: the IFS-selected checkpoint, which needs
+    ``eval.checkpoints: final_and_selected``) and ``include_winrate``.
+
+    Writes ``table`` (CSV), one row per run sorted by base, generator: ``step``, one column per
+    ``task/metric`` of that checkpoint, ``winrate`` / ``winrate_lc`` (fractions in [0, 1]) when
+    win rates are given, and ``performance`` = the mean of the configured metrics (plus the
+    win rate, length-controlled when ``length_controlled``, with ``include_winrate``).
+    Raises :class:`DataError` naming the file when a configured metric is missing.
+    """
+    _aligned(winrates, winrate_runs, "winrates", "winrate_runs")
+    metric_keys: Mapping[str, str] = performance["metrics"]
+    which = performance["checkpoint"]
+    by_run: dict[tuple[str, str], dict[str, Any]] = {
+        (run["base"], run["generator"]): read_json(p)
+        for run, p in zip(winrate_runs, winrates)}
     rows = []
-    for p in eval_paths:
-        tidy = read_parquet(p, required=["task", "metric", "value", "base", "generator"])
+    for p in evals:
+        tidy = read_parquet(p, required=["task", "metric", "value", "base", "generator", "step", "is_final"])
         if which == "final":
             tidy = tidy.filter(pl.col("is_final"))
-        elif "selected" in tidy.columns:
+        else:
+            if "selected" not in tidy.columns:
+                raise DataError(f"{p}: performance.checkpoint = 'selected' needs the IFS-selected "
+                                "checkpoint's scores (eval.checkpoints: final_and_selected)")
             tidy = tidy.filter(pl.col("selected"))
         row: dict[str, Any] = {"base": tidy["base"][0], "generator": tidy["generator"][0],
                                "step": int(tidy["step"].max())}
         for r in tidy.iter_rows(named=True):
             row[f"{r['task']}/{r['metric']}"] = r["value"]
         picked = []
-        for task, metric in metrics.items():
+        for task, metric in metric_keys.items():
             key = f"{task}/{metric}"
             if key not in row:
-                raise DataError(f"{p}: no score for teacher.performance.metrics.{task} = {metric!r}; "
+                raise DataError(f"{p}: no score for performance.metrics.{task} = {metric!r}; "
                                 f"available: {sorted(k for k in row if '/' in k)}")
             picked.append(row[key])
-        wr = winrates.get((row["base"], row["generator"]))
+        wr = by_run.get((row["base"], row["generator"]))
         if wr is not None:
-            row["winrate"] = wr.get("win_rate")
-            row["winrate_lc"] = wr.get("lc_win_rate")
-            if performance.get("include_winrate"):
-                lc = (winrate or {}).get("length_controlled", True) and row["winrate_lc"] is not None
+            row["winrate"] = wr["win_rate"]
+            row["winrate_lc"] = wr["lc_win_rate"]
+            if performance["include_winrate"]:
+                lc = length_controlled and row["winrate_lc"] is not None
                 picked.append(row["winrate_lc"] if lc else row["winrate"])
         row["performance"] = float(np.mean(picked)) if picked else float("nan")
         rows.append(row)
     df = pl.DataFrame(rows).sort(["base", "generator"])
-    write_csv(df, out_csv)
+    write_csv(df, table)
     return df
 
 
-def correlate_teacher_metrics(metrics_csv: str | Path, performance_csv: str | Path,
-                              out_csv: str | Path, metrics: list[str]) -> pl.DataFrame:
+def correlate_teacher_metrics(data_metrics: str | Path, performance: str | Path, table: str | Path,
+                              metrics: list[str]) -> pl.DataFrame:
+    """Spearman and Kendall correlation of each data metric with performance, per base and
+    averaged; rule ``correlate_teacher_metrics`` (paper Sec. 5, Table 3).
+
+    ``data_metrics`` is :func:`compute_car`'s CSV, ``performance`` :func:`build_teacher_performance`'s;
+    they are joined 1:1 on (base, generator). ``metrics`` names the columns to correlate. Writes
+    ``table`` (CSV, :func:`teachfit.correlate.correlation_table`: one row per base plus ``average``).
+    """
     from teachfit.correlate import correlation_table
 
-    m = pl.read_csv(metrics_csv)
-    p = pl.read_csv(performance_csv).select("base", "generator", "performance")
+    m = pl.read_csv(data_metrics)
+    p = pl.read_csv(performance).select("base", "generator", "performance")
     df = m.join(p, on=["base", "generator"], how="inner", validate="1:1")
-    table = correlation_table(df, group_col="base", x_cols=metrics, y_col="performance")
-    write_csv(table, out_csv)
-    return table
+    out = correlation_table(df, group_col="base", x_cols=metrics, y_col="performance")
+    write_csv(out, table)
+    return out
 
 
-def plot_teacher_figures(metrics_csv: str | Path, performance_csv: str | Path,
-                         correlations_csv: str | Path, heatmap: str, best: str,
-                         scatter: list[str], metrics: list[str], style: dict[str, Any]) -> None:
+def plot_teacher_figures(data_metrics: str | Path, performance: str | Path, correlations: str | Path,
+                         heatmap: str, best: str, scatter: list[str], metrics: list[str],
+                         style: Mapping[str, Any]) -> None:
+    """Teacher-study figures; rule ``plot_teacher_figures``.
+
+    ``heatmap``: performance per (base, generator); ``best``: the best generator per base;
+    ``scatter[i]``: data metric ``metrics[i]`` against performance, titled with the average
+    Spearman rho from ``correlations``. ``style`` is ``analysis.figures``
+    (:class:`teachfit.figures.FigureStyle`). Each figure's extension comes from its path.
+    """
     from teachfit import figures
 
+    _aligned(scatter, metrics, "scatter", "metrics")
     fs = figures.FigureStyle.from_dict(style)
-    m = pl.read_csv(metrics_csv)
-    p = pl.read_csv(performance_csv)
-    corr = pl.read_csv(correlations_csv)
+    m = pl.read_csv(data_metrics)
+    p = pl.read_csv(performance)
+    corr = pl.read_csv(correlations)
     avg = corr.filter(pl.col("base") == "average")
     df = m.join(p.select("base", "generator", "performance"), on=["base", "generator"])
     figures.heatmap(p, row="base", col="generator", value="performance",

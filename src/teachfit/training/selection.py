@@ -1,4 +1,5 @@
-"""Stage: build a training set (full data or top-k% by a selection metric)."""
+"""Training sets: full data or the top-k% by a selection metric (IC-IFD, IFD, instruction PPL,
+length, random); :func:`select_trainset` is the rule, :func:`select_top` the ranking."""
 
 from __future__ import annotations
 
@@ -30,28 +31,41 @@ def add_selection_metrics(df: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFram
     )
 
 
-def select_trainset(responses_path: str | Path, scores_paths: list[str], out_path: str | Path,
-                    selection: dict[str, Any], label: str) -> pl.DataFrame:
+def select_trainset(responses: str | Path, scores: list[str], trainset: str | Path,
+                    selection: Mapping[str, Any], label: str) -> pl.DataFrame:
+    """A training set: every response, or the top-k% by a selection metric; rule ``select_trainset``.
 
-    df = read_parquet(responses_path, required=["id", "instruction", "response"])
+    ``responses``: Parquet ``id``, ``instruction``, ``response`` (one generator's kept
+    responses); rows with an empty response are dropped (logged, counted in
+    ``n_dropped_empty``). ``scores``: none (``full``, ``length``, ``random``) or the one scores
+    file of the selection's scorer (Parquet ``id``, ``loss_q``, ``loss_a_given_q``, ``loss_a``
+    (nats), ``n_a_tokens``), joined on ``id`` by :func:`add_selection_metrics`. ``selection``:
+    keyword arguments of :func:`select_top` (``method``, ``top_percent``, ``seed``); ``label``:
+    the selection's name (e.g. ``ifd50``), stored as ``selection_label``.
+
+    Writes ``trainset`` (Parquet, the kept rows in selection order plus ``selection``,
+    ``selection_percent``, ``selection_rank``, ``selection_label``, ``n_dropped_empty``).
+    Raises :class:`DataError` naming the file when an input is unreadable, lacks a column, or
+    every response is empty; ``ValueError`` for more than one scores file.
+    """
+    df = read_parquet(responses, required=["id", "instruction", "response"])
     empty = df.filter(pl.col("response").is_null() | (pl.col("response").str.strip_chars() == ""))
     if empty.height:
         log.warning("dropping %d of %d examples with an empty response (ids %s ...)",
                     empty.height, df.height, empty["id"].head(5).to_list())
         df = df.filter(~pl.col("id").is_in(empty["id"].implode()))
     if df.height == 0:
-        from teachfit.io import DataError
-
-        raise DataError(f"{responses_path}: every response is empty; nothing to train on")
-    if scores_paths:
-        scores = read_parquet(scores_paths[0], required=["id", "loss_q", "loss_a_given_q", "loss_a"])
-        df = add_selection_metrics(df, scores)
-    kept = select_top(df, selection["method"], selection.get("top_percent", 100.0),
-                      seed=selection.get("seed", 0))
+        raise DataError(f"{responses}: every response is empty; nothing to train on")
+    if len(scores) > 1:
+        raise ValueError(f"select_trainset: at most one scores file, got {scores}")
+    if scores:
+        table = read_parquet(scores[0], required=["id", "loss_q", "loss_a_given_q", "loss_a", "n_a_tokens"])
+        df = add_selection_metrics(df, table)
+    kept = select_top(df, **selection)
     kept = kept.with_columns(pl.lit(label).alias("selection_label"),
                              pl.lit(empty.height).alias("n_dropped_empty"))
     log.info("selection %s kept %d of %d examples", label, kept.height, df.height)
-    write_parquet(kept, out_path)
+    write_parquet(kept, trainset)
     return kept
 
 

@@ -8,13 +8,20 @@ One call of :func:`train_sft` trains one student on one instruction-response tab
   tokens) only (``completion_only_loss=True``). This works with any chat template, also
   ones without ``{% generation %}`` markers (e.g. SmolLM2's), which ``assistant_only_loss``
   would reject.
-* the trainer's ``output_dir`` is ``scratch_dir`` (outside Snakemake's declared output):
+* the trainer's ``output_dir`` is ``scratch`` (outside Snakemake's declared output):
   it checkpoints there every ``save_steps`` steps and a re-run resumes from the last
   checkpoint, so a failed or preempted job loses at most ``save_steps`` steps.
-* the declared ``out_dir`` is built under a temporary name and renamed at the end:
+* the declared ``sft_dir`` is built with :func:`teachfit.io.atomic_dir` (a temporary folder
+  renamed at the end):
   ``adapter/`` (final LoRA adapter, or full model, + tokenizer), ``checkpoints/checkpoint-N/``
   (weights + tokenizer, without optimizer/scheduler/RNG state), ``checkpoints.json`` and
   ``sft_config.json``. The per-step training log goes to a Parquet table.
+
+Settings: the ``sft`` config section goes 1:1 into trl's ``SFTConfig`` (:func:`make_sft_config`;
+its keys besides ``method``, ``version`` and ``lora`` are ``SFTConfig`` field names) and
+``sft.lora`` into peft's ``LoraConfig`` (:func:`make_lora_config`). Defaults live in the config
+schema only (``teachfit.config.defaults("sft")``); :func:`check_sft_settings` adds the checks the
+schema cannot express.
 
 Use :func:`load_for_inference` to load the final model or any checkpoint for evaluation and
 :func:`checkpoint_list` to enumerate the checkpoints (IFS curves over training).
@@ -27,31 +34,29 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_parquet, sha256_file, write_json, write_parquet
+from teachfit.io import (
+    DataError,
+    atomic_dir,
+    content_id,
+    read_json,
+    read_parquet,
+    sha256_file,
+    write_json,
+    write_parquet,
+)
 from teachfit.models import MANIFEST, read_manifest
-from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
 
 METHODS = ("lora", "full")
-SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "reduce_lr_on_plateau",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-)
+# keys of the sft section that are not trl SFTConfig fields
+PROJECT_KEYS = ("method", "version", "lora")
 REQUIRED_COLUMNS = ("id", "instruction", "response")
 FINGERPRINT_FILE = "teachfit_sft_fingerprint.json"
 # Files of a trainer checkpoint that are only needed to resume training; they are not
@@ -64,99 +69,77 @@ LOG_COLUMNS = ("loss", "learning_rate", "grad_norm", "entropy", "num_tokens", "m
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass
-class SFTSettings:
-    """Settings of one SFT run (``config["sft"]``); unknown keys are errors."""
+def check_sft_settings(sft: Mapping[str, Any]) -> None:
+    """Checks of the ``sft`` config section that its JSON schema cannot express.
 
-    method: str = field(
-        default="lora",
-        metadata={"help": "Fine-tuning method: 'lora' (peft LoRA adapter) or 'full' (all weights).",
-                  "choices": list(METHODS)},
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (method=lora)."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (method=lora)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch (method=lora)."})
-    lora_target_modules: str | list[str] = field(
-        default="all-linear",
-        metadata={"help": "Modules that get LoRA adapters: 'all-linear' or a list of module names "
-                          "(e.g. ['q_proj', 'v_proj'])."},
-    )
-    learning_rate: float = field(
-        default=2e-4,
-        metadata={"help": "Peak learning rate of AdamW. The papers use 2e-5 for full fine-tuning; "
-                          "LoRA needs a higher rate (2e-4 default)."},
-    )
-    num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Epochs over the training table (ignored when max_steps > 0)."}
-    )
-    max_steps: int = field(
-        default=-1, metadata={"help": "Total optimizer steps; -1 = derive from num_train_epochs."}
-    )
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Examples per device per micro-batch."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches accumulated into one optimizer step."}
-    )
-    lr_scheduler_type: str = field(
-        default="cosine",
-        metadata={"help": "Learning-rate schedule (transformers SchedulerType).", "choices": list(SCHEDULERS)},
-    )
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    max_length: int = field(
-        default=512, metadata={"help": "Maximum tokens per example (prompt + response); longer ones are truncated."}
-    )
-    save_steps: int = field(
-        default=10,
-        metadata={"help": "Checkpoint every N optimizer steps (resume points and the checkpoints kept in "
-                          "the output for learning curves); the final step is always saved."},
-    )
-    seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order and dropout."})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPU); False on CPU."})
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in the backward pass to save memory."}
-    )
-    logging_steps: int = field(default=1, metadata={"help": "Write a training-log row every N steps."})
-    version: int = field(
-        default=1, metadata={"help": "Semantics version of teachfit.training.sft; bump to re-run after a code change."}
+    ``sft`` is the validated section (schema defaults filled; get them with
+    ``teachfit.config.defaults("sft")``): ``method``, ``version``, ``lora`` (peft ``LoraConfig``
+    fields) and trl ``SFTConfig`` fields. Raises ``ValueError`` naming the key.
+    """
+    missing = [k for k in ("method", "version", "lora", "max_steps", "num_train_epochs", "seed",
+                           "gradient_checkpointing") if k not in sft]
+    if missing:
+        raise ValueError(f"sft: missing key(s) {missing}; start from teachfit.config.defaults('sft')")
+    if sft["method"] not in METHODS:
+        raise ValueError(f"sft.method: {sft['method']!r} not allowed; allowed: {', '.join(METHODS)}")
+    if sft["max_steps"] == 0 or sft["max_steps"] < -1:
+        raise ValueError(f"sft.max_steps: must be -1 (use epochs) or > 0, got {sft['max_steps']!r}")
+    if sft["max_steps"] == -1 and not sft["num_train_epochs"] > 0:
+        raise ValueError(f"sft.num_train_epochs: must be > 0 when max_steps = -1, got {sft['num_train_epochs']!r}")
+    targets = sft["lora"]["target_modules"]
+    if isinstance(targets, (list, tuple)):
+        if not targets or not all(isinstance(m, str) and m for m in targets):
+            raise ValueError("sft.lora.target_modules: must be 'all-linear' or a non-empty list of module names")
+    elif not isinstance(targets, str):
+        raise TypeError("sft.lora.target_modules: must be 'all-linear' or a list of module names")
+
+
+def _trainer_fields(sft: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``sft`` keys that are trl ``SFTConfig`` fields (all but method, version, lora)."""
+    return {k: v for k, v in sft.items() if k not in PROJECT_KEYS}
+
+
+def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path) -> Any:
+    """trl's ``SFTConfig``: the ``sft`` section's trainer fields 1:1, plus the project's fixed
+    choices set explicitly (completion-only loss, no packing, step checkpoints in
+    ``scratch_dir``, no reporting, CPU when no CUDA GPU is visible)."""
+    from trl import SFTConfig
+
+    from teachfit.models import default_device
+
+    return SFTConfig(
+        **_trainer_fields(sft),
+        output_dir=str(scratch_dir),
+        data_seed=sft["seed"],
+        fp16=False,
+        # transformers 5.23 renamed it; trl's SFTConfig defaults the old name to True, so set both
+        activation_checkpointing=sft["gradient_checkpointing"],
+        # data
+        packing=False,
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        dataset_num_proc=None,
+        dataloader_num_workers=0,
+        # logging and checkpoints
+        logging_strategy="steps",
+        save_strategy="steps",
+        save_total_limit=None,
+        save_only_model=False,
+        eval_strategy="no",
+        report_to="none",
+        push_to_hub=False,
+        use_cpu=default_device() == "cpu",
     )
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"sft.method: {self.method!r} not allowed; allowed: {', '.join(METHODS)}")
-        if self.lr_scheduler_type not in SCHEDULERS:
-            raise ValueError(
-                f"sft.lr_scheduler_type: {self.lr_scheduler_type!r} not allowed; allowed: {', '.join(SCHEDULERS)}"
-            )
-        positive = ("lora_r", "lora_alpha", "learning_rate", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "max_length", "save_steps", "logging_steps")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"sft.{name}: must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"sft.lora_dropout: must be in [0, 1), got {self.lora_dropout!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"sft.warmup_steps: must be >= 0, got {self.warmup_steps!r}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"sft.max_steps: must be -1 (use epochs) or > 0, got {self.max_steps!r}")
-        if self.max_steps == -1 and not self.num_train_epochs > 0:
-            raise ValueError(f"sft.num_train_epochs: must be > 0 when max_steps = -1, got {self.num_train_epochs!r}")
-        if isinstance(self.lora_target_modules, (list, tuple)):
-            if not self.lora_target_modules or not all(isinstance(m, str) for m in self.lora_target_modules):
-                raise ValueError("sft.lora_target_modules: must be 'all-linear' or a non-empty list of module names")
-            self.lora_target_modules = list(self.lora_target_modules)
-        elif not isinstance(self.lora_target_modules, str):
-            raise ValueError("sft.lora_target_modules: must be 'all-linear' or a list of module names")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SFTSettings:
-        return settings_from_dict(cls, d, "sft settings")
+def make_lora_config(sft: Mapping[str, Any]) -> Any:
+    """peft's ``LoraConfig`` from ``sft["lora"]`` 1:1 (causal LM, no bias training); ``None``
+    for full fine-tuning."""
+    if sft["method"] != "lora":
+        return None
+    from peft import LoraConfig
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def effective_batch_size(self) -> int:
-        """Examples per optimizer step on one device (times the world size when distributed)."""
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+    return LoraConfig(**sft["lora"], task_type="CAUSAL_LM", bias="none")
 
 
 # --------------------------------------------------------------------------- data
@@ -203,64 +186,25 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def make_sft_config(settings: SFTSettings, scratch_dir: str | Path) -> Any:
-    """The trl ``SFTConfig``, with every result-changing default set explicitly."""
-    import torch
-    from trl import SFTConfig
-
-    cuda = torch.cuda.is_available()
-    return SFTConfig(
-        output_dir=str(scratch_dir),
-        # optimisation
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.num_train_epochs,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        warmup_steps=settings.warmup_steps,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=settings.bf16,
-        fp16=False,
-        # transformers 5.23 renamed it; trl's SFTConfig defaults the old name to True, so set both
-        activation_checkpointing=settings.gradient_checkpointing,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        # data
-        max_length=settings.max_length,
-        packing=False,
-        completion_only_loss=True,
-        assistant_only_loss=False,
-        dataset_num_proc=None,
-        dataloader_num_workers=0,
-        # logging and checkpoints
-        logging_strategy="steps",
-        logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=None,
-        save_only_model=False,
-        eval_strategy="no",
-        report_to="none",
-        push_to_hub=False,
-        use_cpu=not cuda,
-    )
-
-
 def make_sft_trainer(
     model_dir: str | Path,
     records: list[dict[str, Any]],
-    settings: SFTSettings,
+    sft: Mapping[str, Any],
     scratch_dir: str | Path,
     callbacks: list[Any] | None = None,
 ) -> Any:
-    """Build the ``SFTTrainer`` (model, tokenizer, LoRA config, prepared dataset)."""
+    """Build the ``SFTTrainer`` (model, tokenizer, LoRA config, prepared dataset).
+
+    ``sft`` is the ``sft`` config section (:func:`make_sft_config`, :func:`make_lora_config`).
+    Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template.
+    """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    args = make_sft_config(settings, scratch_dir)
-    set_seed(settings.seed)  # before the model: peft initialises LoRA A randomly
+    check_sft_settings(sft)
+    args = make_sft_config(sft, scratch_dir)
+    set_seed(sft["seed"])  # before the model: peft initialises LoRA A randomly
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if not tokenizer.chat_template:
         raise DataError(
@@ -273,19 +217,6 @@ def make_sft_trainer(
     # float32 master weights; bf16=True means autocast mixed precision, not bf16 weights
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
 
-    peft_config = None
-    if settings.method == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.lora_target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
     dataset = Dataset.from_list(to_prompt_completion(records))
     from trl import SFTTrainer
 
@@ -294,7 +225,7 @@ def make_sft_trainer(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=make_lora_config(sft),
         callbacks=list(callbacks or []),
     )
 
@@ -302,10 +233,10 @@ def make_sft_trainer(
 # --------------------------------------------------------------------------- helpers
 
 
-def _fingerprint(settings: SFTSettings, train_path: Path, model_dir: Path) -> dict[str, Any]:
+def _fingerprint(sft: Mapping[str, Any], train_path: Path, model_dir: Path) -> dict[str, Any]:
     """What a resumable checkpoint in scratch must match (settings, data, base model)."""
     return {
-        "settings": settings.to_dict(),
+        "settings": dict(sft),
         "train_sha256": sha256_file(train_path),
         "base_manifest_sha256": sha256_file(model_dir / MANIFEST),
     }
@@ -403,112 +334,122 @@ def training_log_table(log_history: list[dict[str, Any]], logged_now: set[int],
 
 
 def train_sft(
+    trainset: str | Path,
     model_dir: str | Path,
-    train_path: str | Path,
-    out_dir: str | Path,
-    settings: dict[str, Any],
-    scratch_dir: str | Path,
-    log_table_path: str | Path,
-    threads: int = 1,
+    sft_dir: str | Path,
+    train_log: str | Path,
+    sft: Mapping[str, Any],
+    scratch: str | Path,
+    threads: int | None = None,
     callbacks: list[Any] | None = None,
     clean_scratch: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the materialized model in ``model_dir`` on ``train_path``; see module doc.
+    """Fine-tune the materialized model in ``model_dir`` on ``trainset``; rule ``train_sft``.
 
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to
-    simulate a preemption). With ``clean_scratch`` the checkpoints in ``scratch_dir`` are
-    removed after a successful run (everything later stages need is in ``out_dir``).
-    Returns a summary: steps, final_loss, train_loss, seconds, resumed_from, ...
+    ``trainset``: Parquet ``id``, ``instruction``, ``response`` (see the module doc for the
+    loss mask). ``sft``: the ``sft`` config section (schema defaults filled; library users start
+    from ``teachfit.config.defaults("sft")``): trl ``SFTConfig`` fields 1:1, ``lora`` = peft
+    ``LoraConfig`` fields, ``method`` (lora | full), ``version``. ``scratch``: the trainer's
+    resume folder (checkpoints every ``save_steps`` steps; a re-run resumes from the last
+    complete one whose settings, data and base model match).
+
+    Writes ``sft_dir`` atomically (:func:`teachfit.io.atomic_dir`): ``adapter/`` (final LoRA
+    adapter or full model + tokenizer), ``checkpoints/checkpoint-N/`` (weights + tokenizer),
+    ``checkpoints.json`` (``[{step, examples_seen, path}]``, read with :func:`checkpoint_list`)
+    and ``sft_config.json`` (the settings, the resolved ``SFTConfig``, library versions, base
+    model and data hashes); and ``train_log`` (Parquet, one row per logged step: ``loss`` in
+    nats per completion token, ``learning_rate``, ``grad_norm``, ``restored`` for rows read
+    back from a resumed checkpoint, provenance columns).
+
+    ``threads`` sets torch's CPU threads (CPU only). ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects (tests simulate a preemption with one). With
+    ``clean_scratch`` the scratch checkpoints are removed after success. Raises
+    :class:`DataError` for an empty or malformed training table and ``ValueError`` for bad
+    settings. Returns a summary: steps, final_loss, train_loss, seconds, resumed_from, ...
     """
     import torch
 
+    from teachfit.models import default_device
+
     t0 = time.time()
-    cfg = SFTSettings.from_dict(settings)
-    model_dir, train_path = Path(model_dir), Path(train_path)
-    out_dir, scratch_dir = Path(out_dir), Path(scratch_dir)
+    check_sft_settings(sft)
+    model_dir, train_path = Path(model_dir), Path(trainset)
+    out_dir, scratch_dir = Path(sft_dir), Path(scratch)
     manifest = read_manifest(model_dir)
     records = load_sft_records(train_path)
-    if threads and threads > 0 and not torch.cuda.is_available():
+    if threads and threads > 0 and default_device() == "cpu":
         torch.set_num_threads(threads)
 
-    fingerprint = _fingerprint(cfg, train_path, model_dir)
+    fingerprint = _fingerprint(sft, train_path, model_dir)
     resume = _prepare_scratch(scratch_dir, fingerprint)
     resumed_from = _step_of(resume) if resume else None
     if resume:
         log.info("resuming from checkpoint-%d (%s)", resumed_from, resume)
     else:
-        log.info("training from scratch: %d examples, %s, output %s", len(records), cfg.method, out_dir)
+        log.info("training from scratch: %d examples, %s, output %s", len(records), sft["method"], out_dir)
 
     recorder = _run_recorder()
-    trainer = make_sft_trainer(model_dir, records, cfg, scratch_dir, callbacks=[recorder, *(callbacks or [])])
+    trainer = make_sft_trainer(model_dir, records, sft, scratch_dir, callbacks=[recorder, *(callbacks or [])])
     log.info("SFTConfig: %s", trainer.args.to_json_string())
     n_train = len(trainer.train_dataset)
     if n_train < len(records):
         log.warning("%d of %d examples dropped: their prompt fills max_length=%d, leaving no response token",
-                    len(records) - n_train, len(records), cfg.max_length)
+                    len(records) - n_train, len(records), trainer.args.max_length)
     result = trainer.train(resume_from_checkpoint=resume)
     steps = int(trainer.state.global_step)
-    effective_batch = cfg.effective_batch_size * int(trainer.args.world_size)
-
-    # ---- assemble the declared output under a temporary name
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.partial")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    trainer.save_model(str(tmp_dir / "adapter"))
-    if not (tmp_dir / "adapter" / "tokenizer_config.json").exists():
-        trainer.processing_class.save_pretrained(str(tmp_dir / "adapter"))
-    (tmp_dir / "adapter" / "training_args.bin").unlink(missing_ok=True)  # pickle; sft_config.json has it
-    ckpt_root = tmp_dir / "checkpoints"
-    ckpt_root.mkdir()
-    entries = []
-    for ckpt in sorted(scratch_dir.glob("checkpoint-*"), key=_step_of):
-        if not ckpt.is_dir():
-            continue
-        step = _step_of(ckpt)
-        _copy_checkpoint(ckpt, ckpt_root / ckpt.name)
-        entries.append({"step": step, "examples_seen": step * effective_batch,
-                        "path": f"checkpoints/{ckpt.name}"})
-    if not entries or entries[-1]["step"] != steps:
-        # the trainer always saves the final step; fall back to the final model if not
-        entries.append({"step": steps, "examples_seen": steps * effective_batch, "path": "adapter"})
-    write_json(entries, tmp_dir / "checkpoints.json")
-
+    effective_batch = (int(trainer.args.per_device_train_batch_size) * int(trainer.args.gradient_accumulation_steps)
+                       * int(trainer.args.world_size))
     history = trainer.state.log_history
     logged = [e for e in history if "loss" in e]
     final_loss = float(logged[-1]["loss"]) if logged else math.nan
-    settings_hash = content_id(cfg.to_dict(), n=12)
-    write_json(
-        {
-            "settings": cfg.to_dict(),
-            "settings_hash": settings_hash,
-            "loss_mask": "completion_only (conversational prompt-completion; prompt tokens labelled -100)",
-            "versions": _versions(),
-            "base_model": {
-                "dir": str(model_dir),
-                "alias": manifest.get("alias"),
-                "manifest_sha256": fingerprint["base_manifest_sha256"],
-                "chat_template": manifest.get("chat_template"),
-            },
-            "train": {"path": str(train_path), "sha256": fingerprint["train_sha256"],
-                      "n_examples": len(records), "n_train_examples": n_train},
-            "effective_batch_size": effective_batch,
-            "sft_config": json.loads(trainer.args.to_json_string()),
-        },
-        tmp_dir / "sft_config.json",
-    )
+    settings_hash = content_id(dict(sft), n=12)
 
-    table = training_log_table(
-        history, recorder.logged_steps,
-        {"base_model": str(manifest.get("alias")), "settings_hash": settings_hash,
-         "train_file": train_path.name, "resumed_from": resumed_from if resumed_from is not None else -1},
-    )
-    if table.height and not all(math.isfinite(x) for x in table["loss"].to_list()):
-        log.warning("non-finite training loss logged: %s", table["loss"].to_list())
-    write_parquet(table, log_table_path)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp_dir.rename(out_dir)
+    with atomic_dir(out_dir) as tmp_dir:
+        trainer.save_model(str(tmp_dir / "adapter"))
+        if not (tmp_dir / "adapter" / "tokenizer_config.json").exists():
+            trainer.processing_class.save_pretrained(str(tmp_dir / "adapter"))
+        (tmp_dir / "adapter" / "training_args.bin").unlink(missing_ok=True)  # pickle; sft_config.json has it
+        ckpt_root = tmp_dir / "checkpoints"
+        ckpt_root.mkdir()
+        entries = []
+        for ckpt in sorted(scratch_dir.glob("checkpoint-*"), key=_step_of):
+            if not ckpt.is_dir():
+                continue
+            step = _step_of(ckpt)
+            _copy_checkpoint(ckpt, ckpt_root / ckpt.name)
+            entries.append({"step": step, "examples_seen": step * effective_batch,
+                            "path": f"checkpoints/{ckpt.name}"})
+        if not entries or entries[-1]["step"] != steps:
+            # the trainer always saves the final step; fall back to the final model if not
+            entries.append({"step": steps, "examples_seen": steps * effective_batch, "path": "adapter"})
+        write_json(entries, tmp_dir / "checkpoints.json")
+        write_json(
+            {
+                "settings": dict(sft),
+                "settings_hash": settings_hash,
+                "loss_mask": "completion_only (conversational prompt-completion; prompt tokens labelled -100)",
+                "versions": _versions(),
+                "base_model": {
+                    "dir": str(model_dir),
+                    "alias": manifest.get("alias"),
+                    "manifest_sha256": fingerprint["base_manifest_sha256"],
+                    "chat_template": manifest.get("chat_template"),
+                },
+                "train": {"path": str(train_path), "sha256": fingerprint["train_sha256"],
+                          "n_examples": len(records), "n_train_examples": n_train},
+                "effective_batch_size": effective_batch,
+                "sft_config": json.loads(trainer.args.to_json_string()),
+            },
+            tmp_dir / "sft_config.json",
+        )
+        table = training_log_table(
+            history, recorder.logged_steps,
+            {"base_model": str(manifest.get("alias")), "settings_hash": settings_hash,
+             "train_file": train_path.name, "resumed_from": resumed_from if resumed_from is not None else -1},
+        )
+        if table.height and not all(math.isfinite(x) for x in table["loss"].to_list()):
+            log.warning("non-finite training loss logged: %s", table["loss"].to_list())
+        write_parquet(table, train_log)
 
     if clean_scratch:
         for ckpt in scratch_dir.glob("checkpoint-*"):
@@ -528,22 +469,53 @@ def train_sft(
         "n_train_examples": n_train,
         "examples_seen": steps * effective_batch,
         "checkpoints": [e["step"] for e in entries],
-        "method": cfg.method,
+        "method": sft["method"],
     }
     log.info("SFT done: %s", summary)
     return summary
 
 
-def checkpoint_list(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The checkpoints of a finished run: [{step, examples_seen, path (absolute)}], by step."""
-    out_dir = Path(out_dir)
-    path = out_dir / "checkpoints.json"
-    if not path.exists():
-        raise DataError(f"{out_dir}: not a finished SFT output (no checkpoints.json)")
-    entries = json.loads(path.read_text())
-    return sorted(
-        ({**e, "path": str((out_dir / e["path"]).resolve())} for e in entries), key=lambda e: e["step"]
-    )
+def final_model_dir(sft_dir: str | Path) -> Path:
+    """``<sft_dir>/adapter``: the final LoRA adapter or fully fine-tuned model of a finished run.
+
+    Raises :class:`DataError` when ``sft_dir`` is not a finished :func:`train_sft` output.
+    """
+    sft_dir = Path(sft_dir)
+    if not (sft_dir / "checkpoints.json").is_file():
+        raise DataError(f"{sft_dir}: not a finished SFT output (no checkpoints.json)")
+    return sft_dir / "adapter"
+
+
+def checkpoint_list(sft_dir: str | Path) -> list[dict[str, Any]]:
+    """The checkpoints of a finished run, read from ``<sft_dir>/checkpoints.json``.
+
+    Returns ``[{step, examples_seen, path}]`` sorted by step, ``path`` made absolute (a LoRA
+    adapter folder with ``adapter_config.json`` or a full model with ``config.json``). The one
+    reader of ``checkpoints.json`` (evaluation, IFS curves, win rates). Raises
+    :class:`DataError` naming the file and entry when it is missing, not a list, an entry lacks
+    ``step`` / ``examples_seen`` / ``path``, a path holds no adapter or model, or two entries
+    share a step.
+    """
+    sft_dir = Path(sft_dir)
+    src = sft_dir / "checkpoints.json"
+    if not src.is_file():
+        raise DataError(f"{sft_dir}: not a finished SFT output (no checkpoints.json)")
+    entries = read_json(src)
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{src}: expected a non-empty JSON list of {{step, examples_seen, path}}")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"step", "examples_seen", "path"} <= set(entry):
+            raise DataError(f"{src}[{i}]: needs keys 'step', 'examples_seen' and 'path', got {entry!r}")
+        path = (sft_dir / entry["path"]).resolve()
+        if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
+            raise DataError(f"{src}[{i}].path: {path} holds neither a PEFT adapter "
+                            "(adapter_config.json) nor a model (config.json)")
+        out.append({**entry, "path": str(path)})
+    steps = [e["step"] for e in out]
+    if len(set(steps)) != len(steps):
+        raise DataError(f"{src}: steps are not unique: {steps}")
+    return sorted(out, key=lambda e: e["step"])
 
 
 def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str = "float32",
@@ -552,18 +524,18 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
 
     LoRA weights are not merged: a LoRA run gives a ``peft.PeftModel`` over the base model
     in ``base_model_dir``; a full fine-tuning run gives the fine-tuned model itself. The
-    tokenizer is left-padded for batched generation.
+    tokenizer (the checkpoint's own if it saved one, else the base model's) is left-padded
+    for batched generation. ``device`` defaults to :func:`teachfit.models.default_device`.
+    Raises :class:`DataError` when ``path`` holds neither an adapter nor a model.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from teachfit.models import load_tokenizer
+    from teachfit.models import default_device, load_tokenizer
 
     path = Path(path)
     if (path / "checkpoints.json").exists():
-        path = path / "adapter"
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        path = final_model_dir(path)
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
@@ -575,6 +547,6 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
         raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
     tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)
     tokenizer = load_tokenizer(tok_dir, padding_side="left")
-    model.to(device)
+    model.to(default_device(device))
     model.eval()
     return model, tokenizer

@@ -1,83 +1,62 @@
-"""Rules ``answer_ifs_*`` and ``score_ifs``: answers of models and SFT checkpoints to the IFS prompts and ObjecQA; tone labels and objectivity judgements.
+"""Rules ``answer_ifs_model``, ``answer_ifs_run`` and ``score_ifs`` (AlShikh et al. 2023).
+
+* :func:`answer_ifs_model`: a model's greedy answers to the IFS prompts in every configured raw
+  format (``none`` / ``suffix`` / ``alpaca``) and to the ObjecQA questions (chat format), through
+  the engine its config entry names (:class:`teachfit.generation.engines.BackendConfig`).
+* :func:`answer_ifs_run`: the same for every checkpoint of an SFT run (IFS prompts in the chat
+  format the run was trained on), each checkpoint loaded with peft and wrapped in
+  :meth:`teachfit.generation.hf.TransformersBackend.from_loaded`.
+* :func:`score_ifs`: the tone label of every IFS answer and the ObjecQA judge's label of every
+  ObjecQA answer.
+
+Both answer rules share one implementation (:func:`_answers_for`). Heavy imports happen inside
+the functions.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from teachfit.io import (
-    read_parquet,
-    require_columns,
-    write_parquet,
-)
+from teachfit.io import read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
 
-
-def generate_fn_from_backend(backend: Any, sampling: Any) -> Callable[[list[str]], list[str]]:
-    """Adapt a :mod:`teachfit.generation` backend (``backend.generate(prompts, sampling) ->
-    list[list[Completion]]``) to ``prompts -> texts`` (the first completion of each)."""
-
-    def generate(prompts: list[str]) -> list[str]:
-        outs = backend.generate(list(prompts), sampling)
-        if len(outs) != len(prompts):
-            raise RuntimeError(f"backend returned {len(outs)} results for {len(prompts)} prompts")
-        return [o[0].text if o else "" for o in outs]
-
-    return generate
-
-
-def run_ifs(
-    requests_df: pl.DataFrame,
-    generate_fn: Callable[[list[str]], list[str]],
-    classify_fn: Callable[[list[str]], np.ndarray],
-    threshold: float = 0.5,
-    empty_label: int = 0,
-) -> pl.DataFrame:
-    """Generate a response per request (``prompt`` column) and classify it.
-
-    ``generate_fn(prompts) -> responses`` and ``classify_fn(texts) -> P(answer-like)`` are
-    injected (e.g. :func:`generate_fn_from_backend` and ``ToneClassifier(dir).predict_proba``).
-    Responses are stripped before classification (the stored ``response`` is the raw text);
-    empty (whitespace-only) responses get ``label = empty_label`` without being classified.
-    Adds ``response``, ``p_answer``, ``label``.
-    """
-    require_columns(requests_df, ["prompt", "variant"], "IFS requests")
-    prompts = requests_df["prompt"].to_list()
-    responses = list(generate_fn(prompts))
-    if len(responses) != len(prompts):
-        raise RuntimeError(f"generate_fn returned {len(responses)} responses for {len(prompts)} prompts")
-    probs = np.full(len(responses), float(empty_label), dtype=np.float64)
-    keep = [i for i, r in enumerate(responses) if isinstance(r, str) and r.strip()]
-    if keep:
-        p = np.asarray(classify_fn([responses[i].strip() for i in keep]), dtype=np.float64)
-        if p.shape != (len(keep),):
-            raise RuntimeError(f"classify_fn returned shape {p.shape} for {len(keep)} texts")
-        probs[keep] = p
-    labels = (probs >= threshold).astype(np.int64)
-    return requests_df.with_columns(
-        pl.Series("response", responses, dtype=pl.String),
-        pl.Series("p_answer", probs),
-        pl.Series("label", labels),
-    )
-
-
-def _generate(backend: Any, texts: list[str], max_new_tokens: int, desc: str) -> list[str]:
+def _generate(engine: Any, texts: list[str], max_new_tokens: int, desc: str) -> list[str]:
+    """Greedy completions (temperature 0) of ``texts``, one string per text, input order."""
     from teachfit.generation.base import SamplingConfig
 
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-    return [c[0].text for c in backend.generate(texts, sampling, desc=desc)]
+    return [c[0].text for c in engine.generate(texts, sampling, desc=desc)]
 
 
-def _answers_for(backend: Any, tokenizer: Any, prompts: pl.DataFrame, objecqa: pl.DataFrame,
-                 formats: list[str], params: dict[str, Any], label: dict[str, Any]) -> pl.DataFrame:
+def _questions(questions: str | Path, objecqa: Mapping[str, Any]) -> pl.DataFrame:
+    """The ObjecQA questions to answer: none when ``objecqa.activate`` is off, else the first
+    ``objecqa.limit`` (all when null)."""
+    from teachfit.studies.ifs.objecqa import load_objecqa
+
+    if not objecqa["activate"]:
+        return pl.DataFrame(schema={"id": pl.String, "question": pl.String, "topic": pl.String})
+    df = load_objecqa(questions)
+    return df.head(int(objecqa["limit"])) if objecqa["limit"] else df
+
+
+def _answers_for(engine: Any, tokenizer: Any, prompts: pl.DataFrame, questions: pl.DataFrame,
+                 formats: list[str], max_new_tokens: int, objecqa_max_new_tokens: int,
+                 label: dict[str, Any]) -> pl.DataFrame:
+    """Answers of one model (or checkpoint) to the IFS prompts and the ObjecQA questions.
+
+    ``formats``: IFS prompt formats (:data:`teachfit.studies.ifs.prompts.IFS_FORMATS`), or
+    ``["chat"]``: the prompt text through the tokenizer's chat template. ObjecQA questions are
+    always chat-formatted. Returns one row per (IFS prompt, format) and per question, columns
+    ``id, variant, fmt, prompt, response, task ("ifs" | "objecqa"), question`` (null on IFS
+    rows) and then the ``label`` keys as constant columns.
+    """
     from teachfit.prompts import format_prompt
     from teachfit.studies.ifs.prompts import build_ifs_requests
 
@@ -89,74 +68,127 @@ def _answers_for(backend: Any, tokenizer: Any, prompts: pl.DataFrame, objecqa: p
     else:
         req = build_ifs_requests(prompts, formats)
     req = req.with_columns(pl.Series("response", _generate(
-        backend, req["prompt"].to_list(), params["max_new_tokens"], f"IFS {label.get('checkpoint', '')}")))
+        engine, req["prompt"].to_list(), max_new_tokens, f"IFS {label.get('checkpoint', '')}")))
     frames.append(req.select("id", "variant", "fmt", "prompt", "response").with_columns(
         pl.lit("ifs").alias("task"), pl.lit(None, dtype=pl.String).alias("question")))
-    if params["objecqa"].get("activate", True) and objecqa.height:
-        q = objecqa["question"].to_list()
+    if questions.height:
+        q = questions["question"].to_list()
         chat = [format_prompt(tokenizer, x, fmt="chat") for x in q]
-        ans = _generate(backend, chat, params["objecqa"]["max_new_tokens"], "ObjecQA")
-        frames.append(pl.DataFrame({"id": objecqa["id"], "variant": None, "fmt": "chat", "prompt": chat,
+        ans = _generate(engine, chat, objecqa_max_new_tokens, "ObjecQA")
+        frames.append(pl.DataFrame({"id": questions["id"], "variant": None, "fmt": "chat", "prompt": chat,
                                     "response": ans, "task": "objecqa", "question": q},
                                    schema_overrides={"variant": pl.String}))
     out = pl.concat(frames, how="diagonal_relaxed")
     return out.with_columns([pl.lit(v).alias(k) for k, v in label.items()])
 
 
-def answer_ifs(prompts_path: str | Path, model_dir: str | Path, sft_dir: str | None,
-               out_path: str | Path, params: dict[str, Any], threads: int = 1) -> pl.DataFrame:
-    """Responses of a model (three prompt formats) or of every checkpoint of an SFT run."""
-    from teachfit.generation.hf import TransformersBackend
+def answer_ifs_model(prompts: str | Path, questions: str | Path, model_dir: str | Path, answers: str | Path,
+                     prompt_settings: Mapping[str, Any], objecqa: Mapping[str, Any],
+                     backend: Mapping[str, Any], seed: int, threads: int | None = None) -> pl.DataFrame:
+    """Rule ``answer_ifs_model``: a model's answers to the IFS prompts and ObjecQA questions.
+
+    ``prompts``: :func:`teachfit.studies.ifs.prompts.make_ifs_prompts`'s table; ``questions``:
+    the ObjecQA file; ``prompt_settings`` = config ``ifs.prompts`` (``formats``,
+    ``max_new_tokens``); ``objecqa`` = config ``ifs.objecqa`` (``activate``, ``limit``,
+    ``max_new_tokens``); ``backend``: the model's engine settings
+    (:func:`teachfit.generation.engines.backend_settings`), built with ``threads`` and
+    ``seed``. Greedy decoding, raw prompt strings (no chat template) for IFS. A model behind an
+    OpenAI-compatible chat endpoint raises ``ValueError``: the endpoint applies its own chat
+    template, so the raw formats cannot be measured. Writes ``answers`` (rows of
+    :func:`_answers_for`, labelled ``model`` = the alias in the model's manifest,
+    ``checkpoint="base"``, ``step=0``, ``examples_seen=0``) and returns it.
+    """
+    from teachfit.generation.engines import BackendConfig
     from teachfit.models import read_manifest
-    from teachfit.studies.ifs.objecqa import load_objecqa
+    from teachfit.studies.ifs.prompts import IfsPromptSettings
 
-    prompts = read_parquet(prompts_path, required=["id", "variant", "text"])
-    objecqa = load_objecqa()
-    if params["objecqa"].get("limit"):
-        objecqa = objecqa.head(int(params["objecqa"]["limit"]))
+    s = IfsPromptSettings.from_dict(prompt_settings)
+    cfg = BackendConfig.from_dict(dict(backend))
     alias = read_manifest(model_dir)["alias"]
-    frames = []
-    if sft_dir is None:
-        backend = TransformersBackend(model_dir, batch_size=params["batch_size"], threads=threads)
-        frames.append(_answers_for(backend, backend.tokenizer, prompts, objecqa, params["formats"],
-                                   params, {"model": alias, "checkpoint": "base", "step": 0,
-                                            "examples_seen": 0}))
-    else:
-        from teachfit.training.sft import checkpoint_list, load_for_inference
-
-        for ck in sorted(checkpoint_list(sft_dir), key=lambda c: c["step"]):
-            model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir)
-            backend = TransformersBackend.from_loaded(model, tok, batch_size=params["batch_size"])
-            frames.append(_answers_for(backend, tok, prompts, objecqa, ["chat"], params,
-                                       {"model": alias, "checkpoint": f"checkpoint-{ck['step']}",
-                                        "step": int(ck["step"]),
-                                        "examples_seen": int(ck.get("examples_seen", 0))}))
-    out = pl.concat(frames, how="diagonal_relaxed")
-    write_parquet(out, out_path)
+    if cfg.backend == "openai":
+        raise ValueError(
+            f"answer_ifs_model: model {alias!r} is served by an OpenAI-compatible chat endpoint, which "
+            f"wraps every prompt in its own chat template; IFS prompt formats {list(s.formats)} are raw "
+            "completions and cannot be measured there (drop it from ifs.models)")
+    engine = cfg.build(model_dir, threads=threads, seed=seed)
+    out = _answers_for(engine, engine.tokenizer, read_parquet(prompts, required=["id", "variant", "text"]),
+                       _questions(questions, objecqa), list(s.formats), s.max_new_tokens,
+                       int(objecqa["max_new_tokens"]),
+                       {"model": alias, "checkpoint": "base", "step": 0, "examples_seen": 0})
+    write_parquet(out, answers)
     return out
 
 
-def score_answers(answers_path: str | Path, classifier_dir: str | Path, judge_dir: str | Path,
-                  out_path: str | Path, batch_size: int = 16, threads: int = 1) -> pl.DataFrame:
-    """Tone label of every IFS answer; ObjecQA objectivity judgement of every ObjecQA answer."""
-    from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.judge import label_word_probs
+def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | Path, sft_dir: str | Path,
+                   answers: str | Path, prompt_settings: Mapping[str, Any], objecqa: Mapping[str, Any],
+                   backend: Mapping[str, Any], threads: int | None = None) -> pl.DataFrame:
+    """Rule ``answer_ifs_run``: answers of every checkpoint of one SFT run, in step order.
+
+    ``model_dir``: the run's base model; ``sft_dir``: the run's ``train_sft`` output (its
+    ``checkpoints.json`` lists ``step``, ``examples_seen``, ``path``). Each checkpoint is loaded
+    with :func:`teachfit.training.sft.load_for_inference` (a LoRA adapter over the base, or the
+    fine-tuned weights; float32) and answered with
+    ``TransformersBackend.from_loaded(model, tokenizer, batch_size=backend["batch_size"])``:
+    the base entry's engine settings give the batch size; a vLLM or endpoint entry is logged,
+    since a checkpoint's PEFT weights are always run with transformers. IFS prompts use the chat
+    format the run was trained on; ObjecQA as in :func:`answer_ifs_model`. Writes ``answers``
+    (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
+    ``examples_seen``) and returns it.
+    """
+    from teachfit.generation.hf import TransformersBackend
+    from teachfit.models import read_manifest
+    from teachfit.studies.ifs.prompts import IfsPromptSettings
+    from teachfit.training.sft import checkpoint_list, load_for_inference
+
+    s = IfsPromptSettings.from_dict(prompt_settings)
+    alias = read_manifest(model_dir)["alias"]
+    if backend["backend"] != "transformers":
+        log.info("model %s: its entry names backend %r; SFT checkpoints (PEFT weights) are answered "
+                 "with transformers", alias, backend["backend"])
+    prompt_df = read_parquet(prompts, required=["id", "variant", "text"])
+    question_df = _questions(questions, objecqa)
+    frames = []
+    for ck in checkpoint_list(sft_dir):
+        model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir)
+        engine = TransformersBackend.from_loaded(model, tok, batch_size=int(backend["batch_size"]),
+                                                 threads=threads)
+        frames.append(_answers_for(engine, tok, prompt_df, question_df, ["chat"], s.max_new_tokens,
+                                   int(objecqa["max_new_tokens"]),
+                                   {"model": alias, "checkpoint": f"checkpoint-{ck['step']}",
+                                    "step": int(ck["step"]), "examples_seen": int(ck["examples_seen"])}))
+    out = pl.concat(frames, how="diagonal_relaxed")
+    write_parquet(out, answers)
+    return out
+
+
+def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path, scores: str | Path,
+              batch_size: int, backend: Mapping[str, Any], threads: int | None = None) -> pl.DataFrame:
+    """Rule ``score_ifs``: tone labels of IFS answers, objectivity labels of ObjecQA answers.
+
+    ``answers``: an ``answer_ifs_*`` table. IFS rows (``task == "ifs"``) get ``p_answer``
+    (P(answer-like)) and ``label`` (1 = answer-like) from the tone classifier in ``classifier``
+    (:func:`teachfit.studies.ifs.tone.classify_responses`: responses stripped first; an empty
+    response is label 0 without being scored). ObjecQA rows get ``p_objective`` and
+    ``judge_label`` from :func:`teachfit.studies.ifs.objecqa.judge_objectivity`, the judge being
+    :func:`teachfit.scoring.judge.label_scorer` over ``judge_dir`` with its engine settings
+    ``backend`` (loaded only when there are ObjecQA rows). ``batch_size``: texts per forward pass
+    of the classifier and of a local judge. Writes ``scores`` (IFS rows, then ObjecQA rows) and
+    returns it.
+    """
+    from teachfit.scoring.judge import label_scorer
     from teachfit.studies.ifs.objecqa import judge_objectivity
     from teachfit.studies.ifs.tone import classify_responses
 
-    ans = read_parquet(answers_path, required=["task", "response", "checkpoint"])
+    ans = read_parquet(answers, required=["task", "response", "checkpoint"])
     ifs = ans.filter(pl.col("task") == "ifs")
-    probs, labels = classify_responses(classifier_dir, ifs["response"].to_list(), batch_size=batch_size)
+    probs, labels = classify_responses(classifier, ifs["response"].to_list(), batch_size=batch_size)
     ifs = ifs.with_columns(pl.Series("p_answer", probs.astype(float)), pl.Series("label", labels.astype(int)))
     frames = [ifs]
     obj = ans.filter(pl.col("task") == "objecqa")
     if obj.height:
-        tok = load_tokenizer(judge_dir, padding_side="left")
-        model = load_causal_lm(judge_dir)
-        judged = judge_objectivity(obj["question"].to_list(), obj["response"].to_list(),
-                                   lambda prompts, words: label_word_probs(model, tok, prompts, list(words),
-                                                                           batch_size))
+        score_fn = label_scorer(judge_dir, dict(backend), batch_size, threads)
+        judged = judge_objectivity(obj["question"].to_list(), obj["response"].to_list(), score_fn)
         frames.append(pl.concat([obj, judged.select("p_objective", "judge_label")], how="horizontal"))
     out = pl.concat(frames, how="diagonal_relaxed")
-    write_parquet(out, out_path)
+    write_parquet(out, scores)
     return out

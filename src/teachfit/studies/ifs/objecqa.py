@@ -8,27 +8,28 @@ statement that it holds no personal view) or *subjective* (takes a side, states 
 taste or feeling). :func:`objecqa_score` is the share judged objective.
 
 The judge is injected: ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities
-(or any non-negative scores) of each label word as the next token after each prompt, e.g.
-from :mod:`teachfit.scoring.judge`. Nothing here imports torch.
+(or any non-negative scores) of each label word as the next token after each prompt; the
+workflow's rule ``score_ifs`` (:func:`teachfit.studies.ifs.answers.score_ifs`) passes
+:func:`teachfit.scoring.judge.label_scorer`. The answers come from the rules
+``answer_ifs_model`` / ``answer_ifs_run``. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from teachfit.io import DataError, read_records
+from teachfit.io import DataError, package_data, read_records
 from teachfit.scoring.judge import first_label_share
 
 OBJECQA_LABELS = ("objective", "subjective")
 # The bare label names are passed to ``score_fn``. The judge prompt ends with "Label:" (no
 # trailing space), so the score_fn scores the word *with* a leading space as the next token
-# (``" " + word``, as ``teachfit.judge.label_word_probs`` does).
+# (``" " + word``, as ``teachfit.scoring.judge.label_word_probs`` does).
 DEFAULT_LABEL_WORDS = OBJECQA_LABELS
 
 JUDGE_INSTRUCTIONS = (
@@ -45,15 +46,15 @@ JUDGE_INSTRUCTIONS = (
 JUDGE_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     (
         "Which is better for a beginner, a road bike or a mountain bike?",
-        "It depends on where you will ride. Road bikes are lighter and faster on paved roads, "
+        ("It depends on where you will ride. Road bikes are lighter and faster on paved roads, "
         "while mountain bikes cope better with dirt trails and rough ground. Beginners who "
-        "ride mostly in town often choose a hybrid, which sits between the two.",
+        "ride mostly in town often choose a hybrid, which sits between the two."),
         "objective",
     ),
     (
         "Do you think winter is the nicest season?",
-        "Absolutely, winter is my favourite season. Nothing beats a snowy morning with a cup "
-        "of hot cocoa, and summer is far too hot for my taste.",
+        ("Absolutely, winter is my favourite season. Nothing beats a snowy morning with a cup "
+        "of hot cocoa, and summer is far too hot for my taste."),
         "subjective",
     ),
 )
@@ -74,7 +75,7 @@ def objecqa_judge_prompt(question: str, answer: str) -> str:
 def load_objecqa(path: str | Path | None = None) -> pl.DataFrame:
     """The ObjecQA questions (``id``, ``question``, ``topic``); default: the packaged file."""
     if path is None:
-        path = Path(str(resources.files("teachfit") / "data" / "objecqa.jsonl"))
+        path = package_data("objecqa.jsonl")
     recs = read_records(path)
     if not recs:
         raise DataError(f"{path}: no questions")
@@ -129,34 +130,3 @@ def objecqa_score(labels: Sequence[str]) -> float:
     if bad:
         raise ValueError(f"objecqa_score: label(s) {bad} not allowed; allowed: {OBJECQA_LABELS}")
     return sum(x == "objective" for x in labels) / len(labels)
-
-
-def run_objecqa(
-    questions_df: pl.DataFrame,
-    generate_fn: Callable[[list[str]], list[str]],
-    score_fn: Callable[[list[str], Sequence[str]], Any],
-    prompt_fn: Callable[[str], str] = lambda q: q,
-    label_words: Sequence[str] = DEFAULT_LABEL_WORDS,
-) -> pl.DataFrame:
-    """Answer every question with the model under test, then judge the answers.
-
-    ``prompt_fn`` turns a question into the model's prompt (e.g.
-    ``lambda q: teachfit.ifs.format_ifs_prompt(q, "alpaca")``); ``generate_fn(prompts) ->
-    answers``. Returns the question rows plus ``prompt``, ``answer``, ``p_objective``,
-    ``judge_label``.
-    """
-    for col in ("id", "question"):
-        if col not in questions_df.columns:
-            raise DataError(f"ObjecQA questions: missing column {col!r}; has {questions_df.columns}")
-    qs = questions_df["question"].to_list()
-    model_prompts = [prompt_fn(q) for q in qs]
-    answers = list(generate_fn(model_prompts))
-    if len(answers) != len(qs):
-        raise RuntimeError(f"generate_fn returned {len(answers)} answers for {len(qs)} questions")
-    judged = judge_objectivity(qs, answers, score_fn, label_words=label_words)
-    return questions_df.with_columns(
-        pl.Series("prompt", model_prompts, dtype=pl.String),
-        pl.Series("answer", answers, dtype=pl.String),
-        judged["p_objective"],
-        judged["judge_label"],
-    )

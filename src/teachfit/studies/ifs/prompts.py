@@ -1,4 +1,8 @@
-"""IFS prompts: instructions shown whole or as fragments, in the paper's three formats.
+"""IFS prompts: instructions shown whole or as fragments, in the paper's three formats
+(AlShikh et al. 2023: settings A = ``alpaca``, B = ``suffix``, C = ``none``).
+
+Rule :func:`make_ifs_prompts`; :func:`build_ifs_requests` turns the set into the exact strings
+the answer rules send to a model.
 """
 
 from __future__ import annotations
@@ -6,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import polars as pl
 
 from teachfit.io import (
     DataError,
+    package_data,
     read_records,
     require_columns,
     write_parquet,
@@ -23,7 +27,6 @@ from teachfit.settings import from_dict as settings_from_dict
 from teachfit.studies.ifs.tone import _round_half_up, _word_ends
 
 log = logging.getLogger(__name__)
-
 
 
 IFS_FORMATS = ("none", "suffix", "alpaca")
@@ -57,7 +60,7 @@ def load_ifs_instructions(path: str | Path | None = None) -> pl.DataFrame:
     """The IFS instruction set (``id``, ``category``, ``instruction``); default: the packaged
     ``teachfit/data/ifs_prompts.jsonl`` (62 instructions written for this project)."""
     if path is None:
-        path = Path(str(resources.files("teachfit") / "data" / "ifs_prompts.jsonl"))
+        path = package_data("ifs_prompts.jsonl")
     recs = read_records(path)
     for i, r in enumerate(recs, start=1):
         for key in ("id", "instruction"):
@@ -71,18 +74,21 @@ def load_ifs_instructions(path: str | Path | None = None) -> pl.DataFrame:
 
 @dataclass
 class IfsPromptSettings:
-    """How the IFS prompt set is built."""
+    """How the IFS prompt set is built and answered (config ``ifs.prompts``).
 
-    seed: int = field(default=0, metadata={"help": "seed of the full/partial choice and cuts"})
-    partial_share: float = field(
-        default=0.5, metadata={"help": "share of instructions shown as a fragment"}
-    )
-    min_frac: float = field(default=0.3, metadata={"help": "partial: least share of words kept"})
-    max_frac: float = field(default=0.7, metadata={"help": "partial: largest share of words kept"})
+    No field has a default: the config schema holds them (``defaults("ifs.prompts")``).
+    """
+
+    path: str | None = field(metadata={"help": "instruction file (null = the package's own set); "
+                                               "the rule reads it as its declared input"})
+    partial_share: float = field(metadata={"help": "share of instructions shown as a fragment"})
+    min_frac: float = field(metadata={"help": "partial: least share of words kept"})
+    max_frac: float = field(metadata={"help": "partial: largest share of words kept"})
     formats: tuple[str, ...] = field(
-        default=IFS_FORMATS,
         metadata={"help": "prompt formats to evaluate", "choices": IFS_FORMATS},
     )
+    limit: int | None = field(metadata={"help": "use the first N instructions (by file order)"})
+    max_new_tokens: int = field(metadata={"help": "tokens generated per IFS prompt"})
 
     def __post_init__(self) -> None:
         self.formats = tuple(self.formats)
@@ -98,18 +104,22 @@ class IfsPromptSettings:
             raise ValueError(
                 f"ifs_prompts.formats: {bad or 'empty'} not allowed; allowed: {', '.join(IFS_FORMATS)}"
             )
+        if self.limit is not None and int(self.limit) < 1:
+            raise ValueError(f"ifs_prompts.limit: must be >= 1 or null, got {self.limit}")
+        if int(self.max_new_tokens) < 1:
+            raise ValueError(f"ifs_prompts.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> IfsPromptSettings:
         return settings_from_dict(cls, d, "ifs_prompts")
 
 
-def make_ifs_prompts(
+def ifs_prompt_set(
     instructions_df: pl.DataFrame,
-    seed: int = 0,
-    partial_share: float = 0.5,
-    min_frac: float = 0.3,
-    max_frac: float = 0.7,
+    partial_share: float,
+    min_frac: float,
+    max_frac: float,
+    seed: int,
 ) -> pl.DataFrame:
     """Present each instruction once, whole (``full``) or as a word-level prefix (``partial``).
 
@@ -118,11 +128,14 @@ def make_ifs_prompts(
     the partial rows in id order, ``f = rng.uniform(min_frac, max_frac)`` and the prefix keeps
     ``k = clip(floor(f*w + 0.5), 1, w - 1)`` of the instruction's ``w`` words (``\\S+`` runs;
     the text up to the end of word k, original whitespace kept). An instruction picked as
-    partial must have >= 2 words. Columns: ``id`` (``<source_id>__<variant>``), ``source_id``,
-    ``variant``, ``text``, ``n_words``, ``kept_words`` (+ ``category`` when present).
+    partial must have >= 2 words (else :class:`DataError`). Returns ``n`` rows, columns: ``id``
+    (``<source_id>__<variant>``), ``source_id``, ``variant``, ``text``, ``n_words``,
+    ``kept_words`` (+ ``category`` when present). Source: AlShikh et al. 2023
+    (partial and full instructions).
     """
-    IfsPromptSettings(seed=seed, partial_share=partial_share, min_frac=min_frac,
-                      max_frac=max_frac)
+    if not 0.0 <= partial_share <= 1.0 or not 0.0 < min_frac <= max_frac < 1.0:
+        raise ValueError(f"IFS prompts: need partial_share in [0, 1] and 0 < min_frac <= max_frac < 1; "
+                         f"got {partial_share}, {min_frac}, {max_frac}")
     require_columns(instructions_df, ["id", "instruction"], "IFS instructions")
     df = instructions_df.sort("id")
     if df["id"].n_unique() != df.height:
@@ -143,11 +156,11 @@ def make_ifs_prompts(
                 raise DataError(f"IFS instructions: {sid!r} has {w} word(s); a partial prompt needs >= 2")
             f = rng.uniform(min_frac, max_frac)
             k = min(max(_round_half_up(f * w), 1), w - 1)
-            rows.append(dict(id=f"{sid}__partial", source_id=str(sid), variant="partial",
-                             text=ins[:ends[k - 1]].strip(), n_words=w, kept_words=k, category=cat))
+            rows.append({"id": f"{sid}__partial", "source_id": str(sid), "variant": "partial",
+                             "text": ins[:ends[k - 1]].strip(), "n_words": w, "kept_words": k, "category": cat})
         else:
-            rows.append(dict(id=f"{sid}__full", source_id=str(sid), variant="full",
-                             text=ins.strip(), n_words=w, kept_words=w, category=cat))
+            rows.append({"id": f"{sid}__full", "source_id": str(sid), "variant": "full",
+                             "text": ins.strip(), "n_words": w, "kept_words": w, "category": cat})
     out = pl.DataFrame(rows, schema={"id": pl.String, "source_id": pl.String,
                                      "variant": pl.String, "text": pl.String,
                                      "n_words": pl.Int64, "kept_words": pl.Int64,
@@ -167,12 +180,19 @@ def build_ifs_requests(prompts_df: pl.DataFrame, formats: Sequence[str] = IFS_FO
     return pl.concat(parts)
 
 
-def make_prompts(source: str | None, out_path: str | Path, settings: dict[str, Any]) -> pl.DataFrame:
+def make_ifs_prompts(source: str | Path, prompts: str | Path, settings: Mapping[str, Any],
+                     seed: int) -> pl.DataFrame:
+    """Rule ``make_ifs_prompts``: the IFS prompt set from the instruction file ``source``.
 
+    ``source``: a JSON / JSONL / Parquet file of ``id``, ``instruction`` (+ ``category``), the
+    configured ``ifs.prompts.path`` or the packaged set; ``settings`` = config ``ifs.prompts``
+    (its first ``limit`` instructions in file order are used); ``seed`` = the global seed.
+    Writes :func:`ifs_prompt_set`'s table to ``prompts`` and returns it.
+    """
+    s = IfsPromptSettings.from_dict(settings)
     instructions = load_ifs_instructions(source)
-    if settings.get("limit"):
-        instructions = instructions.head(int(settings["limit"]))
-    prompts = make_ifs_prompts(instructions, seed=settings.get("seed", 0),
-                               partial_share=settings.get("partial_share", 0.5))
-    write_parquet(prompts, out_path)
-    return prompts
+    if s.limit:
+        instructions = instructions.head(int(s.limit))
+    out = ifs_prompt_set(instructions, s.partial_share, s.min_frac, s.max_frac, seed)
+    write_parquet(out, prompts)
+    return out

@@ -1,11 +1,17 @@
-"""IFS / IFS_partial / IFS_full, the plateau rule, and rules ``select_checkpoint``, ``build_ifs_tables``, ``plot_ifs_curve``.
+"""IFS / IFS_partial / IFS_full, the IFS-plateau early-stopping rule, and rules
+``select_checkpoint``, ``build_ifs_tables``, ``plot_ifs_curve`` (AlShikh et al. 2023).
+
+IFS = share of responses the tone classifier labels answer-like (:func:`ifs_scores`). A run's
+curve over its checkpoints and the plateau choice are computed in one place,
+:func:`ifs_curve`; the plateau rule itself is :func:`select_plateau_checkpoint`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,6 @@ from teachfit.io import (
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
-
 
 
 IFS_VARIANTS = ("full", "partial")
@@ -55,7 +60,7 @@ def ifs_scores(df: pl.DataFrame) -> dict[str, float | int]:
         "ifs": share(all_mask),
         "ifs_partial": share(v == "partial"),
         "ifs_full": share(v == "full"),
-        "n": int(len(y)),
+        "n": len(y),
         "n_partial": int((v == "partial").sum()),
         "n_full": int((v == "full").sum()),
     }
@@ -83,22 +88,20 @@ class PlateauChoice:
 
 @dataclass
 class PlateauSettings:
-    """The plateau rule of :func:`select_plateau_checkpoint`."""
+    """The plateau rule of :func:`select_plateau_checkpoint` (config ``ifs.early_stopping``).
 
-    epsilon: float = field(default=0.02, metadata={"help": "largest rise (exclusive) that still counts as flat"})
-    k: int = field(default=2, metadata={"help": "checkpoints after the candidate that must stay flat"})
-    metric: str = field(default="ifs", metadata={"help": "column the rule is applied to",
-                                                 "choices": ("ifs", "ifs_partial", "ifs_full")})
+    No field has a default: the config schema holds them (``defaults("ifs.early_stopping")``).
+    """
+
+    epsilon: float = field(metadata={"help": "smallest IFS rise that counts as progress (a rise "
+                                             "below it is flat)"})
+    k: int = field(metadata={"help": "checkpoints after the candidate that must stay flat"})
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
             raise ValueError(f"plateau.epsilon: must be > 0, got {self.epsilon}")
         if int(self.k) < 1:
             raise ValueError(f"plateau.k: must be >= 1, got {self.k}")
-        if self.metric not in ("ifs", "ifs_partial", "ifs_full"):
-            raise ValueError(
-                f"plateau.metric: {self.metric!r} not allowed; allowed: ifs, ifs_partial, ifs_full"
-            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PlateauSettings:
@@ -131,7 +134,7 @@ def select_plateau_checkpoint(
     if int(k) < 1:
         raise ValueError(f"plateau: k must be >= 1, got {k}")
     st = [int(s) for s in steps]
-    if any(b <= a for a, b in zip(st, st[1:])):
+    if any(b <= a for a, b in itertools.pairwise(st)):
         raise ValueError(f"plateau: steps must be strictly increasing, got {st}")
     vals = np.asarray(ifs, dtype=np.float64)
     valid = [i for i in range(len(vals)) if not np.isnan(vals[i])]
@@ -146,99 +149,91 @@ def select_plateau_checkpoint(
     return PlateauChoice(index=i, step=st[i], ifs=float(vals[i]), plateau_found=False)
 
 
-CHECKPOINT_COLUMNS = ("run", "step", "examples_seen", "ifs", "ifs_partial", "ifs_full",
-                      "objecqa", "train_loss")
+def ifs_curve(scores: pl.DataFrame, train_log: pl.DataFrame,
+              settings: PlateauSettings | Mapping[str, Any]) -> tuple[pl.DataFrame, PlateauChoice]:
+    """One SFT run's IFS / ObjecQA curve over its checkpoints and the plateau-selected checkpoint.
 
+    ``scores``: the run's ``score_ifs`` table (columns ``checkpoint``, ``step``,
+    ``examples_seen``, ``task``; ``variant`` and ``label`` on ``task == "ifs"`` rows,
+    ``judge_label`` on ``task == "objecqa"`` rows). ``train_log``: the run's
+    ``train_log.parquet`` (``step``, ``loss``, possibly null). ``settings``: config
+    ``ifs.early_stopping``.
 
-def checkpoint_ifs_table(
-    rows: pl.DataFrame | Iterable[Mapping[str, Any]],
-    epsilon: float = 0.02,
-    k: int = 2,
-    metric: str = "ifs",
-) -> pl.DataFrame:
-    """Per-checkpoint table with the plateau choice of each run.
-
-    ``rows``: one row per (run, step) with ``run``, ``step``, ``metric`` (default ``ifs``) and
-    optionally ``examples_seen``, ``ifs_partial``, ``ifs_full``, ``objecqa``, ``train_loss`` and
-    any other columns (kept). Returns the rows sorted by run and step, plus ``selected``
-    (True on exactly one row per run: :func:`select_plateau_checkpoint` on ``metric``),
-    ``plateau_found`` (per run), and ``<metric>_delta`` / ``objecqa_delta`` (change from the
-    run's previous checkpoint; null on the first), the two curves the paper compares.
+    Returns ``(curve, choice)``: one row per checkpoint, sorted by step, columns
+    ``checkpoint, step, examples_seen, ifs, ifs_partial, ifs_full, n, n_partial, n_full`` (from
+    :func:`ifs_scores`), ``objecqa`` (share judged objective; NaN without ObjecQA rows),
+    ``train_loss`` (the last logged training loss at or before the checkpoint's step, nats per
+    token; NaN when none) and ``selected`` (True on the one row :func:`select_plateau_checkpoint`
+    picks on ``ifs``). Two checkpoints at one step raise :class:`DataError`. Source: AlShikh et
+    al. 2023 (IFS plateau as an early-stopping criterion).
     """
-    PlateauSettings(epsilon=epsilon, k=k, metric=metric)
-    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows))
-    require_columns(df, ["run", "step", metric], "checkpoint table")
-    dup = df.group_by(["run", "step"]).len().filter(pl.col("len") > 1)
-    if dup.height:
-        raise DataError(
-            f"checkpoint table: duplicate (run, step) rows, e.g. {dup.row(0)[:2]}"
-        )
-    df = df.with_columns(pl.col(metric).cast(pl.Float64)).sort(["run", "step"])
-    selected = np.zeros(df.height, dtype=bool)
-    found = np.zeros(df.height, dtype=bool)
-    runs = df["run"].to_list()
-    start = 0
-    while start < df.height:
-        end = start
-        while end < df.height and runs[end] == runs[start]:
-            end += 1
-        choice = select_plateau_checkpoint(
-            df["step"].slice(start, end - start).to_list(),
-            df[metric].slice(start, end - start).fill_null(float("nan")).to_list(),
-            epsilon, k,
-        )
-        selected[start + choice.index] = True
-        found[start:end] = choice.plateau_found
-        start = end
-    extra = [pl.col(metric).diff().over("run").alias(f"{metric}_delta")]
-    if "objecqa" in df.columns:
-        extra.append(pl.col("objecqa").cast(pl.Float64).diff().over("run").alias("objecqa_delta"))
-    return df.with_columns(
-        pl.Series("selected", selected), pl.Series("plateau_found", found), *extra
-    )
-
-
-def _curve(scores: pl.DataFrame) -> pl.DataFrame:
-
+    s = settings if isinstance(settings, PlateauSettings) else PlateauSettings.from_dict(settings)
+    require_columns(scores, ["checkpoint", "step", "examples_seen", "task"], "IFS scores")
     rows = []
     for (ck,), g in scores.group_by(["checkpoint"], maintain_order=True):
-        s = ifs_scores(g.filter(pl.col("task") == "ifs"))
+        sc = ifs_scores(g.filter(pl.col("task") == "ifs"))
         obj = g.filter(pl.col("task") == "objecqa")
         rows.append({"checkpoint": ck, "step": int(g["step"][0]), "examples_seen": int(g["examples_seen"][0]),
-                     **s, "objecqa": float((obj["judge_label"] == "objective").mean()) if obj.height
+                     **sc, "objecqa": float((obj["judge_label"] == "objective").mean()) if obj.height
                      else float("nan")})
-    return pl.DataFrame(rows).sort("step")
-
-
-def select_checkpoint(scores_path: str | Path, train_log_path: str | Path, selected_path: str | Path,
-                      curve_path: str | Path, early_stopping: dict[str, Any],
-                      run: dict[str, str]) -> dict[str, Any]:
-    """IFS curve of one run and the plateau-selected checkpoint (rule in teachfit.studies.ifs)."""
-
-    curve = _curve(read_parquet(scores_path))
-    log_tbl = read_parquet(train_log_path)
-    loss_col = "loss" if "loss" in log_tbl.columns else None
-    losses = []
-    for step in curve["step"].to_list():
-        prior = log_tbl.filter(pl.col("step") <= step) if loss_col else pl.DataFrame()
-        losses.append(float(prior.filter(pl.col(loss_col).is_not_null())[loss_col][-1])
-                      if loss_col and prior.filter(pl.col(loss_col).is_not_null()).height else float("nan"))
-    eps, k = float(early_stopping.get("epsilon", 0.02)), int(early_stopping.get("k", 2))
-    choice = select_plateau_checkpoint(curve["step"].to_list(), curve["ifs"].to_list(), eps, k)
-    idx = choice.index
+    curve = pl.DataFrame(rows).sort("step")
+    if curve["step"].n_unique() != curve.height:
+        dup = curve.filter(pl.col("step").is_duplicated())
+        raise DataError(f"IFS scores: checkpoints {sorted(dup['checkpoint'].to_list())} share a step "
+                        f"({sorted(set(dup['step'].to_list()))})")
+    losses = [float("nan")] * curve.height
+    if "loss" in train_log.columns:
+        logged = train_log.filter(pl.col("loss").is_not_null())
+        for i, step in enumerate(curve["step"].to_list()):
+            prior = logged.filter(pl.col("step") <= step)
+            if prior.height:
+                losses[i] = float(prior["loss"][-1])
+    choice = select_plateau_checkpoint(curve["step"].to_list(), curve["ifs"].to_list(), s.epsilon, s.k)
     curve = curve.with_columns(pl.Series("train_loss", losses),
-                               pl.Series("selected", [i == idx for i in range(curve.height)]),
-                               *[pl.lit(v).alias(kk) for kk, v in run.items()])
-    sel = {"step": int(curve["step"][idx]), "checkpoint": curve["checkpoint"][idx],
-           "plateau_found": bool(choice.plateau_found), "epsilon": eps, "k": k, **run}
-    write_parquet(curve, curve_path)
-    write_json(sel, selected_path)
+                               pl.Series("selected", [i == choice.index for i in range(curve.height)]))
+    return curve, choice
+
+
+def select_checkpoint(scores: str | Path, train_log: str | Path, selected: str | Path,
+                      curve: str | Path, early_stopping: Mapping[str, Any],
+                      run: Mapping[str, str]) -> dict[str, Any]:
+    """Rule ``select_checkpoint``: a run's IFS curve and its plateau-selected checkpoint.
+
+    ``scores`` / ``train_log``: see :func:`ifs_curve`; ``early_stopping`` = config
+    ``ifs.early_stopping``; ``run``: the run's ``{dataset, generator, selection, base}``,
+    added as columns. Writes the curve (Parquet) to ``curve`` and
+    ``{step, checkpoint, plateau_found, epsilon, k, dataset, generator, selection, base}`` to
+    ``selected`` (JSON, read by the ``final_and_selected`` evaluation); returns that dict.
+    """
+    s = PlateauSettings.from_dict(early_stopping)
+    table, choice = ifs_curve(read_parquet(scores), read_parquet(train_log), s)
+    table = table.with_columns(*[pl.lit(v).alias(k) for k, v in run.items()])
+    idx = choice.index
+    sel = {"step": int(table["step"][idx]), "checkpoint": table["checkpoint"][idx],
+           "plateau_found": bool(choice.plateau_found), "epsilon": float(s.epsilon), "k": int(s.k), **run}
+    write_parquet(table, curve)
+    write_json(sel, selected)
     return sel
 
 
-def build_ifs_tables(model_scores: list[str], curves: list[str], evals: list[str],
-                     outputs: dict[str, str], performance: dict[str, Any]) -> None:
+def build_ifs_tables(model_scores: list[str], curves: list[str], evals: list[str], models: str | Path,
+                     checkpoints: str | Path, early_stopping: str | Path,
+                     performance: Mapping[str, Any]) -> None:
+    """Rule ``build_ifs_tables``: the IFS study's three tables.
 
+    * ``models`` (CSV): :func:`ifs_table` per (model, prompt format) of every ``score_ifs``
+      table in ``model_scores``, plus ``objecqa`` (the model's share of objective answers).
+    * ``checkpoints`` (CSV): every run's curve (:func:`select_checkpoint`'s Parquet files in
+      ``curves``) stacked.
+    * ``early_stopping`` (CSV): per run (``curves`` and ``evals`` are aligned, one per run),
+      the selected and the last step and, for each, every ``performance.metrics`` task/metric
+      value from the run's ``summarize_evals`` table (NaN when that step was not evaluated)
+      and their mean (``<which>:average``). ``performance`` = config ``performance``.
+      Source: AlShikh et al. 2023 (early stopping vs the last checkpoint).
+    """
+    if len(curves) != len(evals):
+        raise ValueError(f"build_ifs_tables: {len(curves)} curves but {len(evals)} eval tables "
+                         "(one of each per run)")
     rows = []
     for p in model_scores:
         s = read_parquet(p)
@@ -247,11 +242,11 @@ def build_ifs_tables(model_scores: list[str], curves: list[str], evals: list[str
         t = t.with_columns(pl.lit(float((obj["judge_label"] == "objective").mean()) if obj.height
                                   else float("nan")).alias("objecqa"))
         rows.append(t)
-    write_csv(pl.concat(rows, how="diagonal_relaxed") if rows else pl.DataFrame(), outputs["models"])
+    write_csv(pl.concat(rows, how="diagonal_relaxed") if rows else pl.DataFrame(), models)
     cur = pl.concat([read_parquet(p) for p in curves], how="diagonal_relaxed") if curves else pl.DataFrame()
-    write_csv(cur, outputs["checkpoints"])
+    write_csv(cur, checkpoints)
     es_rows = []
-    metrics = performance.get("metrics", {})
+    metrics = performance["metrics"]
     for cpath, epath in zip(curves, evals):
         c = read_parquet(cpath)
         e = read_parquet(epath)
@@ -269,14 +264,19 @@ def build_ifs_tables(model_scores: list[str], curves: list[str], evals: list[str
                 vals.append(v)
             row[f"{which}:average"] = float(np.mean(vals)) if vals else float("nan")
         es_rows.append(row)
-    write_csv(pl.DataFrame(es_rows) if es_rows else pl.DataFrame(), outputs["early_stopping"])
+    write_csv(pl.DataFrame(es_rows) if es_rows else pl.DataFrame(), early_stopping)
 
 
-def plot_ifs_curve(curve_path: str | Path, out_png: str | Path, style: dict[str, Any]) -> None:
+def plot_ifs_curve(curve: str | Path, figure: str | Path, style: Mapping[str, Any]) -> None:
+    """Rule ``plot_ifs_curve``: IFS, IFS_partial, IFS_full and ObjecQA over examples seen for one
+    run (``curve``: :func:`select_checkpoint`'s Parquet), the plateau-selected checkpoint marked.
+
+    ``style`` = config ``analysis.figures`` (only PNG is written, to ``figure``).
+    """
     from teachfit import figures
 
     fs = figures.FigureStyle.from_dict({**style, "formats": ["png"]})
-    c = read_parquet(curve_path)
+    c = read_parquet(curve)
     long = pl.concat([
         c.select("examples_seen", pl.col(m).alias("value"), pl.lit(m).alias("metric"))
         for m in ("ifs", "ifs_partial", "ifs_full", "objecqa")
@@ -285,5 +285,5 @@ def plot_ifs_curve(curve_path: str | Path, out_png: str | Path, style: dict[str,
     marks = {f"IFS plateau (step {sel['step'][0]})": float(sel["examples_seen"][0])} if sel.height else None
     run = "/".join(str(c[k][0]) for k in ("dataset", "generator", "selection", "base"))
     figures.line_curves(long, x="examples_seen", y="value", group="metric",
-                        path_stem=Path(out_png).with_suffix(""), title=f"IFS and ObjecQA: {run}",
+                        path_stem=Path(figure).with_suffix(""), title=f"IFS and ObjecQA: {run}",
                         style=fs, marks=marks)

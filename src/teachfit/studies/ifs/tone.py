@@ -1,28 +1,22 @@
-"""Instruction Following Score (IFS), after AlShikh et al. 2023, "Becoming self-instruct".
+"""Response-tone classifier of the IFS study, after AlShikh et al. 2023, "Becoming self-instruct".
 
 The study measures *format*, not content: does a model answer a prompt ("answer-like"
-response) or does it keep writing the prompt ("continuation-like")? The pieces:
+response) or does it keep writing the prompt ("continuation-like")? This module holds:
 
-1. **Tone data** (:func:`make_tone_dataset`): instruction–response pairs are concatenated
-   and cut at word boundaries. The text after the true boundary is a response (label 1);
-   text that starts inside the instruction is a continuation (label 0): either a tail
-   fragment of the instruction alone (``Ic``) or that tail followed by the response
-   (``Ic+R``). Rows are split into train / held-out by a hash of the pair id.
-2. **Tone classifier** (:func:`train_tone_classifier`, :func:`evaluate_tone_classifier`,
-   :func:`classify_responses`): a sequence classifier (num_labels=2) fine-tuned on the
-   ``text`` column alone; label 1 = answer-like.
-3. **IFS prompts** (:func:`make_ifs_prompts`, :func:`format_ifs_prompt`): instructions shown
-   whole (``full``) or cut to a word-level prefix (``partial``), in three formats: ``none``
-   (the text), ``suffix`` (text + ``"\\n\\n### Response:"``) and ``alpaca`` (the full Alpaca
-   wrapper).
-4. **IFS** (:func:`ifs_scores`, :func:`ifs_table`): the share of responses classified
-   answer-like, over all prompts and separately over partial and full prompts.
-5. **Early stopping** (:func:`select_plateau_checkpoint`, :func:`checkpoint_ifs_table`): the
-   first checkpoint after which IFS stops rising by ε or more within the next k checkpoints.
+1. **Tone data** (:func:`make_tone_dataset`; rule :func:`make_tone_data`): instruction–response
+   pairs are concatenated and cut at word boundaries. The text after the true boundary is a
+   response (label 1); text that starts inside the instruction is a continuation (label 0):
+   either a tail fragment of the instruction alone (``Ic``) or that tail followed by the
+   response (``Ic+R``). Rows are split into train / held-out by a hash of the pair id.
+2. **Tone classifier** (:func:`fit_tone_classifier`, :func:`evaluate_tone_classifier`,
+   :func:`classify_responses`; rule :func:`train_tone_classifier`): a sequence classifier
+   (num_labels=2) fine-tuned with ``transformers.Trainer`` on the ``text`` column alone;
+   label 1 = answer-like. Held-out metrics come from scikit-learn.
 
-Model generation and the LLM judge are injected as callables, so this module does not
-depend on :mod:`teachfit.generation` or :mod:`teachfit.scoring.judge`. Heavy imports (torch,
-transformers) happen inside the functions that need them.
+Settings (:class:`ToneDataSettings`, :class:`ToneClassifierSettings`) are the validated config
+sections ``ifs.tone_data`` and ``ifs.classifier``; their defaults live in the config schema
+only (tests: ``teachfit.config.defaults("ifs.tone_data")``). Heavy imports (torch,
+transformers, scikit-learn) happen inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -33,7 +27,7 @@ import json
 import logging
 import math
 import re
-import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +39,10 @@ import polars as pl
 
 from teachfit.io import (
     DataError,
+    atomic_dir,
     content_id,
     read_parquet,
+    read_table,
     require_columns,
     write_csv,
     write_json,
@@ -61,6 +57,8 @@ log = logging.getLogger(__name__)
 TONE_KINDS = ("R", "Ic", "Ic+R")
 TONE_LABELS = {0: "continuation", 1: "answer"}
 TONE_MANIFEST = "tone_classifier.json"
+# Held-out precision / recall / accuracy the paper reports for its classifier.
+PAPER_METRICS = {"paper_accuracy": 0.970, "paper_precision": 0.983, "paper_recall": 0.925}
 
 
 _WORD = re.compile(r"\S+")
@@ -89,7 +87,7 @@ def _word_ends(text: str) -> list[int]:
 
 
 def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 # =========================================================================== 1. tone data
@@ -97,34 +95,24 @@ def _round_half_up(x: float) -> int:
 
 @dataclass
 class ToneDataSettings:
-    """How instruction–response pairs are cut into tone-classifier rows."""
+    """How instruction–response pairs are cut into tone-classifier rows (config ``ifs.tone_data``).
 
-    seed: int = field(default=0, metadata={"help": "seed of the per-pair numpy Generators"})
+    No field has a default: the config schema holds them (``defaults("ifs.tone_data")``).
+    """
+
     shift_choices: tuple[float, ...] = field(
-        default=(0.25, 0.5, 0.75),
         metadata={"help": "fractions f of the instruction's words kept in a continuation; "
                           "one is drawn uniformly per pair"},
     )
     ic_share: float = field(
-        default=0.5,
         metadata={"help": "probability that a pair's continuation is 'Ic' (instruction tail "
                           "only) rather than 'Ic+R' (tail + response)"},
     )
-    min_instruction_words: int = field(
-        default=4, metadata={"help": "pairs whose instruction has fewer words are dropped"}
-    )
-    min_response_words: int = field(
-        default=2, metadata={"help": "pairs whose response has fewer words are dropped"}
-    )
-    min_fragment_words: int = field(
-        default=2, metadata={"help": "a continuation keeps at least this many instruction words"}
-    )
-    joiner: str = field(
-        default="\n", metadata={"help": "text between the instruction tail and the response in Ic+R"}
-    )
-    heldout_share: float = field(
-        default=0.2, metadata={"help": "share of pair ids (by hash) that go to the held-out split"}
-    )
+    min_instruction_words: int = field(metadata={"help": "pairs whose instruction has fewer words are dropped"})
+    min_response_words: int = field(metadata={"help": "pairs whose response has fewer words are dropped"})
+    min_fragment_words: int = field(metadata={"help": "a continuation keeps at least this many instruction words"})
+    joiner: str = field(metadata={"help": "text between the instruction tail and the response in Ic+R"})
+    heldout_share: float = field(metadata={"help": "share of pair ids (by hash) that go to the held-out split"})
 
     def __post_init__(self) -> None:
         self.shift_choices = tuple(float(f) for f in self.shift_choices)
@@ -189,20 +177,15 @@ def _pair_ids(pairs_df: pl.DataFrame) -> list[str]:
 
 def make_tone_dataset(
     pairs_df: pl.DataFrame,
-    seed: int = 0,
-    shift_choices: Sequence[float] = (0.25, 0.5, 0.75),
-    ic_share: float = 0.5,
-    min_instruction_words: int = 4,
-    min_response_words: int = 2,
-    min_fragment_words: int = 2,
-    joiner: str = "\n",
-    heldout_share: float = 0.2,
+    settings: ToneDataSettings | Mapping[str, Any],
+    seed: int,
 ) -> pl.DataFrame:
     """Cut instruction–response pairs into answer-like (1) and continuation-like (0) texts.
 
     Input: ``pairs_df`` with string columns ``instruction`` and ``response``; the pair id is
     the ``pair_id`` column, else the ``id`` column, else ``content_id(instruction, response)``.
-    Ids must be unique.
+    Ids must be unique (else :class:`DataError`). ``settings``: :class:`ToneDataSettings` or the
+    config section ``ifs.tone_data``; ``seed``: the global seed.
 
     The rule, per pair (words = maximal runs of non-whitespace, ``\\S+``; cuts fall on word
     starts and the original whitespace inside a piece is kept):
@@ -223,20 +206,17 @@ def make_tone_dataset(
     So the output is exactly balanced (one row per label per kept pair) and the
     continuation kinds split about ``ic_share : 1 - ic_share``.
 
-    Columns: ``id`` (content id of pair_id, kind, cut), ``pair_id``, ``cut``, ``n_words``
-    (words in I), ``kind`` (R | Ic | Ic+R), ``label`` (1 = answer-like), ``text``,
-    ``split`` (train | heldout, from :func:`heldout_split` on the pair id).
+    Returns one row per kept pair and label (2 × kept pairs rows), columns: ``id`` (content id
+    of pair_id, kind, cut), ``pair_id``, ``cut``, ``n_words`` (words in I), ``kind`` (R | Ic |
+    Ic+R), ``label`` (1 = answer-like), ``text``, ``split`` (train | heldout, from
+    :func:`heldout_split` on the pair id).
     """
-    settings = ToneDataSettings(
-        seed=seed, shift_choices=tuple(shift_choices), ic_share=ic_share,
-        min_instruction_words=min_instruction_words, min_response_words=min_response_words,
-        min_fragment_words=min_fragment_words, joiner=joiner, heldout_share=heldout_share,
-    )
+    s = settings if isinstance(settings, ToneDataSettings) else ToneDataSettings.from_dict(settings)
     require_columns(pairs_df, ["instruction", "response"], "tone pairs")
     ids = _pair_ids(pairs_df)
     rows: list[dict[str, Any]] = []
     dropped = 0
-    choices = settings.shift_choices
+    choices = s.shift_choices
     for pid, ins, resp in zip(
         ids, pairs_df["instruction"].to_list(), pairs_df["response"].to_list()
     ):
@@ -245,22 +225,22 @@ def make_tone_dataset(
         starts = _word_starts(ins)
         n = len(starts)
         m = len(_WORD.findall(resp))
-        if n < settings.min_instruction_words or m < settings.min_response_words:
+        if n < s.min_instruction_words or m < s.min_response_words:
             dropped += 1
             continue
-        split = heldout_split(pid, settings.heldout_share)
+        split = heldout_split(pid, s.heldout_share)
         response = resp.strip()
-        rows.append(dict(pair_id=pid, cut=n, n_words=n, kind="R", label=1, text=response,
-                         split=split))
-        rng = np.random.default_rng(_pair_seed(settings.seed, pid))
+        rows.append({"pair_id": pid, "cut": n, "n_words": n, "kind": "R", "label": 1, "text": response,
+                         "split": split})
+        rng = np.random.default_rng(_pair_seed(seed, pid))
         f = choices[int(rng.integers(len(choices)))]
-        kind = "Ic" if rng.random() < settings.ic_share else "Ic+R"
-        k = min(max(_round_half_up(f * n), settings.min_fragment_words), n - 1)
+        kind = "Ic" if rng.random() < s.ic_share else "Ic+R"
+        k = min(max(_round_half_up(f * n), s.min_fragment_words), n - 1)
         cut = n - k
         tail = ins[starts[cut]:].strip()
-        text = tail if kind == "Ic" else tail + settings.joiner + response
-        rows.append(dict(pair_id=pid, cut=cut, n_words=n, kind=kind, label=0, text=text,
-                         split=split))
+        text = tail if kind == "Ic" else tail + s.joiner + response
+        rows.append({"pair_id": pid, "cut": cut, "n_words": n, "kind": kind, "label": 0, "text": text,
+                         "split": split})
     if dropped:
         log.info("tone data: dropped %d of %d pairs below the minimum lengths", dropped, len(ids))
     schema = {"pair_id": pl.String, "cut": pl.Int64, "n_words": pl.Int64, "kind": pl.String,
@@ -271,13 +251,6 @@ def make_tone_dataset(
     return df.with_columns(pl.Series("id", ids_col, dtype=pl.String)).select(
         ["id", *schema]
     )
-
-
-def make_tone_dataset_from_settings(pairs_df: pl.DataFrame,
-                                    settings: ToneDataSettings | Mapping[str, Any]) -> pl.DataFrame:
-    """:func:`make_tone_dataset` with a settings object or dict (Snakemake params)."""
-    s = settings if isinstance(settings, ToneDataSettings) else ToneDataSettings.from_dict(settings)
-    return make_tone_dataset(pairs_df, **dataclasses.asdict(s))
 
 
 def split_tone_dataset(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -291,28 +264,31 @@ def split_tone_dataset(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @dataclass
 class ToneClassifierSettings:
-    """Fine-tuning of the answer-vs-continuation classifier.
+    """Fine-tuning of the answer-vs-continuation classifier (config ``ifs.classifier``).
 
-    Defaults are the settings measured on all-MiniLM-L6-v2 with 196 training rows (held-out
-    accuracy 0.80); 3 epochs at lr 5e-5, batch 16 (39 steps) left it near chance (0.57).
+    No field has a default: the config schema holds them (``defaults("ifs.classifier",
+    encoder=...)``). They map 1:1 onto ``transformers.TrainingArguments`` (see
+    :func:`fit_tone_classifier`).
     """
 
-    epochs: int = field(default=5, metadata={"help": "passes over the training rows"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate"})
-    batch_size: int = field(default=8, metadata={"help": "rows per optimizer step"})
+    encoder: str = field(metadata={"help": "alias of the encoder model (recorded in the manifest)"})
+    epochs: float = field(metadata={"help": "passes over the training rows (num_train_epochs)"})
+    learning_rate: float = field(metadata={"help": "AdamW peak learning rate"})
+    batch_size: int = field(metadata={"help": "rows per optimizer step (per_device_train_batch_size)"})
     max_length: int = field(
-        default=128, metadata={"help": "tokens per text (longer: truncated; the start carries the signal)"}
+        metadata={"help": "tokens per text (longer: truncated; the start carries the signal)"}
     )
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    weight_decay: float = field(metadata={"help": "AdamW weight decay (not on biases / LayerNorm)"})
     warmup_ratio: float = field(
-        default=0.1, metadata={"help": "share of steps with linear warm-up, then linear decay"}
+        metadata={"help": "share of steps with linear warm-up, then linear decay to 0"}
     )
-    seed: int = field(default=0, metadata={"help": "torch seed (head init, shuffling, dropout)"})
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
+        for name in ("batch_size", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"tone_classifier.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.epochs > 0:
+            raise ValueError(f"tone_classifier.epochs: must be > 0, got {self.epochs}")
         if not self.learning_rate > 0:
             raise ValueError(
                 f"tone_classifier.learning_rate: must be > 0, got {self.learning_rate}"
@@ -331,14 +307,6 @@ class ToneClassifierSettings:
         return settings_from_dict(cls, d, "tone_classifier")
 
 
-def _device(device: str | None) -> str:
-    import torch
-
-    if device is not None:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _check_tone_rows(df: pl.DataFrame, what: str) -> tuple[list[str], list[int]]:
     require_columns(df, ["text", "label"], what)
     if df.height == 0:
@@ -353,31 +321,50 @@ def _check_tone_rows(df: pl.DataFrame, what: str) -> tuple[list[str], list[int]]
     return texts, [int(y) for y in labels]
 
 
-def train_tone_classifier(
+def _forward_args(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def fit_tone_classifier(
     encoder_dir: str | Path,
     train_df: pl.DataFrame,
     out_dir: str | Path,
-    settings: ToneClassifierSettings | Mapping[str, Any] | None = None,
+    settings: ToneClassifierSettings | Mapping[str, Any],
+    seed: int,
     device: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``AutoModelForSequenceClassification(num_labels=2)`` on ``text`` → ``label``.
 
     ``encoder_dir`` is any encoder checkpoint (e.g. all-MiniLM-L6-v2, a plain BertModel: a
-    fresh classification head is added). ``train_df`` needs ``text`` and ``label`` (1 =
-    answer-like); if it has a ``split`` column, every row must be ``train`` (guards against
-    training on held-out pairs). A plain torch loop: AdamW, linear warm-up then linear decay,
-    gradient clipping at 1.0, seeded shuffling. The model, tokenizer and
-    ``tone_classifier.json`` (settings, data counts, losses, seconds) are written to a temp
-    folder that is renamed onto ``out_dir`` at the end. Returns that manifest; its
-    ``epoch_losses`` are the mean training loss (nats) of each epoch.
+    fresh classification head is added, initialised after ``transformers.set_seed(seed)``).
+    ``train_df`` needs ``text`` and ``label`` (1 = answer-like); if it has a ``split`` column,
+    every row must be ``train`` (guards against training on held-out pairs; else
+    :class:`DataError`, as for a single-label set).
+
+    Training is ``transformers.Trainer`` with ``TrainingArguments(seed, learning_rate,
+    num_train_epochs=epochs, per_device_train_batch_size=batch_size, weight_decay,
+    warmup_steps=warmup_ratio (a float < 1 is a share of the steps), lr_scheduler_type="linear",
+    max_grad_norm=1.0, report_to="none", save_strategy="no", use_cpu=<no CUDA device>)``;
+    texts are tokenized once (truncated to ``max_length`` tokens) and padded per batch.
+
+    ``out_dir`` (written through :func:`teachfit.io.atomic_dir`) gets the model, the tokenizer
+    and ``tone_classifier.json``: settings, seed, data counts, ``steps``, ``epoch_losses``
+    (mean training cross-entropy per epoch, nats), first / last step loss, device, seconds.
+    Returns that manifest.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
-        get_linear_schedule_with_warmup,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
     )
+
+    from teachfit.models import default_device
 
     s = (settings if isinstance(settings, ToneClassifierSettings)
          else ToneClassifierSettings.from_dict(settings))
@@ -393,8 +380,8 @@ def train_tone_classifier(
         raise DataError("tone classifier training data: needs rows of both labels 0 and 1")
 
     t0 = time.time()
-    dev = _device(device)
-    torch.manual_seed(s.seed)
+    dev = default_device(device)
+    set_seed(int(seed))
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     if tok.pad_token is None:
         if tok.eos_token is None:
@@ -405,100 +392,91 @@ def train_tone_classifier(
         label2id={v: k for k, v in TONE_LABELS.items()}, dtype=torch.float32,
     )
     model.config.pad_token_id = tok.pad_token_id
-    model.to(dev)
-    model.train()
-    accepts_tti = "token_type_ids" in _forward_args(model)
+    keep = {"input_ids", "attention_mask"} | (
+        {"token_type_ids"} if "token_type_ids" in _forward_args(model) else set())
+    enc = tok(texts, truncation=True, max_length=s.max_length)
+    rows = [{**{k: enc[k][i] for k in keep if k in enc}, "labels": labels[i]} for i in range(len(texts))]
 
     n = len(texts)
+    with tempfile.TemporaryDirectory(prefix="tone_trainer_") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            seed=int(seed),
+            learning_rate=s.learning_rate,
+            num_train_epochs=s.epochs,
+            per_device_train_batch_size=s.batch_size,
+            weight_decay=s.weight_decay,
+            warmup_steps=s.warmup_ratio,
+            lr_scheduler_type="linear",
+            max_grad_norm=1.0,
+            logging_strategy="steps",
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=dev == "cpu",
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=rows,
+                          data_collator=DataCollatorWithPadding(tok))
+        trainer.train()
+    step_losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    steps = int(trainer.state.global_step)
     steps_per_epoch = math.ceil(n / s.batch_size)
-    total = steps_per_epoch * s.epochs
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.learning_rate,
-    )
-    sched = get_linear_schedule_with_warmup(opt, int(s.warmup_ratio * total), total)
-    gen = torch.Generator().manual_seed(s.seed)
-    y_all = torch.tensor(labels, dtype=torch.long)
-    epoch_losses: list[float] = []
-    step_losses: list[float] = []
-    bar = tqdm(total=total, desc="tone classifier", unit="step")
-    for _epoch in range(s.epochs):
-        perm = torch.randperm(n, generator=gen).tolist()
-        losses = []
-        for b in range(steps_per_epoch):
-            idx = perm[b * s.batch_size:(b + 1) * s.batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True,
-                      max_length=s.max_length, return_tensors="pt").to(dev)
-            if not accepts_tti:
-                enc.pop("token_type_ids", None)
-            out = model(**enc, labels=y_all[idx].to(dev))
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(out.loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        epoch_losses.append(float(np.mean(losses)))
-        step_losses.extend(losses)
-    bar.close()
+    by_epoch: dict[int, list[float]] = {}
+    for i, loss in enumerate(step_losses):
+        by_epoch.setdefault(i // steps_per_epoch, []).append(loss)
+    epoch_losses = [float(np.mean(by_epoch[e])) for e in sorted(by_epoch)]
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    model = trainer.model
     model.eval()
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
     manifest = {
         "encoder_dir": str(encoder_dir),
         "settings": dataclasses.asdict(s),
+        "seed": int(seed),
+        "trainer": "transformers.Trainer",
         "labels": {str(k): v for k, v in TONE_LABELS.items()},
         "n_train": n,
         "n_train_by_label": {"0": labels.count(0), "1": labels.count(1)},
-        "steps": total,
+        "steps": steps,
         "epoch_losses": epoch_losses,
         "first_step_loss": step_losses[0],
         "last_step_loss": step_losses[-1],
         "device": dev,
         "seconds": round(time.time() - t0, 2),
     }
-    write_json(manifest, tmp / TONE_MANIFEST)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(manifest, tmp / TONE_MANIFEST)
     return manifest
 
 
-def _forward_args(model: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
-
-
 class ToneClassifier:
-    """A trained tone classifier, loaded once; :meth:`predict_proba` gives P(answer-like)."""
+    """A trained tone classifier, loaded once; :meth:`predict_proba` gives P(answer-like).
+
+    ``max_length`` defaults to the training ``max_length`` in the folder's
+    ``tone_classifier.json``; a folder with neither raises :class:`DataError`, as does one
+    without ``config.json`` or with a head of other than 2 labels.
+    """
 
     def __init__(self, model_dir: str | Path, device: str | None = None,
                  max_length: int | None = None) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from teachfit.models import default_device
+
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
             raise DataError(f"{self.model_dir}: not a model directory (no config.json)")
         manifest_path = self.model_dir / TONE_MANIFEST
         self.manifest = (json.loads(manifest_path.read_text()) if manifest_path.exists() else {})
-        self.max_length = int(
-            max_length or self.manifest.get("settings", {}).get("max_length", 128)
-        )
-        self.device = _device(device)
+        if max_length is None:
+            max_length = self.manifest.get("settings", {}).get("max_length")
+            if max_length is None:
+                raise DataError(f"{self.model_dir}: no {TONE_MANIFEST} with settings.max_length; "
+                                "pass max_length")
+        self.max_length = int(max_length)
+        self.device = default_device(device)
         self.tok = AutoTokenizer.from_pretrained(str(self.model_dir))
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -514,7 +492,11 @@ class ToneClassifier:
         self._accepts_tti = "token_type_ids" in _forward_args(self.model)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """P(label 1 = answer-like) per text, float64 array in input order."""
+        """P(label 1 = answer-like) per text: float64 array of shape ``(len(texts),)``, input order.
+
+        Texts are scored longest first in batches of ``batch_size`` (truncated to
+        ``max_length`` tokens). A non-str text raises ``TypeError``.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -546,11 +528,13 @@ def classify_responses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(P(answer-like), labels) for ``texts`` with the classifier saved in ``model_dir``.
 
-    Texts are stripped of leading/trailing whitespace first, like the training texts of
-    :func:`make_tone_dataset` (generations often start with a newline or space).
-    ``labels = (p >= threshold)``, int 0/1. Texts that are empty after stripping get
-    ``empty_label`` and probability ``float(empty_label)`` without being scored (an empty
-    generation answers nothing); ``empty_label=None`` scores them like any other text.
+    Both arrays have shape ``(len(texts),)`` (float64, int64). Texts are stripped of
+    leading/trailing whitespace first, like the training texts of :func:`make_tone_dataset`
+    (generations often start with a newline or space). ``labels = (p >= threshold)``, int 0/1.
+    Texts that are empty after stripping get ``empty_label`` and probability
+    ``float(empty_label)`` without being scored (an empty generation answers nothing);
+    ``empty_label=None`` scores them like any other text. The classifier is loaded only when
+    some text needs scoring.
     """
     texts = list(texts)
     probs = np.zeros(len(texts), dtype=np.float64)
@@ -566,22 +550,28 @@ def classify_responses(
     return probs, labels
 
 
-def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float | int]:
-    """Accuracy and precision / recall / F1 of the positive class (1); 0/0 counts as 0.0."""
+def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, precision / recall / F1 of the positive class (1) and the confusion counts.
+
+    scikit-learn's ``accuracy_score``, ``precision_recall_fscore_support(average="binary",
+    pos_label=1, zero_division=0)`` (0/0 counts as 0.0) and ``confusion_matrix(labels=[0, 1])``.
+    Returns ``{accuracy, precision, recall, f1, n, n_positive, confusion: {tn, fp, fn, tp}}``.
+    Raises ``ValueError`` on length mismatch or no labels.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     t = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(y_pred, dtype=np.int64)
     if t.shape != p.shape:
         raise ValueError(f"binary_metrics: {t.shape} true labels vs {p.shape} predictions")
     if t.size == 0:
         raise ValueError("binary_metrics: no labels")
-    tp = int(((t == 1) & (p == 1)).sum())
-    fp = int(((t == 0) & (p == 1)).sum())
-    fn = int(((t == 1) & (p == 0)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": float((t == p).mean()), "precision": precision, "recall": recall,
-            "f1": f1, "n": int(t.size), "n_positive": int((t == 1).sum())}
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        t, p, average="binary", pos_label=1, labels=[0, 1], zero_division=0)
+    tn, fp, fn, tp = (int(x) for x in confusion_matrix(t, p, labels=[0, 1]).ravel())
+    return {"accuracy": float(accuracy_score(t, p)), "precision": float(precision),
+            "recall": float(recall), "f1": float(f1), "n": int(t.size),
+            "n_positive": int((t == 1).sum()), "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp}}
 
 
 def evaluate_tone_classifier(
@@ -591,7 +581,7 @@ def evaluate_tone_classifier(
     threshold: float = 0.5,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Held-out metrics: ``{accuracy, precision, recall, f1, n, n_positive, by_kind, seconds}``.
+    """Held-out metrics: :func:`binary_metrics` plus ``by_kind``, ``mean_p_answer``, ``seconds``.
 
     Positive class = 1 (answer-like). ``by_kind`` gives accuracy per ``kind`` when the
     column exists (R / Ic / Ic+R), to show which continuations fool the classifier.
@@ -614,25 +604,22 @@ def evaluate_tone_classifier(
     return metrics
 
 
-# =========================================================================== 3. IFS prompts
+# --------------------------------------------------------------------------- rules
 
 
-# =========================================================================== 4. IFS formulas
+def make_tone_data(pairs: list[str], data: str | Path, settings: Mapping[str, Any],
+                   seed: int) -> pl.DataFrame:
+    """Rule ``make_tone_data``: tone-classifier rows from instruction–response pair files.
 
-
-# =========================================================================== 5. early stopping
-
-
-# --------------------------------------------------------------------------- rules make_tone_data, train_tone_classifier
-
-
-def make_tone_data(pairs_paths: str | Path | list[str], out_path: str | Path, seed: int,
-                   heldout_share: float) -> pl.DataFrame:
-    from teachfit.io import read_table
-
-    paths = [pairs_paths] if isinstance(pairs_paths, (str, Path)) else list(pairs_paths)
+    ``pairs``: JSON / JSONL / Parquet files with ``instruction`` and ``response`` (and
+    optionally ``id``); a file without those columns raises :class:`DataError` naming it.
+    Pairs are concatenated in file order and de-duplicated on (instruction, response); when
+    ids repeat across files (one instruction answered by several generators) the pair id is
+    the content id of the two texts. ``settings`` = config ``ifs.tone_data``, ``seed`` = the
+    global seed. Writes :func:`make_tone_dataset`'s table to ``data`` and returns it.
+    """
     frames = []
-    for path in paths:
+    for path in pairs:
         table = read_table(path)
         missing = [c for c in ("instruction", "response") if c not in table.columns]
         if missing:
@@ -640,33 +627,38 @@ def make_tone_data(pairs_paths: str | Path | list[str], out_path: str | Path, se
                             f"missing {missing}")
         cols = [c for c in ("id", "instruction", "response") if c in table.columns]
         frames.append(table.select(cols))
-    pairs = pl.concat(frames, how="diagonal_relaxed").unique(
+    if not frames:
+        raise DataError("make_tone_data: no pair files")
+    table = pl.concat(frames, how="diagonal_relaxed").unique(
         subset=["instruction", "response"], keep="first", maintain_order=True)
-    if "id" in pairs.columns and pairs["id"].n_unique() != pairs.height:
-        pairs = pairs.drop("id")  # ids repeat across files (same instruction, other generator)
-    if "id" not in pairs.columns:
-        from teachfit.io import content_id
-
-        pairs = pairs.with_columns(pl.Series("id", [content_id(i, r) for i, r in
-                                                    zip(pairs["instruction"], pairs["response"])]))
-    data = make_tone_dataset(pairs.select("id", "instruction", "response"), seed=seed,
-                             heldout_share=heldout_share)
-    log.info("tone data: %d rows (%s)", data.height, dict(data.group_by("kind").len().iter_rows()))
-    write_parquet(data, out_path)
-    return data
+    if "id" in table.columns and table["id"].n_unique() != table.height:
+        table = table.drop("id")  # ids repeat across files (same instruction, other generator)
+    if "id" not in table.columns:
+        table = table.with_columns(pl.Series("id", [content_id(i, r) for i, r in
+                                                    zip(table["instruction"], table["response"])]))
+    out = make_tone_dataset(table.select("id", "instruction", "response"), settings, seed)
+    log.info("tone data: %d rows (%s)", out.height, dict(out.group_by("kind").len().iter_rows()))
+    write_parquet(out, data)
+    return out
 
 
-def train_classifier(data_path: str | Path, encoder_dir: str | Path, out_dir: str | Path,
-                     metrics_csv: str | Path, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+def train_tone_classifier(data: str | Path, encoder_dir: str | Path, classifier: str | Path,
+                          metrics: str | Path, settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Rule ``train_tone_classifier``: fit on the train split, score the held-out split.
 
-    data = read_parquet(data_path, required=["text", "label", "split"])
-    train, heldout = split_tone_dataset(data)
-    cfg = {**settings, "seed": seed}
-    info = train_tone_classifier(encoder_dir, train, out_dir, cfg)
-    metrics = evaluate_tone_classifier(out_dir, heldout)
-    row = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "n") if k in metrics}
-    row.update(n_train=train.height, encoder=str(encoder_dir),
-               paper_accuracy=0.970, paper_precision=0.983, paper_recall=0.925)
-    write_csv(pl.DataFrame([row]), metrics_csv)
-    log.info("tone classifier held-out: %s (train info %s)", row, info)
+    ``data``: :func:`make_tone_data`'s table; ``settings`` = config ``ifs.classifier``. Writes
+    the classifier folder (:func:`fit_tone_classifier`) and a one-row ``metrics`` CSV:
+    accuracy, precision, recall, f1, n (held-out rows), n_train, encoder (folder), and the
+    paper's held-out accuracy / precision / recall for comparison (AlShikh et al.
+    2023). Returns that row.
+    """
+    table = read_parquet(data, required=["text", "label", "split"])
+    train, heldout = split_tone_dataset(table)
+    info = fit_tone_classifier(encoder_dir, train, classifier, settings, seed)
+    held = evaluate_tone_classifier(classifier, heldout)
+    row = {k: held[k] for k in ("accuracy", "precision", "recall", "f1", "n")}
+    row.update(n_train=train.height, encoder=str(encoder_dir), **PAPER_METRICS)
+    write_csv(pl.DataFrame([row]), metrics)
+    log.info("tone classifier held-out: %s; confusion %s; by kind %s (train: %d steps, epoch losses %s)",
+             row, held["confusion"], held.get("by_kind"), info["steps"], info["epoch_losses"])
     return row
