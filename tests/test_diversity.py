@@ -100,7 +100,7 @@ def test_describe_instructions(tmp_path, tiny_bert, tiny_llama):
     # difficulty: the probability-weighted 1-5 rating of the difficulty_v1 prompt
     assert table["difficulty"].is_between(1.0, 5.0).all()
     tok = load_tokenizer(tiny_llama, padding_side="left")
-    judge = JudgeSettings.from_dict({"prompt_id": "difficulty_v1", "batch_size": 2})
+    judge = JudgeSettings.from_dict({"method": "rating", "prompt_id": "difficulty_v1", "batch_size": 2, "version": 1})
     expected, _ = rating_scores_loaded(load_causal_lm(tiny_llama), tok,
                                        [difficulty_prompt(tok, t, "difficulty_v1") for t in texts], judge)
     assert table["difficulty"].to_list() == pytest.approx(expected.tolist(), abs=1e-6)

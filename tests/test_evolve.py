@@ -575,10 +575,12 @@ def test_plan_owns_the_evolved_sets_metadata_and_reward():
     assert [r["scenario"] for r in plan.evolution_rounds(top1=True)] == ["evol_instruct"] * 4 + ["auto_evol"]
     assert plan.evolution_settings("evol_instruct") == {"operations": list(OPERATIONS)}
     # each study its own reward model: the evolver's (default: its judge) for evolved sets
-    assert plan.reward_settings("s-evol_instruct-base") == {"type": "judge", "model": "inst", "batch_size": 8}
+    assert plan.reward_settings("s-evol_instruct-base") == {"type": "judge", "model": "inst", "batch_size": 8,
+                                                            "version": 1}
     assert plan.reward_model("t") == "rm" and plan.reward_model("s-auto_evol-inst") == "inst"
     plan = build_plan(_plan_config(reward={"type": "classifier", "model": "rm", "batch_size": 2}))
-    assert plan.reward_settings("s-auto_evol-inst") == {"type": "classifier", "model": "rm", "batch_size": 2}
+    assert plan.reward_settings("s-auto_evol-inst") == {"type": "classifier", "model": "rm", "batch_size": 2,
+                                                        "version": 1}
     off = _plan_config()
     off["teacher"]["activate"] = False
     assert build_plan(off).reward_model("t") == "inst"  # only the evolver study rates anything

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: columns of the instruction table carried into the statistics, when present
 CARRIED_COLUMNS = ("id", "root_id", "round", "operation", "evolver", "scenario", "seedset")
+#: the difficulty judge (no config section: a rating judge with the difficulty prompt; bump
+#: ``version`` when its semantics change)
+DIFFICULTY_JUDGE = {"method": "rating", "prompt_id": "difficulty_v1", "version": 1}
 
 
 def describe_instructions(instructions: str | Path, responses: str | Path, judge_dir: str | Path,
@@ -47,7 +50,7 @@ def describe_instructions(instructions: str | Path, responses: str | Path, judge
     df = read_parquet(instructions, required=["id", "instruction"])
     resp = read_parquet(responses, required=["id", "reward"]).select("id", "reward")
     texts = df["instruction"].to_list()
-    settings = JudgeSettings.from_dict({"prompt_id": "difficulty_v1", "batch_size": batch_size})
+    settings = JudgeSettings.from_dict({**DIFFICULTY_JUDGE, "batch_size": batch_size})
     tok = load_tokenizer(judge_dir, padding_side="left")
     model = load_causal_lm(judge_dir)
     prompts = [difficulty_prompt(tok, t, settings.prompt_id, settings.ratings) for t in texts]
