@@ -111,7 +111,7 @@ rule answer_ifs_run:
     params:
         prompt_settings=config["ifs"]["prompts"],
         objecqa=config["ifs"]["objecqa"],
-        backend=ifs_base_backend,
+        backend=base_backend,
     script:
         "../scripts/answer_ifs_run.py"
 
@@ -157,7 +157,7 @@ rule select_checkpoint:
     threads: 1
     params:
         early_stopping=config["ifs"]["early_stopping"],
-        run=ifs_run,
+        run=run_label,
     script:
         "../scripts/select_checkpoint.py"
 

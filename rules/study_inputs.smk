@@ -234,22 +234,8 @@ def ifs_model_backend(wildcards):
     return backend_config(wildcards.model)
 
 
-def ifs_base_backend(wildcards):
-    return backend_config(wildcards.base)
-
-
 def ifs_judge_backend(wildcards):
     return backend_config(config["ifs"]["objecqa"]["judge"])
-
-
-def ifs_run(wildcards):
-    """The run's metadata, written as columns of its IFS curve."""
-    return {
-        "dataset": wildcards.dataset,
-        "generator": wildcards.generator,
-        "selection": wildcards.selection,
-        "base": wildcards.base,
-    }
 
 
 def ifs_tables_input(wildcards):

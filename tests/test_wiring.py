@@ -38,6 +38,12 @@ def paper_jobs() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def tiny_studies_jobs() -> list[dict]:
+    """The tiny config with every study on: rules that paper.yaml does not run (win rates)."""
+    return dag_jobs(ROOT, "tests/configs/tiny.yaml", "tests/configs/tiny_studies.yaml")
+
+
+@pytest.fixture(scope="module")
 def models() -> dict:
     cfg = load_yaml(ROOT / "config" / "config.yaml")
     cfg["models"].update(load_yaml(ROOT / "config" / "paper.yaml")["models"])
@@ -91,60 +97,31 @@ def test_rule_envs_install_what_their_functions_import(paper_jobs):
     assert problems == {}
 
 
-def test_rule_keys_are_their_function_parameters():
-    """Each script calls one package function through teachfit.workflow.run; the rule's named
-    keys must bind to that function's signature (checked without running anything)."""
+def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs):
+    """Each script calls one package function through teachfit.workflow.run; every job's named
+    input/output/params keys must bind to that function's signature (checked without running it)."""
     from teachfit.workflow import bind
 
-    rules = _rule_keys()
+    jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs] if j["script"]}
     problems = []
     for script in sorted((ROOT / "scripts").glob("*.py")):
         tree = ast.parse(script.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "run"]
-        if not calls:
-            problems.append(f"{script.name}: does not call teachfit.workflow.run")
+        if len(calls) != 1:
+            problems.append(f"{script.name}: does not call teachfit.workflow.run exactly once")
             continue
         fn_name = calls[0].args[0].id
         module = next(m for m, n in script_functions(script) if n == fn_name)
         fn = getattr(importlib.import_module(module), fn_name)
-        users = [r for r, (s, _) in rules.items() if s == script.name]
+        users = [j for j in jobs.values() if Path(j["script"]).name == script.name]
         if not users:
-            problems.append(f"{script.name}: no rule uses it")
-        for rule in users:
+            problems.append(f"{script.name}: no rule of the paper or tiny-studies DAG uses it")
+        for job in users:
             try:
-                bind(fn, dict.fromkeys(rules[rule][1]), threads=1, rule=rule)
+                bind(fn, dict.fromkeys(job["keys"]), threads=1, rule=job["rule"])
             except TypeError as exc:
                 problems.append(str(exc))
     assert problems == []
-
-
-def _rule_keys() -> dict[str, tuple[str, list[str]]]:
-    """rule -> (script file name, named input/output/params keys), read from rules/*.smk."""
-    out = {}
-    for smk in sorted((ROOT / "rules").glob("*.smk")):
-        rule = None
-        section = None
-        keys: list[str] = []
-        script = None
-        for line in smk.read_text().splitlines() + ["rule __end__:"]:
-            stripped = line.strip()
-            if line.startswith("rule ") and stripped.endswith(":"):
-                if rule and script:
-                    out[rule] = (script, keys)
-                rule, section, keys, script = stripped[5:-1], None, [], None
-            elif line.startswith("    ") and not line.startswith("     ") and stripped.endswith(":"):
-                section = stripped[:-1]
-            elif line.startswith("    ") and not line.startswith("     ") and stripped.startswith("unpack("):
-                section = "unpack"
-            elif section in ("input", "output", "params") and line.startswith("        ") \
-                    and not line.startswith("         ") and "=" in stripped:
-                key = stripped.split("=", 1)[0].strip()
-                if key.isidentifier():
-                    keys.append(key)
-            elif section == "script" and stripped.startswith('"../scripts/'):
-                script = stripped.strip('",').rsplit("/", 1)[-1]
-        # unpack(f) inputs: the keys are the dict keys f returns (checked at run time by run())
-    return out
 
 
 # --------------------------------------------------------------------------- negative controls

@@ -107,3 +107,34 @@ def test_report_builds(tiny_run, tmp_path):
     text = out.read_text(errors="replace")
     assert out.stat().st_size > 10_000
     assert "Teacher study" in text
+
+
+@pytest.fixture(scope="module")
+def tiny_studies_run(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run extended by the evolver and IFS studies (tests/configs/tiny_studies.yaml),
+    in a copy of the shared tiny run, so the teacher study's jobs are reused."""
+    import shutil
+
+    wf = tmp_path_factory.mktemp("studies") / "wf"
+    shutil.copytree(tiny_run, wf, symlinks=True)
+    snakemake(wf, "--configfile", "tests/configs/tiny.yaml", "tests/configs/tiny_studies.yaml", timeout=3000)
+    return wf
+
+
+@pytest.mark.slow
+def test_tiny_evolver_and_ifs_studies_end_to_end(tiny_studies_run):
+    res = tiny_studies_run / "results"
+    stats = pl.read_csv(res / "tables" / "evolved_instruction_stats.csv")
+    assert stats.height > 0
+    for name in ("evolver_comparison.csv", "selection_comparison.csv", "evolver_top1_stats.csv",
+                 "ifs_models.csv", "ifs_checkpoints.csv", "early_stopping.csv", "tone_classifier.csv"):
+        assert pl.read_csv(res / "tables" / name).height > 0, name
+    ifs = pl.read_csv(res / "tables" / "ifs_models.csv")
+    assert set(ifs["model"]) == {"tiny_base", "tiny_inst"}
+    assert all(0.0 <= v <= 1.0 for v in ifs["ifs"].to_list())
+    for fig in ("top1_probability.png", "difficulty_per_round.png", "selection_comparison.png"):
+        assert (res / "figures" / "evolver" / fig).stat().st_size > 1000
+    assert any((res / "figures" / "ifs").rglob("*.png"))
+    again = snakemake(tiny_studies_run, "-n", "--configfile", "tests/configs/tiny.yaml",
+                      "tests/configs/tiny_studies.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -56,7 +56,8 @@ with SnakemakeApi(OutputSettings()) as api:
         out.append({"rule": r.name, "input": [str(f) for f in job.input],
                     "resources": {k: v for k, v in job.resources.items() if isinstance(v, (int, float, str))},
                     "conda": str(Path(r.basedir) / r.conda_env) if r.conda_env else None,
-                    "script": str(Path(r.basedir) / r.script) if r.script else None})
+                    "script": str(Path(r.basedir) / r.script) if r.script else None,
+                    "keys": [k for part in (job.input, job.output, job.params) for k in part.keys()]})
     print("DAGJSON" + json.dumps(out))
 """
 
