@@ -129,12 +129,12 @@ def model_gpus(alias, engine="hf"):
     transformers / trl / lm-eval jobs get max(tp, one GPU per 30B params); API models none.
     """
     m = config["models"][alias]
-    if m.get("source") == "api":
+    if m["source"] == "api":
         return 0
-    tp = int(m.get("tensor_parallel_size", 1))
-    if engine == "vllm" and m.get("backend") == "vllm":
+    tp = int(m["tensor_parallel_size"])
+    if engine == "vllm" and m["backend"] == "vllm":
         return tp
-    return max(tp, -(-int(float(m.get("params_b", 1.0)) * 10) // 300), 1)
+    return max(tp, -(-int(float(m["params_b"]) * 10) // 300), 1)
 
 
 def gpus_generator(wildcards):

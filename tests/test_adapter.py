@@ -8,6 +8,30 @@ from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params
 from teachfit.workflow import WiringError, run
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """run() points logging and stderr at the job's log file; undo that for the other tests."""
+    import logging
+    import os
+    import sys
+
+    import torch
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.stderr, os.environ.get("OMP_NUM_THREADS"))
+    torch_threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(torch_threads)
+    root.handlers[:], root.level = saved[0], saved[1]
+    if sys.stderr is not saved[2]:
+        sys.stderr.close()
+        sys.stderr = saved[2]
+    if saved[3] is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved[3]
+
+
 class Job:
     """The parts of a Snakemake script's ``snakemake`` object that run() reads."""
 

@@ -78,6 +78,7 @@ def test_sft_killed_after_checkpoint_resumes_from_it(tiny, train_file, tmp_path,
     assert not out.exists() and not log_table.exists()
     assert [p.name for p in scratch.glob("checkpoint-*")] == ["checkpoint-2"]
 
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="teachfit.training.sft"):
         summary = _train(tiny, train_file, out, scratch, log_table)
     lines = [r.getMessage() for r in caplog.records if r.name == "teachfit.training.sft"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teachfit.io import sha256_file, write_json
+from teachfit.io import atomic_dir, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -299,19 +299,11 @@ def materialize(alias: str, entry: dict[str, Any], out_dir: str | Path,
     every file, seconds). Raises :class:`ModelSourceError` naming the entry's bad field.
     """
     spec = ModelSpec.from_config(alias, entry)
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.partial")
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    try:
-        return _materialize_into(spec, entry, tmp_dir, out_dir, scratch, seed)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with atomic_dir(out_dir) as tmp_dir:
+        return _materialize_into(spec, entry, tmp_dir, scratch, seed)
 
 
-def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path, out_dir: Path,
+def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path,
                       scratch: str | Path | None, seed: int) -> dict[str, Any]:
     alias = spec.alias
     scratch_dir = Path(scratch) if scratch else tmp_dir / "_scratch"
@@ -368,9 +360,6 @@ def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path, out
         "seconds": round(time.time() - t0, 2),
     }
     write_json(manifest, tmp_dir / MANIFEST)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp_dir.rename(out_dir)
     return manifest
 
 
