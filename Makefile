@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench lint dryrun-paper report clean-results
+.PHONY: setup run test test-fast bench fidelity lint dryrun-paper report clean-results
 
 setup: $(STAMP)
 
@@ -34,6 +34,15 @@ test-fast: setup
 bench: setup
 	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
 	$(BIN)/python benchmarks/run_all.py --json-out results/benchmarks/bench_summary.json
+
+# Scoring conventions (evolution_analysis, cherry, chat) computed by the batched engine vs plain
+# per-example implementations of the reference code, and SFT's training tokens, on SmolLM2-135M
+# and gemma-3-270m (CPU, a few minutes); agreement numbers in results/fidelity/fidelity.json.
+FIDELITY_MODELS ?= results/models/smollm2 results/models/gemma270m
+fidelity: setup
+	$(SNAKEMAKE) --cores $(CORES) $(FIDELITY_MODELS)
+	TEACHFIT_FIDELITY=1 TEACHFIT_FIDELITY_OUT=results/fidelity/fidelity.json OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+		$(BIN)/python -m pytest -q -s -m fidelity tests/test_fidelity.py $(PYTEST_ARGS)
 
 lint: setup
 	$(SNAKEMAKE) --lint

@@ -7,7 +7,7 @@
 #   results/generations/{dataset}/{generator}.parquet         all n samples per instruction
 #   results/rewards/{dataset}/{generator}.parquet             reward per sample
 #   results/responses/{dataset}/{generator}.parquet           the kept response per instruction
-#   results/scores/{dataset}/{generator}/{scorer}.parquet     L(Q), L(A|Q), L(A) under a scorer model
+#   results/scores/{dataset}/{generator}/{scorer}.{convention}.parquet  L(Q), L(A|Q), L(A): scorer + convention
 #   results/trainsets/{dataset}/{generator}/{selection}.parquet
 #   results/sft/{dataset}/{generator}/{selection}/{base}/     adapter + checkpoints
 #   results/eval/{dataset}/{generator}/{selection}/{base}/    lm-eval JSON per checkpoint (+ .parquet tidy table)

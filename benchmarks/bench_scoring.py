@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--target", type=float, default=3.0)
+    ap.add_argument("--convention", default="chat", help="scoring convention (teachfit.scoring.losses.CONVENTIONS)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     from teachfit.scoring.losses import (
         ScoringSettings,
         _Head,
+        convention_settings,
         encode_pairs,
         load_scoring_model,
         score_encoded,
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     torch.set_num_threads(args.threads)
-    settings = ScoringSettings(**defaults("scoring", batch_tokens=args.batch_tokens))
+    settings = ScoringSettings.from_dict({**convention_settings(defaults("scoring"), args.convention),
+                                          "batch_tokens": args.batch_tokens})
     model, tok = load_scoring_model(args.model_dir, settings.dtype)
     assert len(PAIRS) == 64, len(PAIRS)
     encoded = encode_pairs(tok, [q for q, _ in PAIRS], [a for _, a in PAIRS], settings)
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = naive_s / batched_s
     result = {
         "model_dir": str(args.model_dir),
+        "convention": settings.convention,
         "n_pairs": len(PAIRS),
         "response_tokens_min": int(min(n_resp)),
         "response_tokens_max": int(max(n_resp)),

@@ -5,6 +5,7 @@ from teachfit.config import check_duplicate_keys, validate_config
 from teachfit import plan
 from teachfit.io import package_data
 from teachfit.generation.engines import backend_settings
+from teachfit.scoring.losses import convention_settings
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -21,6 +22,7 @@ wildcard_constraints:
     selection=PLAN.alternation("selections"),
     evolver=PLAN.alternation("evolvers"),
     scenario=PLAN.alternation("scenarios"),
+    convention=PLAN.alternation("conventions"),
     k=r"\d+",
 
 
@@ -102,13 +104,25 @@ def selection_settings(wildcards):
     return PLAN.selection_settings(wildcards.selection)
 
 
+def scores_file(dataset, generator, scorer, convention):
+    """L(Q), L(A|Q), L(A) of a generator's responses under one scorer and convention."""
+    return f"results/scores/{dataset}/{generator}/{scorer}.{convention}.parquet"
+
+
+def scoring_settings(wildcards):
+    """The scoring job's settings: the scoring section narrowed to its convention."""
+    return convention_settings(config["scoring"], wildcards.convention)
+
+
 def selection_scores(wildcards):
-    """Scores the selection method needs (none for full data)."""
-    scorer = PLAN.selection_scorer(wildcards.selection)
-    if scorer is None:
+    """Scores the selection method needs (none for random / full data)."""
+    key = PLAN.selection_scorer(wildcards.selection)
+    if key is None:
         return []
     return [
-        f"results/scores/{wildcards.dataset}/{wildcards.generator}/{scorer}.parquet"
+        scores_file(
+            wildcards.dataset, wildcards.generator, key["scorer"], key["convention"]
+        )
     ]
 
 

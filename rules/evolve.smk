@@ -136,6 +136,7 @@ rule build_evolver_tables:
         drops=evolved_drop_tables,
         comparison_evals=evolver_comparison_evals,
         selection_evals=evolver_selection_evals,
+        selection_trainsets=evolver_selection_trainsets,
         top1=top1_files,
     output:
         comparison_table=report(

@@ -27,18 +27,22 @@ def teacher_responses(wildcards):
 
 
 def teacher_score_keys(wildcards):
-    """One {generator, scorer} per scores file: every base and the reference model."""
-    t = config["teacher"]
-    scorers = dict.fromkeys([*t["bases"], t["reference_model"]])
-    return [{"generator": g, "scorer": s} for g in t["generators"] for s in scorers]
+    """One {generator, scorer, convention} per scores file (teachfit.plan.Plan.teacher_score_keys)."""
+    return PLAN.teacher_score_keys()
 
 
 def teacher_scores(wildcards):
     t = config["teacher"]
     return [
-        f"results/scores/{t['instructions']}/{k['generator']}/{k['scorer']}.parquet"
+        scores_file(t["instructions"], k["generator"], k["scorer"], k["convention"])
         for k in teacher_score_keys(wildcards)
     ]
+
+
+def teacher_conventions(wildcards):
+    """Which convention feeds which data metric: {"car": ..., "ifd": ...}."""
+    t = config["teacher"]
+    return {"car": t["car"]["convention"], "ifd": t["ifd_convention"]}
 
 
 def teacher_evals(wildcards):
@@ -192,6 +196,15 @@ def evolver_selection_runs(wildcards):
 
 def evolver_selection_evals(wildcards):
     return [eval_file(r) for r in evolver_selection_runs(wildcards)]
+
+
+def evolver_selection_trainsets(wildcards):
+    """The trainset of each selection run (aligned with evolver_selection_runs): its counts
+    (candidates, dropped, truncated) go into selection_comparison.csv."""
+    return [
+        f"results/trainsets/{r['dataset']}/{r['generator']}/{r['selection']}.parquet"
+        for r in evolver_selection_runs(wildcards)
+    ]
 
 
 def top1_round_info(wildcards):

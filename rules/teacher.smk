@@ -34,6 +34,7 @@ rule compute_data_metrics:
         score_keys=teacher_score_keys,
         bases=teacher_bases,
         reference_model=teacher_reference_model,
+        conventions=teacher_conventions,
     script:
         "../scripts/compute_data_metrics.py"
 

@@ -28,7 +28,6 @@ from teachfit.studies.evolver.evolve import (
     parse_evolved,
 )
 from teachfit.studies.evolver.sets import equalize_sizes
-from teachfit.training.selection import select_top
 
 ORIG = "Write a haiku about winter."
 GOOD = "Write a haiku about winter that mentions a red fox hiding in the snow."
@@ -253,54 +252,6 @@ def test_equalize_sizes_fills_with_seeded_non_shared_rows():
     extra = {frozenset(equalize_sizes(sets, seed=s)["b"]["root_id"]) - {f"r{i}" for i in range(5)} for s in range(12)}
     assert len(extra) > 1  # the filler depends on the seed
     assert equalize_sizes({}, seed=0) == {}
-
-
-# ----------------------------------------------------------------------------- selection
-
-
-@pytest.fixture
-def scored():
-    return pl.DataFrame({
-        "id": ["e", "d", "c", "b", "a", "f"],
-        "icifd": [0.5, 0.9, 0.9, 0.1, 0.7, float("nan")],
-        "ifd": [0.2, 0.3, 0.4, 0.5, 0.6, 0.1],
-        "instruction_ppl": [10.0, 30.0, 20.0, 50.0, 40.0, None],
-        "response_length": [5, 50, 500, 10, 20, 1],
-        "response": ["x" * 5, "x" * 50, "x" * 500, "x" * 10, "x" * 20, "x"],
-    })
-
-
-def test_select_top_by_score_with_id_ties(scored):
-    sel = select_top(scored, "icifd", 50, seed=0)
-    assert sel["id"].to_list() == ["c", "d", "a"]  # 0.9 tie broken by id
-    assert sel["selection"].to_list() == ["icifd"] * 3 and sel["selection_rank"].to_list() == [0, 1, 2]
-    assert select_top(scored, "ifd", 34)["id"].to_list() == ["a", "b", "c"]  # ceil(6 * 0.34) = 3
-    assert select_top(scored, "ppl", 50)["id"].to_list() == ["b", "a", "d"]  # highest instruction PPL
-    assert select_top(scored, "length", 20)["id"].to_list() == ["c", "d"]
-    assert select_top(scored.drop("response_length"), "length", 20)["id"].to_list() == ["c", "d"]
-    # NaN / null scores rank last
-    assert select_top(scored, "icifd", 100)["id"].to_list()[-1] == "f"
-    assert select_top(scored, "ppl", 100)["id"].to_list()[-1] == "f"
-    assert select_top(scored, "ifd", 1).height == 1
-
-
-def test_select_top_random_and_full(scored):
-    r0 = select_top(scored, "random", 50, seed=0)
-    assert r0.height == 3 and r0["id"].to_list() == select_top(scored, "random", 50, seed=0)["id"].to_list()
-    picks = {tuple(select_top(scored, "random", 50, seed=s)["id"]) for s in range(10)}
-    assert len(picks) > 1
-    full = select_top(scored, "full", 10)
-    assert full.height == 6 and full["selection_percent"].to_list() == [100.0] * 6
-
-
-def test_select_top_errors(scored):
-    with pytest.raises(ValueError, match="unknown"):
-        select_top(scored, "best", 10)
-    with pytest.raises(ValueError, match="top_percent"):
-        select_top(scored, "ifd", 0)
-    with pytest.raises(DataError, match="no score column 'ifd'"):
-        select_top(scored.drop("ifd"), "ifd", 10)
-    assert select_top(scored, "ifd", 10, score_columns={"ifd": "icifd"})["id"].to_list() == ["c"]
 
 
 # ----------------------------------------------------------------------------- settings + stage

@@ -63,7 +63,9 @@ def test_response_length():
 # compute_data_metrics / compute_car (rules of rules/teacher.smk) called on files, as the workflow does.
 
 NAN = float("nan")
-# generator, scorer, id, L(A|Q), L(A), L(Q), n_a_tokens
+# generator, scorer, id, L(A|Q), L(A), L(Q), n_response_tokens: the chat convention (CAR's L, PPL,
+# length); the cherry files (IFD) hold the same L(A|Q) and twice the L(A), so every IFD read from
+# them is half the chat one
 SCORES = [
     ("g1", "b", "1", 1.0, 2.0, 1.0, 10),
     ("g1", "b", "2", 2.0, 2.0, 2.0, 20),
@@ -73,6 +75,7 @@ SCORES = [
     ("g2", "r", "3", 1.0, 4.0, 0.5, 28),
 ]
 REWARDS = {"g1": {"1": 4.0, "2": 2.0}, "g2": {"3": 1.0}}
+CONVENTIONS = {"car": "chat", "ifd": "cherry"}
 
 
 def _files(tmp_path: Path, reward_shift: float = 0.0, drop: str | None = None) -> dict:
@@ -88,18 +91,24 @@ def _files(tmp_path: Path, reward_shift: float = 0.0, drop: str | None = None) -
     for g, s in dict.fromkeys((g, s) for g, s, *_ in SCORES):
         rows = [r for r in SCORES if r[:2] == (g, s)]
         df = pl.DataFrame([r[2:] for r in rows], orient="row",
-                          schema=["id", "loss_a_given_q", "loss_a", "loss_q", "n_a_tokens"])
-        df = df.with_columns(pl.Series("truncated", [g == "g1" and s == "b" and r[2] == "2" for r in rows]))
-        path = tmp_path / f"scores_{g}_{s}.parquet"
-        write_parquet(df.drop(drop) if drop else df, path)
-        scores.append(str(path))
-        keys.append({"generator": g, "scorer": s})
+                          schema=["id", "loss_a_given_q", "loss_a", "loss_q", "n_response_tokens"])
+        df = df.with_columns((pl.col("n_response_tokens") == 0).alias("empty_response"))
+        for conv in ("chat", "cherry"):
+            # chat: g1's response 2 is cut at the window under the base; cherry: g1's response 1
+            cut = "2" if conv == "chat" else "1"
+            out = df.with_columns(pl.Series("truncated", [g == "g1" and s == "b" and r[2] == cut for r in rows]))
+            if conv == "cherry":
+                out = out.with_columns(pl.col("loss_a") * 2)
+            path = tmp_path / f"scores_{g}_{s}.{conv}.parquet"
+            write_parquet(out.drop(drop) if drop else out, path)
+            scores.append(str(path))
+            keys.append({"generator": g, "scorer": s, "convention": conv})
     return {"responses": responses, "generators": generators, "scores": scores, "score_keys": keys}
 
 
 def _data_metrics(tmp_path: Path, bases: list[str], reference_model: str = "r", **kw) -> pl.DataFrame:
     return compute_data_metrics(**_files(tmp_path, **kw), metrics=tmp_path / "metrics.parquet",
-                                bases=bases, reference_model=reference_model)
+                                bases=bases, reference_model=reference_model, conventions=CONVENTIONS)
 
 
 def test_compute_data_metrics_and_car(tmp_path):
@@ -110,22 +119,25 @@ def test_compute_data_metrics_and_car(tmp_path):
     g1 = t.row(0, named=True)
     assert g1["n"] == 2
     assert g1["reward"] == pytest.approx(3.0)              # (4 + 2) / 2
-    assert g1["length"] == pytest.approx(12.0)             # reference tokenizer; the NaN response is skipped
-    assert g1["loss_base"] == pytest.approx(1.5)           # (1 + 2) / 2
-    assert g1["ppl_base"] == pytest.approx(math.exp(1.5))  # exp of the mean loss
-    assert g1["ifd_base"] == pytest.approx(0.75)           # mean(1/2, 2/2)
+    assert g1["length"] == pytest.approx(12.0)             # reference tokenizer; the empty response is skipped
+    # CAR's L: response 2 was truncated under the base (chat window): left out of L, counted
+    assert g1["loss_base"] == pytest.approx(1.0) and g1["n_truncated_base"] == 1
+    assert g1["ppl_base"] == pytest.approx(math.exp(1.0))  # exp of the mean loss
+    assert g1["ifd_base"] == pytest.approx(0.375)          # cherry: mean(1/4, 2/4)
+    assert g1["n_truncated_ifd_base"] == 1 and g1["n_no_ifd_base"] == 0  # kept over the window
     assert g1["loss_ref"] == pytest.approx(0.5)
     assert g1["ppl_ref"] == pytest.approx(math.exp(0.5))   # the NaN response is skipped
-    assert g1["ifd_ref"] == pytest.approx(0.5)             # 0.5 / 1.0
-    assert g1["n_truncated_base"] == 1
+    assert g1["ifd_ref"] == pytest.approx(0.25)            # cherry: 0.5 / 2.0
+    assert g1["n_no_ifd_ref"] == 1 and g1["n_truncated_ref"] == 0
+    assert (g1["loss_convention"], g1["ifd_convention"]) == ("chat", "cherry")
     g2 = t.row(1, named=True)
-    assert g2["ifd_base"] == pytest.approx(2.0)            # 3 / 1.5
+    assert g2["ifd_base"] == pytest.approx(1.0)            # cherry: 3 / 3
     assert g2["length"] == pytest.approx(28.0)             # not the base scorer's 30
     car_table = compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
                             car=defaults("teacher.car", beta=2.0))
     assert pl.read_csv(tmp_path / "car.csv").columns == [*DATA_METRIC_COLUMNS, "car", "car_beta",
                                                          "car_reward_offset"]
-    assert car_table["car"][0] == pytest.approx(0.75)      # 3 / (1 + 2 · 1.5) = 3 / 4
+    assert car_table["car"][0] == pytest.approx(1.0)       # 3 / (1 + 2 · 1.0) = 3 / 3
     assert car_table["car"][1] == pytest.approx(1.0 / 7.0)  # 1 / (1 + 2 · 3)
     assert car_table["car_beta"][1] == 2.0 and car_table["car_reward_offset"][1] == 0.0
 
@@ -142,20 +154,23 @@ def test_compute_data_metrics_several_bases(tmp_path):
 
 
 def test_compute_data_metrics_and_car_errors(tmp_path):
-    with pytest.raises(DataError, match="no scores of generator 'g1' under scorer 'zzz'"):
+    with pytest.raises(DataError, match="no scores of generator 'g1' under scorer 'zzz' and convention 'chat'"):
         _data_metrics(tmp_path, ["zzz"])
     with pytest.raises(DataError, match=r"missing required column\(s\) \['loss_a'\]"):
         _data_metrics(tmp_path, ["b"], drop="loss_a")
     files = _files(tmp_path)
     with pytest.raises(ValueError, match="2 responses files but 1 entries in params generators"):
         compute_data_metrics(**{**files, "generators": ["g1"]}, metrics=tmp_path / "m.parquet",
-                             bases=["b"], reference_model="r")
+                             bases=["b"], reference_model="r", conventions=CONVENTIONS)
+    with pytest.raises(DataError, match="convention 'evolution_analysis'"):
+        compute_data_metrics(**files, metrics=tmp_path / "m.parquet", bases=["b"], reference_model="r",
+                             conventions={"car": "chat", "ifd": "evolution_analysis"})
     _data_metrics(tmp_path, ["b"], reward_shift=-10.0)
     with pytest.raises(DataError, match=r"generator g1, base b: .*reward_offset"):
         compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
                     car=defaults("teacher.car", beta=1.0))
     assert not (tmp_path / "car.csv").exists()
-    # an offset that makes every mean reward positive: g1 (3 - 10 + 10.5) / (1 + 1 · 1.5) = 1.4
+    # an offset that makes every mean reward positive: g1 (3 - 10 + 11) / (1 + 1 · 1.0) = 2
     t = compute_car(metrics=tmp_path / "metrics.parquet", table=tmp_path / "car.csv",
-                    car=defaults("teacher.car", beta=1.0, reward_offset=10.5))
-    assert t["car"][0] == pytest.approx(1.4)
+                    car=defaults("teacher.car", beta=1.0, reward_offset=11.0))
+    assert t["car"][0] == pytest.approx(2.0)

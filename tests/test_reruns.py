@@ -91,7 +91,9 @@ def test_new_generator_runs_only_its_own_jobs(tiny_run, tmp_path):
     counts, jobs = dry(tiny_run, tmp_path, overlay)
     per_generator = {
         "generate_responses": 1, "score_rewards": 1, "select_responses": 1,
-        "score_losses": 2,  # scorers: the base tiny_base and the reference model tiny_inst
+        # scorers: the base tiny_base and the reference model tiny_inst, each under CAR's
+        # convention (chat) and the IFD convention (cherry)
+        "score_losses": 4,
         "select_trainset": 1, "train_sft": 1, "evaluate_checkpoints": 1,
         "answer_winrate": 1, "judge_winrate": 1,  # win rate of its student vs the reference generator
     }
@@ -102,8 +104,10 @@ def test_new_generator_runs_only_its_own_jobs(tiny_run, tmp_path):
         if job["rule"] in per_generator:
             assert job["wildcards"]["generator"] == "t_new", job
             assert job["wildcards"]["dataset"] == "tiny"
-    scorers = sorted(j["wildcards"]["scorer"] for j in jobs if j["rule"] == "score_losses")
-    assert scorers == ["tiny_base", "tiny_inst"]
+    scorers = sorted((j["wildcards"]["scorer"], j["wildcards"]["convention"]) for j in jobs
+                     if j["rule"] == "score_losses")
+    assert scorers == [("tiny_base", "chat"), ("tiny_base", "cherry"), ("tiny_inst", "chat"),
+                       ("tiny_inst", "cherry")]
     assert reasons(jobs, "generate_responses") == {
         "Missing output files: results/generations/tiny/t_new.parquet"}
 

@@ -1,22 +1,27 @@
-"""teachfit.scoring.losses and rule score_losses: batched scoring vs the naive reference, spans,
-truncation, empty inputs."""
+"""teachfit.scoring.losses and rule score_losses: the three conventions pinned on tiny models with
+hand-computed token positions, batched scoring vs the naive reference, truncation, empty inputs.
+(Agreement with the reference code on real models: tests/test_fidelity.py.)"""
 
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.config import ConfigError, defaults
 from teachfit.io import DataError, read_parquet
 from teachfit.models import materialize
 from teachfit.scoring.losses import (
+    CONVENTIONS,
     ScoringError,
     ScoringSettings,
     _Head,
     _pack,
+    check_scoring_section,
+    convention_settings,
     encode_pairs,
     load_scoring_model,
     score_losses,
@@ -41,23 +46,47 @@ RESPONSES = [
     "1 is not prime. 2 is prime. 3 is prime.",
     "yes",
 ]
+CHATML = (
+    "{% for message in messages %}{{ '<s>' + message['role'] + '\n' + message['content'] + '</s>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<s>assistant\n' }}{% endif %}"
+)
 
 
-def scoring(**kw) -> ScoringSettings:
-    """The schema's ``scoring`` defaults (what the rule passes) with ``kw`` on top (config keys or
-    the engine's own knobs)."""
-    config_keys = {k: v for k, v in kw.items() if k in ("max_length", "batch_tokens", "template", "version")}
-    return ScoringSettings(**{**defaults("scoring", **config_keys), **kw})
+def scoring(convention: str = "chat", max_length: int | None = None, **kw) -> ScoringSettings:
+    """What rule score_losses gets for ``convention`` (the schema's ``scoring`` defaults narrowed
+    by :func:`convention_settings`), with ``max_length`` / ``batch_tokens`` / engine knobs on top."""
+    job = convention_settings(defaults("scoring"), convention)
+    if max_length is not None:
+        job["max_length"] = max_length
+    return ScoringSettings(**{**job, **kw})
+
+
+def _toks(tok, ids) -> list[str]:
+    return tok.convert_ids_to_tokens(list(ids))
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    """Tiny random models: llama and gemma3 (byte-level BPE that adds no BOS, like SmolLM2),
+    ``bos``: the llama one with a tokenizer that prepends ``<s>`` (like gemma / Llama-3), and
+    ``chatml``: a template whose turn marker is the tokenizer's bos_token (like SmolLM2)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
     root = tmp_path_factory.mktemp("scoring_models")
     out = {}
     for arch in ("llama", "gemma3"):
         materialize(f"tiny_{arch}", {"source": "random", "arch": arch}, root / arch)
         _sharpen_attention(root / arch)
         out[arch] = root / arch
+    shutil.copytree(root / "llama", root / "bos")
+    tok = AutoTokenizer.from_pretrained(root / "bos")
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)])
+    tok.save_pretrained(root / "bos")
+    out["bos"] = root / "bos"
+    materialize("tiny_chatml", {"source": "random", "arch": "llama", "chat_template": CHATML}, root / "chatml")
+    out["chatml"] = root / "chatml"
     return out
 
 
@@ -82,16 +111,139 @@ def _assert_close(a: pl.DataFrame, b: pl.DataFrame, rtol: float = 1e-4) -> None:
         assert np.array_equal(np.isnan(x), np.isnan(y)), col
         ok = ~np.isnan(x)
         np.testing.assert_allclose(x[ok], y[ok], rtol=rtol, atol=0, err_msg=col)
-    for col in ("n_q_tokens", "n_a_tokens", "truncated", "empty_response"):
+    for col in ("n_q_tokens", "n_a_tokens", "n_response_tokens", "n_instruction_tokens", "truncated",
+                "prompt_overflow", "empty_response"):
         assert a[col].to_list() == b[col].to_list(), col
 
 
+# --------------------------------------------------------------------------- conventions, by hand
+
+
+def test_the_tiny_tokenizers_split_as_the_hand_computed_positions_assume(models):
+    _, tok = load_scoring_model(models["llama"])
+    assert _toks(tok, tok("the sum of 2\nis 5")["input_ids"]) == ["th", "e", "Ġsum", "Ġo", "f", "Ġ2", "Ċ", "is", "Ġ5"]
+    _, btok = load_scoring_model(models["bos"])
+    assert _toks(btok, btok("is 5")["input_ids"]) == ["<s>", "is", "Ġ5"]
+
+
+def test_evolution_analysis_positions_without_bos(models):
+    """eval_loss.py on a tokenizer that adds no BOS (SmolLM2, Qwen2.5): joint = tok(Q + "\\n" + A),
+    nq = len(tok(Q)) = 6; L(Q) = joint tokens 1..5 (the first instruction token unscored);
+    L(A|Q) = joint tokens 6.. (the separator Ċ included); L(A) = tok(A) tokens 1.. (its first
+    token unscored)."""
+    _, tok = load_scoring_model(models["llama"])
+    (e,) = encode_pairs(tok, ["the sum of 2"], ["is 5"], scoring("evolution_analysis"))
+    assert e.joint == tok("the sum of 2\nis 5")["input_ids"]
+    assert (e.q_span, e.a_span, e.alone_span) == ((1, 6), (6, 9), (1, 2))
+    assert _toks(tok, e.joint[1:6]) == ["e", "Ġsum", "Ġo", "f", "Ġ2"]
+    assert _toks(tok, e.joint[6:9]) == ["Ċ", "is", "Ġ5"]
+    assert _toks(tok, e.alone) == ["is", "Ġ5"] and _toks(tok, e.alone[1:2]) == ["Ġ5"]
+    assert (e.n_response_tokens, e.n_instruction_tokens) == (2, 6)
+
+
+def test_evolution_analysis_positions_with_bos_and_input(models):
+    """With a BOS tokenizer (Llama-3, gemma) every instruction and response token is scored; an
+    input joins as instruction + "\\n" + input + "\\n" + response (eval_loss.py:35-40)."""
+    _, tok = load_scoring_model(models["bos"])
+    (e,) = encode_pairs(tok, ["the sum of 2"], ["is 5"], scoring("evolution_analysis"))
+    assert _toks(tok, e.joint) == ["<s>", "th", "e", "Ġsum", "Ġo", "f", "Ġ2", "Ċ", "is", "Ġ5"]
+    assert (e.q_span, e.a_span, e.alone_span) == ((1, 7), (7, 10), (1, 3))
+    assert _toks(tok, e.alone) == ["<s>", "is", "Ġ5"]
+    (w,) = encode_pairs(tok, ["the sum of"], ["is 5"], scoring("evolution_analysis"), inputs=["2"])
+    assert w.joint == tok("the sum of\n2\nis 5")["input_ids"]
+    nq = len(tok("the sum of\n2")["input_ids"])
+    assert (w.q_span, w.a_span) == ((1, nq), (nq, len(w.joint)))
+    assert w.n_instruction_tokens == len(tok("the sum of")["input_ids"])  # the input is not counted
+
+
+def test_cherry_positions_and_window(models):
+    """data_analysis.py / data_by_IFD.py: L(A|Q) over the tokens of prompt + A from
+    len(tok(prompt)); L(A) over the tokens of "### Response:" + A from len(tok("### Response:"))
+    (3 here, 4 for LLaMA), the same response tokens; with a window of P + 2 both keep 2."""
+    from teachfit.scoring.losses import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT
+
+    _, tok = load_scoring_model(models["llama"])
+    q, a = "Give an example.", "The answer is 10"
+    prompt = ALPACA_PROMPT_NO_INPUT.format(instruction=q)
+    assert prompt.endswith("### Instruction:\nGive an example.\n\n### Response:")
+    n_p = len(tok(prompt)["input_ids"])
+    (e,) = encode_pairs(tok, [q], [a], scoring("cherry"))
+    assert e.joint == tok(prompt + a)["input_ids"]
+    assert e.a_span == (n_p, len(e.joint)) and _toks(tok, e.alone[:3]) == ["###", "ĠResponse", ":"]
+    assert e.alone_span == (3, len(e.alone))
+    assert e.joint[slice(*e.a_span)] == e.alone[slice(*e.alone_span)] == tok(a)["input_ids"]
+    assert tok.decode(e.joint[slice(*e.q_span)]) == q  # L(Q): the instruction inside the prompt
+    assert not e.truncated and not e.prompt_overflow
+
+    (t,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=n_p + 2))
+    assert t.truncated and len(t.joint) == n_p + 2 and len(t.alone) == 3 + 2
+    assert t.joint[slice(*t.a_span)] == t.alone[slice(*t.alone_span)] == tok(a)["input_ids"][:2]
+    (o,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=n_p))  # prompt fills the window
+    assert o.prompt_overflow and o.a_span[0] == o.a_span[1] and o.alone_span[0] == o.alone_span[1]
+    (w,) = encode_pairs(tok, [q], [a], scoring("cherry"), inputs=["2 and 3"])
+    assert w.joint == tok(ALPACA_PROMPT_INPUT.format(instruction=q, input="2 and 3") + a)["input_ids"]
+
+
+def test_chat_positions_and_no_invented_start_token(models):
+    """chat: prompt ids = the inference prompt's ids; L(A) conditions only on the tokenizer's
+    own BOS. A tokenizer that adds no BOS gets NO start token, even when it names a bos_token
+    its chat template uses as a turn marker (SmolLM2's <|im_start|>): the first response token
+    of L(A) is then unscored."""
+    from teachfit.generation.base import encode_prompts
+    from teachfit.prompts import format_prompt
+
+    q, a = "Explain the answer to the question", " It is 10 because 5 plus 5 equals 10."
+    for name in ("llama", "chatml", "bos"):
+        _, tok = load_scoring_model(models[name])
+        (e,) = encode_pairs(tok, [q], [a], scoring("chat"))
+        assert e.joint[: e.prompt_len] == encode_prompts(tok, [format_prompt(tok, q, fmt="chat")])[0]
+        assert tok.decode(e.joint[slice(*e.q_span)]).strip() == q
+        assert e.joint[slice(*e.a_span)] == tok(a, add_special_tokens=False)["input_ids"]
+        r_ids = tok(a, add_special_tokens=False)["input_ids"]
+        if name == "bos":
+            assert e.alone == [tok.bos_token_id, *r_ids] and e.alone_span == (1, len(e.alone))
+        else:
+            assert e.alone == r_ids and e.alone_span == (1, len(r_ids))
+            assert tok.bos_token_id not in e.alone
+    _, tok = load_scoring_model(models["chatml"])
+    (e,) = encode_pairs(tok, [q], [a], scoring("chat"))
+    assert tok.bos_token_id in e.joint[: e.prompt_len]  # "<s>" is this template's turn marker
+    assert e.q_span[0] > 1  # the "<s>user\n" turn header is not scored
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_losses_are_the_transformers_label_loss_of_each_span(models, convention):
+    """Each loss equals HF's own mean cross-entropy with the other positions masked (-100), which
+    is what both reference implementations compute."""
+    import torch
+
+    model, tok = load_scoring_model(models["bos"])
+    settings = scoring(convention)
+    enc = encode_pairs(tok, INSTRUCTIONS[:3], RESPONSES[:3], settings)
+    fast = score_pairs(models["bos"], INSTRUCTIONS[:3], RESPONSES[:3], settings)
+
+    def hf(ids, span):
+        labels = torch.full((1, len(ids)), -100)
+        labels[0, span[0]: span[1]] = torch.tensor(ids[span[0]: span[1]])
+        with torch.inference_mode():
+            return model(input_ids=torch.tensor([ids]), labels=labels).loss.item()
+
+    for e, row in zip(enc, fast.iter_rows(named=True), strict=True):
+        assert row["loss_q"] == pytest.approx(hf(e.joint, e.q_span), rel=1e-5)
+        assert row["loss_a_given_q"] == pytest.approx(hf(e.joint, e.a_span), rel=1e-5)
+        assert row["loss_a"] == pytest.approx(hf(e.alone, e.alone_span), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- engine vs naive
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_batched_matches_naive(models, arch, padding_side):
+def test_batched_matches_naive(models, arch, padding_side, convention):
     # small batch budget → several batches, each with padding; gemma3's sliding
     # window (64) is shorter than the longest pairs
-    settings = scoring(batch_tokens=400, max_padding=0.5, padding_side=padding_side)
+    settings = scoring(convention, batch_tokens=400, max_padding=0.5, padding_side=padding_side)
     fast = score_pairs(models[arch], INSTRUCTIONS, RESPONSES, settings)
     slow = score_pairs_naive(models[arch], INSTRUCTIONS, RESPONSES, settings)
     assert fast.height == len(INSTRUCTIONS)
@@ -101,15 +253,15 @@ def test_batched_matches_naive(models, arch, padding_side):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
-@pytest.mark.parametrize("share_prefix", [True, False])
-def test_shared_prefix_cache_matches_naive(models, arch, share_prefix):
+@pytest.mark.parametrize("convention,share_prefix", [("chat", True), ("chat", False), ("cherry", True)])
+def test_shared_prefix_cache_matches_naive(models, arch, convention, share_prefix):
     from teachfit.scoring.losses import shared_prefix_len
 
-    settings = scoring(batch_tokens=300, share_prefix=share_prefix)
+    settings = scoring(convention, batch_tokens=300, share_prefix=share_prefix)
     _, tok = load_scoring_model(models[arch])
     enc = encode_pairs(tok, INSTRUCTIONS, RESPONSES, settings)
     k = shared_prefix_len(enc)
-    assert k >= 3  # "### Instruction:\n" of the default chat template
+    assert k >= 3  # "### Instruction:\n" of the default chat template / the Alpaca header
     assert all(e.joint[:k] == enc[0].joint[:k] for e in enc) and k < min(e.q_span[0] for e in enc)
     _assert_close(score_pairs(models[arch], INSTRUCTIONS, RESPONSES, settings),
                   score_pairs_naive(models[arch], INSTRUCTIONS, RESPONSES, settings))
@@ -121,81 +273,60 @@ def test_fast_head_path_is_used(models, arch):
     assert _Head(model).split  # body + LM head at selected positions reproduces model(...).logits
 
 
-def test_losses_match_transformers_label_loss(models):
-    """L(A|Q) equals HF's own mean cross-entropy with the prompt masked out (-100)."""
-    import torch
-
-    model, tok = load_scoring_model(models["llama"])
-    settings = scoring()
-    enc = encode_pairs(tok, INSTRUCTIONS[:2], RESPONSES[:2], settings)
-    fast = score_pairs(models["llama"], INSTRUCTIONS[:2], RESPONSES[:2], settings)
-    for e, (loss_aq, loss_a) in zip(enc, fast.select("loss_a_given_q", "loss_a").iter_rows(), strict=True):
-        ids = torch.tensor([e.joint])
-        labels = ids.clone()
-        labels[0, : e.prompt_len] = -100
-        with torch.inference_mode():
-            hf = model(input_ids=ids, labels=labels).loss.item()
-            alone = torch.tensor([e.alone])
-            lab = alone.clone()
-            lab[0, 0] = -100
-            hf_a = model(input_ids=alone, labels=lab).loss.item()
-        assert loss_aq == pytest.approx(hf, rel=1e-5)
-        assert loss_a == pytest.approx(hf_a, rel=1e-5)
+# --------------------------------------------------------------------------- truncation, empty
 
 
-@pytest.mark.parametrize("template", ["chat", "raw"])
-def test_instruction_and_response_spans(models, template):
-    _, tok = load_scoring_model(models["llama"])
-    q, a = "Explain the answer to the question", " It is 10 because 5 plus 5 equals 10."
-    (e,) = encode_pairs(tok, [q], [a], scoring(template=template))
-    span = tok.decode(e.joint[e.q_span[0]: e.q_span[1]])
-    assert span.strip() == q  # template tokens excluded, instruction tokens included
-    if template == "chat":
-        assert e.q_span[0] > 1  # "### Instruction:\n" of the default template is not scored
-        assert "### Response" in tok.decode(e.joint[e.q_span[1]: e.prompt_len])
-    assert tok.decode(e.joint[e.a_span[0]: e.a_span[1]]) == a
-    assert e.joint[e.a_span[0]:] == e.alone[1:]  # identical response tokens in both passes
-    assert e.alone[0] == tok.bos_token_id  # L(A): the first token is conditioned on BOS only
-    (e2,) = encode_pairs(tok, [q], [a], scoring(template=template, start_token="eos"))
-    assert e2.alone[0] == tok.eos_token_id and e2.alone[1:] == e.alone[1:]
-
-
-def test_raw_template_scores_match_naive(models):
-    settings = scoring(template="raw", raw_template="Q: {instruction}\nA:", batch_tokens=300)
-    _assert_close(score_pairs(models["llama"], INSTRUCTIONS, RESPONSES, settings),
-                  score_pairs_naive(models["llama"], INSTRUCTIONS, RESPONSES, settings))
-
-
-def test_truncation_flag(models):
-    settings = scoring(max_length=48)
+def test_chat_truncation_flag(models):
+    settings = scoring("chat", max_length=48)
     _, tok = load_scoring_model(models["llama"])
     long_resp = "the answer is 10 because 5 plus 5 equals 10 . " * 20
     df = score_pairs(models["llama"], ["Give an example.", "Give an example."], ["The sum is 5.", long_resp], settings)
     (short, long_) = encode_pairs(tok, ["Give an example."] * 2, ["The sum is 5.", long_resp], settings)
-    assert df["truncated"].to_list() == [False, True]
+    assert df["truncated"].to_list() == [False, True] and df["prompt_overflow"].to_list() == [False, False]
     assert len(long_.joint) == 48  # cut from the response end
     assert df["n_a_tokens"][1] == 48 - long_.prompt_len
-    assert df["n_a_tokens"][0] == short.a_span[1] - short.a_span[0]
+    assert df["n_response_tokens"][1] == len(tok(long_resp, add_special_tokens=False)["input_ids"]) > 48
+    assert df["n_a_tokens"][0] == short.a_span[1] - short.a_span[0] == df["n_response_tokens"][0]
+    assert long_.alone[slice(*long_.alone_span)] == long_.joint[long_.a_span[0] + 1:]  # same kept tokens
     assert all(math.isfinite(v) for v in df["loss_a"].to_list())
     # a prompt longer than max_length: prompt cut, response losses NaN, still one row per pair
     df2 = score_pairs(models["llama"], ["word " * 200], ["short answer"], settings)
-    assert df2["truncated"][0] and df2["n_a_tokens"][0] == 0 and math.isnan(df2["loss_a_given_q"][0])
+    assert df2["truncated"][0] and df2["prompt_overflow"][0] and df2["n_a_tokens"][0] == 0
+    assert math.isnan(df2["loss_a_given_q"][0]) and math.isnan(df2["loss_a"][0])
     assert df2["n_q_tokens"][0] > 0 and math.isfinite(df2["loss_q"][0])
 
 
-def test_empty_response_and_instruction(models):
+def test_evolution_analysis_truncation_is_transformers_truncation(models):
+    """The reference does not truncate; each of its three tokenizations is cut to max_length as
+    tokenizer(text, truncation=True, max_length=...) would, and the row is flagged."""
+    _, tok = load_scoring_model(models["llama"])
+    q, a = "Give an example.", "the answer is 10 because 5 plus 5 equals 10 . " * 10
+    (e,) = encode_pairs(tok, [q], [a], scoring("evolution_analysis", max_length=40))
+    assert e.truncated and not e.prompt_overflow
+    assert e.joint == tok(f"{q}\n{a}")["input_ids"][:40] and e.alone == tok(a)["input_ids"][:40]
+    assert e.a_span == (len(tok(q)["input_ids"]), 40)
+    (o,) = encode_pairs(tok, ["word " * 60], ["short"], scoring("evolution_analysis", max_length=40))
+    assert o.prompt_overflow and o.a_span[0] == o.a_span[1] == 40
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_empty_response_and_instruction(models, convention):
     qs = ["What is 2 plus 2?", "What is 2 plus 2?", ""]
-    rs = ["4", "", "Hello there."]
-    df = score_pairs(models["llama"], qs, rs, scoring())
+    rs = ["4 is the answer", "", "Hello there."]
+    settings = scoring(convention)
+    df = score_pairs(models["bos"], qs, rs, settings)
     assert df.height == 3
     assert df["empty_response"].to_list() == [False, True, False]
     assert math.isnan(df["loss_a_given_q"][1]) and math.isnan(df["loss_a"][1])
     assert df["n_a_tokens"][1] == 0 and math.isfinite(df["loss_q"][1])
     assert math.isnan(df["loss_q"][2]) and df["n_q_tokens"][2] == 0 and math.isfinite(df["loss_a"][2])
     # the empty row does not disturb the others
-    ref = score_pairs(models["llama"], [qs[0]], [rs[0]], scoring())
+    ref = score_pairs(models["bos"], [qs[0]], [rs[0]], settings)
     assert df["loss_a_given_q"][0] == pytest.approx(ref["loss_a_given_q"][0], rel=1e-5)
-    _assert_close(df, score_pairs_naive(models["llama"], qs, rs, scoring()))
+    _assert_close(df, score_pairs_naive(models["bos"], qs, rs, settings))
+
+
+# --------------------------------------------------------------------------- settings, errors
 
 
 def test_pack_respects_budget_and_padding():
@@ -213,64 +344,143 @@ def test_pack_respects_budget_and_padding():
     assert len(_pack([10] * 50, batch_tokens=100)) == 5
 
 
+def test_convention_settings_narrow_the_section():
+    section = defaults("scoring", max_length={"cherry": 300})
+    assert section["max_length"] == {"evolution_analysis": 1024, "cherry": 300, "chat": 1024}
+    assert convention_settings(section, "cherry") == {"convention": "cherry", "max_length": 300,
+                                                      "batch_tokens": 8192, "version": section["version"]}
+    assert defaults("scoring")["max_length"]["cherry"] == 512  # Cherry_LLM's window
+    with pytest.raises(ValueError, match="convention 'alpaca' unknown"):
+        convention_settings(section, "alpaca")
+    with pytest.raises(ConfigError, match="max_length"):
+        defaults("scoring", max_length={"raw": 64})
+    check_scoring_section(section)
+    with pytest.raises(ValueError, match="scoring.max_length.chat: must be an integer ≥ 2"):
+        check_scoring_section({**section, "max_length": {**section["max_length"], "chat": 1}})
+
+
 def test_settings_from_dict_rejects_unknown_keys():
-    assert ScoringSettings.from_dict(defaults("scoring", max_length=64)).max_length == 64
+    job = convention_settings(defaults("scoring"), "chat")
+    assert ScoringSettings.from_dict({**job, "max_length": 64}).max_length == 64
     with pytest.raises(ValueError, match="maxlen.*allowed keys.*max_length"):
-        ScoringSettings.from_dict({**defaults("scoring"), "maxlen": 64})
-    with pytest.raises(ValueError, match="template"):
-        ScoringSettings.from_dict({**defaults("scoring"), "template": "alpaca"})
-    with pytest.raises(ValueError, match="instruction"):
-        scoring(template="raw", raw_template="no placeholder")
+        ScoringSettings.from_dict({**job, "maxlen": 64})
+    with pytest.raises(ValueError, match="template"):  # the old global template is gone
+        ScoringSettings.from_dict({**job, "template": "raw"})
+    with pytest.raises(ValueError, match="scoring.convention: 'alpaca' not allowed"):
+        ScoringSettings.from_dict({**job, "convention": "alpaca"})
     with pytest.raises(TypeError, match="batch_tokens"):  # config keys: no dataclass default
-        ScoringSettings.from_dict({"max_length": 64, "template": "chat", "version": 1})
+        ScoringSettings.from_dict({"convention": "chat", "max_length": 64, "version": 1})
+
+
+def test_conventions_match_the_plan():
+    from teachfit import plan
+
+    assert plan.CONVENTIONS == CONVENTIONS
 
 
 def test_missing_chat_template_is_a_clear_error(models, tmp_path):
-    import shutil
-
     from transformers import AutoTokenizer
 
     d = tmp_path / "nochat"
     shutil.copytree(models["llama"], d)
     tok = AutoTokenizer.from_pretrained(d)
+    tok.chat_template = None
     with pytest.raises(ScoringError, match="no chat template"):
-        tok.chat_template = None
-        encode_pairs(tok, ["q"], ["a"], scoring(template="chat"))
+        encode_pairs(tok, ["q"], ["a"], scoring("chat"))
+    # the reference conventions need no template
+    assert len(encode_pairs(tok, ["q"], ["a"], scoring("evolution_analysis"))) == 1
 
 
 def test_score_losses_rule_keeps_ids_and_writes_atomically(models, tmp_path):
     """Rule score_losses: id + the score columns + provenance, input order, atomic write, and
-    the same numbers as score_pairs with the section's settings."""
+    the same numbers as score_pairs with the job's settings; rows with an input are scored by
+    the reference conventions as instruction + input (raw_instruction, input)."""
     src = tmp_path / "responses.parquet"
-    pl.DataFrame({"id": ["a", "b", "c"], "instruction": INSTRUCTIONS[:3], "response": ["x y", "", "z"],
+    pl.DataFrame({"id": ["a", "b", "c"], "instruction": [INSTRUCTIONS[0], INSTRUCTIONS[1], "Sum these.\n\n2 and 3"],
+                  "raw_instruction": [INSTRUCTIONS[0], INSTRUCTIONS[1], "Sum these."],
+                  "input": [None, "", "2 and 3"], "response": ["x y", "", "z"],
                   "extra": [1, 2, 3]}).write_parquet(src)
-    out = tmp_path / "out" / "scores.parquet"
-    section = defaults("scoring", max_length=256)
-    df = score_losses(src, models["llama"], out, section, "tiny_llama", threads=1)
-    back = read_parquet(out)
-    assert back["id"].to_list() == ["a", "b", "c"]
-    assert back.columns == ["id", "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens",
-                            "truncated", "empty_response", "scoring_settings_hash", "scoring_version",
-                            "scorer"]
-    assert back["scorer"].to_list() == ["tiny_llama"] * 3
-    assert back["scoring_settings_hash"].unique().to_list() == [ScoringSettings.from_dict(section).hash()]
-    assert back["scoring_version"].unique().to_list() == [section["version"]]
-    assert back["empty_response"].to_list() == [False, True, False]
-    assert df.equals(back)
-    direct = score_pairs(models["llama"], INSTRUCTIONS[:3], ["x y", "", "z"],
-                         ScoringSettings.from_dict(section))
-    _assert_close(back.select(direct.columns), direct, rtol=1e-9)
-    assert [p.name for p in out.parent.iterdir()] == ["scores.parquet"]  # no temp files left
+    section = defaults("scoring", max_length={"evolution_analysis": 256, "chat": 256})
+    for convention in CONVENTIONS:
+        out = tmp_path / "out" / f"scores.{convention}.parquet"
+        job = convention_settings(section, convention)
+        df = score_losses(src, models["llama"], out, job, "tiny_llama", threads=1)
+        back = read_parquet(out)
+        assert back["id"].to_list() == ["a", "b", "c"]
+        assert back.columns == ["id", "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens",
+                                "n_response_tokens", "n_instruction_tokens", "truncated", "prompt_overflow",
+                                "empty_response", "convention", "scoring_settings_hash", "scoring_version",
+                                "scorer"]
+        assert back["scorer"].to_list() == ["tiny_llama"] * 3
+        assert back["convention"].unique().to_list() == [convention]
+        assert back["scoring_settings_hash"].unique().to_list() == [ScoringSettings.from_dict(job).hash()]
+        assert back["scoring_version"].unique().to_list() == [section["version"]]
+        assert back["empty_response"].to_list() == [False, True, False]
+        assert df.equals(back)
+        if convention == "chat":
+            qs, inputs = [INSTRUCTIONS[0], INSTRUCTIONS[1], "Sum these.\n\n2 and 3"], None
+        else:
+            qs, inputs = [INSTRUCTIONS[0], INSTRUCTIONS[1], "Sum these."], [None, None, "2 and 3"]
+        direct = score_pairs(models["llama"], qs, ["x y", "", "z"], ScoringSettings.from_dict(job), inputs=inputs)
+        _assert_close(back.select(direct.columns), direct, rtol=1e-9)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"scores.{c}.parquet" for c in CONVENTIONS)  # no temp files left
+    job = convention_settings(section, "chat")
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"id": ["a"], "prompt": ["q"], "response": ["r"]}).write_parquet(bad)
     with pytest.raises(DataError, match=r"bad.parquet.*\['instruction'\]"):
-        score_losses(bad, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
+        score_losses(bad, models["llama"], tmp_path / "never.parquet", job, "s", threads=1)
     dup = tmp_path / "dup.parquet"
     pl.DataFrame({"id": ["a", "a"], "instruction": ["q", "q"], "response": ["r", "s"]}).write_parquet(dup)
     with pytest.raises(DataError, match="duplicate ids"):
-        score_losses(dup, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
+        score_losses(dup, models["llama"], tmp_path / "never.parquet", job, "s", threads=1)
     ints = tmp_path / "ints.parquet"
     pl.DataFrame({"id": ["a"], "instruction": ["q"], "response": [3]}).write_parquet(ints)
     with pytest.raises(DataError, match="'response' must hold strings"):
-        score_losses(ints, models["llama"], tmp_path / "never.parquet", section, "s", threads=1)
+        score_losses(ints, models["llama"], tmp_path / "never.parquet", job, "s", threads=1)
     assert not (tmp_path / "never.parquet").exists()
+
+
+# --------------------------------------------------------------------------- config and plan
+
+
+def _config(*overlays: str) -> dict:
+    from real_models import ROOT
+    from snakemake.utils import update_config
+
+    from teachfit.config import load_yaml, validate_config
+
+    cfg = load_yaml(ROOT / "config" / "config.yaml")
+    for name in overlays:
+        update_config(cfg, load_yaml(ROOT / name))
+    return validate_config(cfg)
+
+
+def test_paper_windows_cover_paper_prompts_and_4096_token_responses():
+    """paper.yaml's windows of the conventions CAR's L and the evolver selection use hold the
+    longest response any paper generator may write (counted again under another model's
+    tokenizer: ×1.25) plus a 2,048-token prompt; cherry keeps Cherry_LLM's 512."""
+    cfg = _config("config/paper.yaml")
+    longest = max([g["max_new_tokens"] for g in cfg["generators"].values()] + [cfg["evolver"]["max_new_tokens"]])
+    assert longest == 4096
+    windows = cfg["scoring"]["max_length"]
+    for convention in (cfg["teacher"]["car"]["convention"], cfg["evolver"]["selection"]["convention"]):
+        assert windows[convention] >= 1.25 * longest + 2048, convention
+    assert windows["cherry"] == 512
+
+
+def test_plan_scores_each_use_under_its_convention():
+    from teachfit.plan import build_plan
+
+    plan = build_plan(_config())
+    keys = plan.teacher_score_keys()
+    t = plan.config["teacher"]
+    assert {k["convention"] for k in keys} == {"chat", "cherry"}  # CAR / PPL: chat; IFD: cherry
+    assert len(keys) == len(t["generators"]) * len({*t["bases"], t["reference_model"]}) * 2
+    sel = plan.selection_scorer("icifd50")
+    assert sel == {"scorer": plan.config["evolver"]["scoring_model"], "convention": "evolution_analysis"}
+    assert plan.selection_scorer("length50") == sel  # instruction tokens under the scorer's tokenizer
+    assert plan.selection_scorer("random50") is None and plan.selection_scorer("full") is None
+    cfg = plan.config
+    cfg["teacher"]["ifd_convention"] = "chat"
+    assert {k["convention"] for k in build_plan(cfg).teacher_score_keys()} == {"chat"}  # one file each

@@ -93,7 +93,7 @@ def test_settings_reject_unknown_key_naming_it():
 def test_settings_defaults_and_checks():
     s = defaults("sft")
     assert (s["method"], s["lora"]["r"], s["lora"]["lora_alpha"], s["learning_rate"], s["save_steps"],
-            s["version"]) == ("lora", 8, 16, 2e-4, 10, 1)
+            s["version"]) == ("lora", 8, 16, 2e-4, 10, 2)
     with pytest.raises(ConfigError, match="method"):
         defaults("sft", method="qlora")
     with pytest.raises(ConfigError, match="save_steps"):
@@ -142,31 +142,120 @@ def test_bad_training_rows_raise_naming_file_and_ids(tmp_path):
         load_sft_records(path)
 
 
+#: Responses that start or end with whitespace: the first may merge with the template's last
+#: token if prompt and response were tokenized as one text (issue 11: SmolLM2, "\n\none two").
+WHITESPACE_RESPONSES = ["\n\none two", "one two", " one two", "\none two\n", "\t- one\n- two", "  \n\n one two  "]
+
+
+def _stop_ids(model_dir: Path) -> set[int]:
+    """The ids that end generation for the model in ``model_dir`` (what both backends stop at)."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from teachfit.generation.base import eos_token_ids
+
+    try:
+        gen = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        gen = None
+    return eos_token_ids(AutoTokenizer.from_pretrained(model_dir), AutoConfig.from_pretrained(model_dir), gen)
+
+
+def _assert_training_tokens_are_inference_tokens(tokenizer, rows, records, stop_ids) -> None:
+    """Every row's prompt part is, token for token, the inference prompt (format_prompt chat +
+    encode_prompts), and its completion is the response's own tokens + the end-of-turn tokens,
+    ending at the first stop token."""
+    from teachfit.generation.base import encode_prompts
+    from teachfit.prompts import format_prompt
+
+    for row, rec in zip(rows, records, strict=True):
+        prompt = encode_prompts(tokenizer, [format_prompt(tokenizer, rec["instruction"], fmt="chat")])[0]
+        n = len(prompt)
+        assert row["input_ids"][:n] == prompt, rec
+        assert row["completion_mask"] == [0] * n + [1] * (len(row["input_ids"]) - n)
+        completion = row["input_ids"][n:]
+        response = tokenizer(rec["response"], add_special_tokens=False)["input_ids"]
+        assert completion[: len(response)] == response
+        end = completion[len(response):]
+        assert end and end[-1] in stop_ids and not set(end[:-1]) & stop_ids  # stops at the first stop token
+
+
+@pytest.mark.parametrize("alias", ["tiny", "tiny_chatml", "smollm2", "gemma270m"])
+def test_training_prompt_is_the_inference_prompt_for_every_shipped_tokenizer(alias, request):
+    """The prompt tokens of every training example equal the inference prompt's, whatever
+    whitespace the response starts with; the completion ends at EOS / end-of-turn. SmolLM2 and
+    gemma-3-270m skip when results/models/<alias> is not materialised."""
+    from real_models import real_model_dir
+    from transformers import AutoTokenizer
+
+    from teachfit.training.sft import completion_end_ids, sft_dataset_rows
+
+    model_dir = request.getfixturevalue(alias) if alias.startswith("tiny") else real_model_dir(alias)
+    if model_dir is None:
+        pytest.skip(f"results/models/{alias} is not materialised")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    stops = _stop_ids(model_dir)
+    end = completion_end_ids(tok, stops)
+    records = [{"id": str(i), "instruction": q, "response": r}
+               for i, (q, r) in enumerate((q, r) for q in ("list two numbers", "Name a fruit.\n")
+                                          for r in WHITESPACE_RESPONSES)]
+    rows = sft_dataset_rows(tok, records, end)
+    _assert_training_tokens_are_inference_tokens(tok, rows, records, stops)
+    if alias == "smollm2":
+        # issue 11's failing input: the inference prompt ends "assistant", "Ċ" (33 tokens) and the
+        # training sequence must not merge that "Ċ" with the response's "\n\n"
+        row = rows[0]
+        assert tok.convert_ids_to_tokens(row["input_ids"][31:33]) == ["istant", "Ċ"]
+        assert row["completion_mask"].index(1) == 33
+        assert tok.convert_ids_to_tokens(row["input_ids"][33:]) == ["Ċ", "Ċ", "one", "Ġtwo", "<|im_end|>"]
+
+
+def test_completion_ends_at_eos_not_after(tiny, tiny_chatml):
+    """The project's default template writes "\n\n" after EOS, ChatML-like ones "\n" after the
+    end-of-turn token: generation stops at it, so nothing after it is trained."""
+    from transformers import AutoTokenizer
+
+    from teachfit.training.sft import completion_end_ids
+
+    for model_dir in (tiny, tiny_chatml):
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                       tokenize=False)
+        assert text.endswith(tok.eos_token + ("\n\n" if model_dir == tiny else "\n"))
+        assert completion_end_ids(tok, _stop_ids(model_dir)) == [tok.eos_token_id]
+    tok = AutoTokenizer.from_pretrained(tiny)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(DataError, match="would never learn to stop"):
+        completion_end_ids(tok, _stop_ids(tiny))
+
+
 @pytest.mark.parametrize("model", ["tiny", "tiny_chatml"])
-def test_loss_only_on_response_tokens(model, request, train_file, tmp_path):
-    """Collated labels: every prompt position is -100; the supervised tokens are exactly the
-    rendered completion (response + end-of-turn), for a template with and without
-    {% generation %} markers."""
+def test_loss_only_on_response_tokens(model, request, tmp_path):
+    """Collated labels: every prompt position is -100 and the prompt is the inference prompt;
+    the supervised tokens are exactly the response's tokens + EOS (nothing after), for a
+    template with and without {% generation %} markers, also for responses starting with
+    whitespace."""
+    from teachfit.generation.base import encode_prompts
+    from teachfit.prompts import format_prompt
+
     model_dir = request.getfixturevalue(model)
-    records = load_sft_records(train_file)[:3]
+    records = [{"id": str(i), "instruction": f"what is {i} plus {i} ?", "response": r}
+               for i, r in enumerate(WHITESPACE_RESPONSES[:3])]
     trainer = make_sft_trainer(model_dir, records, defaults("sft", method="full"), tmp_path)
     tok = trainer.processing_class
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     for i, rec in enumerate(records):
-        prompt = [{"role": "user", "content": rec["instruction"]}]
-        full = prompt + [{"role": "assistant", "content": rec["response"]}]
-        prompt_text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full_text = tok.apply_chat_template(full, tokenize=False)
-        assert full_text.startswith(prompt_text)
-        n_prompt = len(tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"])
+        prompt = encode_prompts(tok, [format_prompt(tok, rec["instruction"], fmt="chat")])[0]
+        n_prompt = len(prompt)
         ids, labels = batch["input_ids"][i], batch["labels"][i]
+        assert ids[:n_prompt].tolist() == prompt
         assert (labels[:n_prompt] == -100).all(), "prompt tokens must not carry loss"
         supervised = ids[labels != -100]
         assert (labels[labels != -100] == supervised).all()
-        assert tok.decode(supervised) == full_text[len(prompt_text):]
-        assert rec["response"] in tok.decode(supervised)
-        assert rec["instruction"] not in tok.decode(supervised)
-        assert tok.eos_token_id in supervised.tolist(), "the model must learn to stop"
+        expected = tok(rec["response"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert supervised.tolist() == expected, "the response and EOS, nothing after"
+        assert tok.decode(supervised) == rec["response"] + tok.eos_token
+        assert (labels[n_prompt + len(expected):] == -100).all()
 
 
 def test_prepare_scratch_drops_checkpoints_of_other_settings(tiny, train_file, tmp_path):

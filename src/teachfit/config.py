@@ -209,12 +209,12 @@ def check_stage_settings(config: dict[str, Any]) -> None:
     :func:`teachfit.training.sft.check_sft_settings`."""
     from teachfit.evaluation.lm_eval import EvalSettings
     from teachfit.figures import FigureStyle
-    from teachfit.scoring.losses import ScoringSettings
+    from teachfit.scoring.losses import check_scoring_section
     from teachfit.training.sft import check_sft_settings
 
     sections = [
         ("sft", check_sft_settings, config.get("sft")),
-        ("scoring", ScoringSettings.from_dict, config.get("scoring")),
+        ("scoring", check_scoring_section, config.get("scoring")),
         ("eval", EvalSettings.from_dict, config.get("eval")),
         ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]

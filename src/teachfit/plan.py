@@ -13,6 +13,10 @@ from typing import Any
 
 SCENARIOS = ("evol_instruct", "auto_evol", "autoif")
 
+#: Scoring conventions (the same names as ``teachfit.scoring.losses.CONVENTIONS``, which
+#: tests/test_scoring.py checks; kept here so that the plan stays free of numpy / polars).
+CONVENTIONS = ("evolution_analysis", "cherry", "chat")
+
 #: Keys of ``evolver.scenarios.<scenario>`` that shape the plan (which jobs run, which file
 #: holds the AutoIF seed instructions), not what one evolution job computes. They are kept
 #: out of a job's ``settings`` param, so that e.g. adding an evolver or a round does not
@@ -22,6 +26,9 @@ SCENARIO_PLAN_KEYS = ("activate", "evolvers", "rounds", "seed_instructions")
 #: Scenarios whose evolution jobs record the evolver's top-1 log-probs (a ``.top1.parquet``
 #: beside each round); AutoIF's propose/verify pipeline does not.
 TOP1_SCENARIOS = ("evol_instruct", "auto_evol")
+
+#: Selection methods that rank by a scores file (``results/scores/...``).
+SCORED_SELECTION_METHODS = ("icifd", "ifd", "ppl", "length")
 
 
 class PlanError(ValueError):
@@ -69,7 +76,8 @@ class Plan:
     config: dict[str, Any]
     names: dict[str, list[str]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
-    scores: set[tuple[str, str, str]] = field(default_factory=set)
+    #: (dataset, generator, scorer, convention) of every scores file
+    scores: set[tuple[str, str, str, str]] = field(default_factory=set)
     #: (seedset, scenario, evolver) of every evolved set, in plan order
     evolved: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -165,25 +173,47 @@ class Plan:
         return scenario_settings(self.config["evolver"]["scenarios"][scenario])
 
     def selection_methods(self) -> dict[str, dict[str, Any]]:
+        """The ``selection`` param of each training set (label -> ``method``, ``top_percent``,
+        ``seed`` and the selection semantics' ``version``, ``evolver.selection.version``, so that
+        a change of the selection rules re-runs every ``select_trainset`` job)."""
         sel = self.config["evolver"]["selection"]
+        full = {"method": "full", "top_percent": 100.0, "version": int(sel["version"])}
         if not (self.evolver_on() and sel["activate"]):
-            return {"full": {"method": "full", "top_percent": 100.0}}
-        out = {"full": {"method": "full", "top_percent": 100.0}}
+            return {"full": full}
+        out = {"full": full}
         for m in sel["methods"]:
             out[selection_label(m, sel["top_percent"])] = {
                 "method": m, "top_percent": float(sel["top_percent"]),
-                "seed": int(self.config["seed"]),
+                "seed": int(self.config["seed"]), "version": int(sel["version"]),
             }
         return out
 
     def selection_settings(self, selection: str) -> dict[str, Any]:
         return self.selection_methods()[selection]
 
-    def selection_scorer(self, selection: str) -> str | None:
+    def selection_scorer(self, selection: str) -> dict[str, str] | None:
+        """``{"scorer", "convention"}`` of the scores a selection ranks by (``None`` for
+        ``random`` / ``full``): ``evolver.scoring_model`` under ``evolver.selection.convention``.
+        The length baseline needs them too: it counts the instruction's tokens under the
+        scorer's tokenizer (Evolution-Analysis ``select_data.py:54``)."""
         method = self.selection_methods()[selection]["method"]
-        if method in ("icifd", "ifd", "ppl"):
-            return self.config["evolver"]["scoring_model"]
+        if method in SCORED_SELECTION_METHODS:
+            e = self.config["evolver"]
+            return {"scorer": e["scoring_model"], "convention": e["selection"]["convention"]}
         return None
+
+    def teacher_score_keys(self) -> list[dict[str, str]]:
+        """``{"generator", "scorer", "convention"}`` of every scores file the teacher study reads:
+        each generator under each base and the reference model, under CAR's convention
+        (``teacher.car.convention``: loss, PPL, length) and the IFD convention
+        (``teacher.ifd_convention``), each once."""
+        if not self.teacher_on():
+            return []
+        t = self.config["teacher"]
+        scorers = dict.fromkeys([*t["bases"], t["reference_model"]])
+        conventions = dict.fromkeys([t["car"]["convention"], t["ifd_convention"]])
+        return [{"generator": g, "scorer": s, "convention": c}
+                for g in t["generators"] for s in scorers for c in conventions]
 
     def reward_settings(self, dataset: str) -> dict[str, Any]:
         """The reward setting (``type``, ``model``, ``batch_size``, ``version``) that rates the
@@ -258,7 +288,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
     evolvers: list[str] = []
     datasets: list[str] = list(seedsets)
     runs: set[Run] = set()
-    scores: set[tuple[str, str, str]] = set()
+    scores: set[tuple[str, str, str, str]] = set()
 
     if p.teacher_on():
         t = config["teacher"]
@@ -266,8 +296,8 @@ def build_plan(config: dict[str, Any]) -> Plan:
         for g in t["generators"]:
             for b in t["bases"]:
                 runs.add(Run(t["instructions"], g, "full", b))
-                scores.add((t["instructions"], g, b))
-            scores.add((t["instructions"], g, t["reference_model"]))
+        for k in p.teacher_score_keys():
+            scores.add((t["instructions"], k["generator"], k["scorer"], k["convention"]))
 
     selections = p.selection_methods()
     if p.evolver_on():
@@ -289,8 +319,9 @@ def build_plan(config: dict[str, Any]) -> Plan:
                         and e["selection"]["activate"]):
                     for label in selections:
                         runs.add(Run(name, e["teacher"], label, b))
-            if sc == sel_scenario and ev in sel_evolvers:
-                scores.add((name, e["teacher"], e["scoring_model"]))
+            if sc == sel_scenario and ev in sel_evolvers and e["selection"]["activate"] and any(
+                    m in SCORED_SELECTION_METHODS for m in e["selection"]["methods"]):
+                scores.add((name, e["teacher"], e["scoring_model"], e["selection"]["convention"]))
 
     ifs_models = list(config.get("ifs", {}).get("models", [])) if p.ifs_on() else []
     eval_models = sorted(students)
@@ -302,6 +333,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "students": sorted(students) or models,
         "evolvers": evolvers or ["none"],
         "scenarios": list(SCENARIOS),
+        "conventions": list(CONVENTIONS),
         "selections": list(selections),
         "eval_models": eval_models,
         "ifs_models": ifs_models,

@@ -1,71 +1,108 @@
-"""Shared scoring engine: per-token losses of (instruction, response) pairs.
+"""Loss scoring: L(Q), L(A|Q), L(A) of (instruction, response) pairs under named conventions.
 
-Definitions (all losses are mean per-token negative log-likelihoods in nats, never
-exponentiated; PPL = exp(loss)). For an instruction ``Q`` and a response ``A``
-under one scoring model:
+All losses are mean per-token negative log-likelihoods in nats (never exponentiated;
+PPL = exp(loss)), each the mean NLL of token ``t`` given tokens ``< t`` over a span of
+token positions; token 0 of a sequence is never scored (nothing predicts it). That is
+``model(input_ids, labels=...).loss`` of transformers with the other positions set to
+-100, which is what both reference implementations compute.
 
-* The **prompt** is ``Q`` formatted with ``settings.template``:
+**Conventions** decide the token sequences and the scored spans; one batched engine
+(:func:`span_nll_batched`) computes every convention. Each use chooses its convention in
+its own config section (``evolver.selection.convention``, ``teacher.ifd_convention``,
+``teacher.car.convention``); ``scoring.max_length.<convention>`` is each convention's window.
 
-  - ``chat``: ``tokenizer.apply_chat_template([{"role": "user", "content": Q}],
-    add_generation_prompt=True, tokenize=False)`` (the model's own template, e.g. a
-    default system turn, the user turn, then the assistant header);
-  - ``raw``: ``settings.raw_template.format(instruction=Q)`` (default ``"{instruction}\\n"``).
+``evolution_analysis`` -- HypherX/Evolution-Analysis ``Evol_Instruct/eval_loss.py`` (HEAD
+7595feb; ``select_data.py`` scores the same way), the code of Hui et al. 2024:
 
-  The prompt text is tokenized without special tokens; if the tokenizer adds a
-  BOS token on its own (``tokenizer("x")`` starts with BOS) and the rendered text
-  does not already start with it, BOS is prepended. The response is tokenized on
-  its own (no special tokens) and its ids are appended to the prompt ids, so the
-  response tokens are *identical* in the conditional and the unconditional pass.
-* **L(A|Q)**: mean NLL of the response tokens given the prompt.
-* **L(Q)**: mean NLL of the instruction tokens, from the same forward pass. The
-  instruction's character span inside the rendered prompt is found by rendering
-  the template once with a sentinel (``prefix + Q + suffix`` is checked per
-  example, with a fallback for templates that strip the content); the
-  instruction tokens are the tokens whose ``offset_mapping`` start lies inside
-  that span (template tokens are excluded). If nothing precedes the
-  instruction (raw template, tokenizer without BOS), the start token below is
-  prepended, so every instruction token is scored.
-* **L(A)**: mean NLL of the same response tokens, with only a start token as
-  context: the BOS token if the tokenizer adds one; otherwise (``start_token``)
-  the tokenizer's ``bos_token`` or, failing that, its ``eos_token`` (``bos``,
-  the default), or its ``eos_token`` (``eos``). So the first response token is
-  conditioned on BOS only, and every response token is scored in both L(A|Q)
-  and L(A) (IFD compares like with like).
-* ``n_q_tokens`` / ``n_a_tokens``: numbers of scored instruction/response tokens.
+* text = ``instruction + "\\n" + response`` (with an input: ``instruction + "\\n" + input +
+  "\\n" + response``, l.35-40); no template; every text is tokenized with the tokenizer's own
+  special tokens (``add_special_tokens=True``: BOS only if the tokenizer adds one, l.46-48);
+* ``nq`` = tokens of ``instruction[ + "\\n" + input]`` tokenized alone; the boundary is this
+  COUNT laid over the joint ids (l.48, l.55-56), so what the first token of L(A|Q) is depends
+  on the tokenizer (a GPT-2-style tokenizer scores the separator ``"\\n"`` in L(A|Q); Llama-3
+  merges ``".\\n"`` into the last instruction token);
+* L(Q) = joint tokens ``1..nq-1`` (l.61): the first instruction token is scored only when a
+  BOS occupies position 0; L(A|Q) = joint tokens ``nq..end`` (l.63);
+* L(A) = the response tokenized alone (special tokens included) scored on itself, tokens
+  ``1..end`` (l.62): with a BOS every response token, without one all but the first;
+* the reference does not truncate; here each of the three tokenizations is cut to
+  ``max_length`` tokens from the right, as ``tokenizer(text, truncation=True,
+  max_length=...)`` would, and the row is flagged ``truncated``;
+* IFD = L(A|Q)/L(A) (l.65), IC-IFD = L(A|Q)/(L(Q)·L(A)) (l.66, the division form; the product
+  form of l.67 is commented out); a set's score is the mean of per-pair values (l.69-70).
 
-Truncation: a pair whose prompt + response exceeds ``max_length`` tokens is cut
-from the response end (``truncated=True``); L(A) uses the same truncated response
-tokens. If the prompt alone exceeds ``max_length`` it is cut too (its instruction
-tokens beyond the cut are dropped) and the response losses are NaN.
-Empty responses (``""`` or no tokens) give ``loss_a_given_q = loss_a = NaN`` and
-``empty_response=True``; an empty instruction gives ``loss_q = NaN``,
-``n_q_tokens = 0``. Rows are never dropped and nothing crashes on them.
+``cherry`` -- tianyi-lab/Cherry_LLM ``cherry_seletion/data_analysis.py`` + ``data_by_IFD.py``
+(HEAD 01fac8d), the code of Li et al. 2024 (IFD):
 
-Two implementations share the tokenization above:
+* prompt = the Stanford Alpaca no-input template ending in ``"### Response:"`` (the with-input
+  template when the pair has an input; data_analysis.py:16-27, l.127-138); the response is
+  appended with no separator; texts are tokenized with the tokenizer's own special tokens and
+  ``truncation=True, max_length=...`` (right side: the response END is cut);
+* ``P`` = tokens of the prompt alone (truncated to ``max_length``); a pair with
+  ``max_length - P <= 0`` (the prompt fills the window) gets no response losses
+  (``prompt_overflow``; data_by_IFD.py:92, 113-114: dropped there);
+* L(A|Q) = tokens of ``prompt + response`` from ``len(tok(prompt))`` to the truncated end
+  (data_by_IFD.py:79-90, 95);
+* L(A) = tokens of ``"### Response:" + response`` from ``len(tok("### Response:"))`` on, the
+  text cut to ``max_length - P + len(tok("### Response:"))`` tokens (data_by_IFD.py:94; the
+  reference hard-codes that count as 4, LLaMA's ``<s>`` ``▁###`` ``▁Response`` ``:``), so both
+  passes score the same ``<= max_length - P`` response tokens;
+* the reference window is 512 tokens (scripts/cherry_analysis.sh, cherry_selection.sh);
+* L(Q) is not part of the reference: here it is the instruction's tokens inside the Alpaca
+  prompt of the joint pass (an extension, so that IC-IFD can be computed under this
+  convention too).
 
-* :func:`score_pairs` – length-bucketed batches (sequences sorted by length and
-  packed while ``rows × longest ≤ batch_tokens`` and the padded share of a batch
-  is ≤ ``max_padding``); one joint pass per pair (prompt + response: L(Q) and
-  L(A|Q)) and one pass of the response alone (L(A)); padding is masked with the
-  attention mask and explicit position ids (right or left padding); the token
-  prefix shared by all prompts (e.g. a default system turn) is run once and its
-  KV cache reused (``share_prefix``); the LM head is applied only at the scored
-  positions, in chunks of ``logit_chunk``.
-* :func:`score_pairs_naive` – a per-example loop, three plain ``model(...)``
-  forward passes per example (prompt only → L(Q); prompt + response → L(A|Q);
-  start + response → L(A)), full logits. It is the reference the batched path
-  is tested against.
+``chat`` -- the scorer's own chat template, i.e. the tokens the student sees at SFT and at
+inference (CAR's compatibility loss, Xu et al. 2024 Sec. 4):
+
+* prompt ids = the inference prompt exactly: ``teachfit.prompts.format_prompt(tok, Q,
+  fmt="chat")`` tokenized as :func:`teachfit.generation.base.encode_prompts` does (the
+  tokenizer's BOS unless the rendered text already starts with it); response ids = the
+  response tokenized alone without special tokens, appended (the SFT completion without its
+  end-of-turn token, see :mod:`teachfit.training.sft`);
+* L(Q) = the instruction's tokens inside the rendered prompt (found with the tokenizer's
+  offsets; template tokens excluded); a first instruction token at position 0 is not scored;
+* L(A|Q) = every response token;
+* L(A) = the response with only the tokenizer's own start as context: ``[BOS] + response`` when
+  the tokenizer adds a BOS (every response token scored, the same tokens as L(A|Q)); when it
+  adds none, the response tokens alone, the first one unscored -- the rule of the
+  ``evolution_analysis`` reference. No start token is ever invented: SmolLM2's
+  ``bos_token`` ``<|im_start|>`` is a chat-turn marker the tokenizer never adds, and
+  conditioning L(A) on it moved L(A) by up to 45 %;
+* truncation: a pair longer than ``max_length`` is cut from the response end; L(A) uses the
+  same kept response tokens. A prompt longer than ``max_length`` is cut (its instruction
+  tokens beyond the cut are dropped) and the response losses are NaN (``prompt_overflow``).
+
+Per pair the engine reports ``loss_q``, ``loss_a_given_q``, ``loss_a`` (nats), ``n_q_tokens``,
+``n_a_tokens`` (tokens scored in L(Q), L(A|Q)), ``n_response_tokens`` (the response tokenized
+alone without special tokens, before any truncation), ``n_instruction_tokens`` (the
+instruction field tokenized alone with the tokenizer's special tokens, input excluded: the
+length baseline of ``select_data.py:54``), ``truncated``, ``prompt_overflow`` and
+``empty_response``. An empty response gives ``loss_a_given_q = loss_a = NaN``; an empty span
+gives NaN; rows are never dropped here (selection and the data metrics count and exclude them).
+
+Two implementations share each convention's tokenization:
+
+* :func:`score_pairs` -- length-bucketed batches (sequences sorted by length and packed while
+  ``rows × longest ≤ batch_tokens`` and the padded share of a batch is ≤ ``max_padding``); one
+  joint pass per pair (L(Q) and L(A|Q)) and one unconditioned pass (L(A)); padding masked with
+  the attention mask and explicit position ids; the token prefix shared by all sequences (e.g.
+  a system turn) is run once and its KV cache reused (``share_prefix``); the LM head is applied
+  only at the scored positions, in chunks of ``logit_chunk``.
+* :func:`score_pairs_naive` -- per example, one plain ``model(...)`` forward pass per quantity,
+  full logits (the engine's own reference). ``tests/test_fidelity.py`` checks the batched
+  engine against per-example implementations written from the two references.
 
 Rule ``score_losses`` (:func:`score_losses`) writes these columns for every kept response under
-one scorer; IFD (Li et al. 2024, "From Quantity to Quality"), IC-IFD (Hui et al. 2024), PPL and
-CAR (Xu et al. 2024) derive from them in :mod:`teachfit.scoring.metrics`.
+one scorer and one convention; IFD, IC-IFD, PPL and CAR derive from them in
+:mod:`teachfit.scoring.metrics`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,14 +113,29 @@ import polars as pl
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
 from teachfit.settings import from_dict as settings_from_dict
 
-TEMPLATES = ("chat", "raw")
+#: Named scoring conventions (see the module docstring).
+CONVENTIONS = ("evolution_analysis", "cherry", "chat")
 PADDING_SIDES = ("right", "left")
 DTYPES = ("float32", "bfloat16", "float16")
-START_TOKENS = ("bos", "eos")
 SCORE_COLUMNS = (
-    "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens", "truncated", "empty_response",
+    "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens", "n_response_tokens",
+    "n_instruction_tokens", "truncated", "prompt_overflow", "empty_response",
 )
 _SENTINEL = "\ue000TEACHFIT_INSTRUCTION\ue001"
+
+#: Stanford Alpaca prompts as Cherry_LLM writes them (cherry_seletion/data_analysis.py:16-27).
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:"
+)
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+#: Context of Cherry's unconditioned pass (data_analysis.py:120).
+CHERRY_RESPONSE_PREFIX = "### Response:"
 
 
 class ScoringError(ValueError):
@@ -92,36 +144,28 @@ class ScoringError(ValueError):
 
 @dataclass
 class ScoringSettings:
-    """Settings of the loss scoring engine (the ``scoring`` config section).
+    """Settings of one scoring job: a convention and the engine's knobs.
 
-    ``max_length``, ``batch_tokens``, ``template`` and ``version`` are config keys and have no
-    default here (tests and library users: ``ScoringSettings(**teachfit.config.defaults("scoring"))``).
-    The other fields are not config keys: fixed semantics (``raw_template``, ``start_token``,
-    ``dtype``) and performance knobs that do not change the numbers beyond float tolerance
-    (``padding_side``, ``share_prefix``, ``max_padding``, ``logit_chunk``).
-    Raises ``ValueError`` naming the field on a bad value.
+    The rule passes :func:`convention_settings` of the ``scoring`` config section (``convention``,
+    ``max_length`` of that convention, ``batch_tokens``, ``version``); those fields have no
+    default here (tests and library users:
+    ``ScoringSettings.from_dict(convention_settings(teachfit.config.defaults("scoring"), "chat"))``).
+    The other fields are not config keys: ``dtype`` and performance knobs that do not change
+    the numbers beyond float tolerance (``padding_side``, ``share_prefix``, ``max_padding``,
+    ``logit_chunk``). Raises ``ValueError`` naming the field on a bad value.
     """
 
+    convention: str = field(metadata={"help": "scoring convention", "choices": CONVENTIONS})
     max_length: int = field(
-        metadata={"help": "max tokens of prompt + response; longer pairs are cut from the response end"},
+        metadata={"help": "window of the convention in tokens; longer texts are cut from the right"},
     )
     batch_tokens: int = field(
         metadata={"help": "token budget of a batch: rows × longest sequence ≤ batch_tokens"},
     )
-    template: str = field(metadata={"help": "prompt format", "choices": TEMPLATES})
     version: int = field(metadata={"help": "bump when the scoring semantics change"})
-    raw_template: str = field(
-        default="{instruction}\n",
-        metadata={"help": "template=raw: format string with one {instruction}"},
-    )
     padding_side: str = field(
         default="right",
         metadata={"help": "padding side of batches (results do not depend on it)", "choices": PADDING_SIDES},
-    )
-    start_token: str = field(
-        default="bos",
-        metadata={"help": "context token of L(A) when the tokenizer adds no BOS: bos = its "
-                          "bos_token (else eos_token), eos = its eos_token", "choices": START_TOKENS},
     )
     dtype: str = field(
         default="float32",
@@ -142,26 +186,21 @@ class ScoringSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ValueError(f"scoring.template: {self.template!r} not allowed; allowed: {', '.join(TEMPLATES)}")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"scoring.convention: {self.convention!r} not allowed; "
+                             f"allowed: {', '.join(CONVENTIONS)}")
         if self.padding_side not in PADDING_SIDES:
             raise ValueError(f"scoring.padding_side: {self.padding_side!r} not allowed; "
                              f"allowed: {', '.join(PADDING_SIDES)}")
-        if self.start_token not in START_TOKENS:
-            raise ValueError(f"scoring.start_token: {self.start_token!r} not allowed; "
-                             f"allowed: {', '.join(START_TOKENS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"scoring.dtype: {self.dtype!r} not allowed; allowed: {', '.join(DTYPES)}")
-        if self.max_length < 2:
-            raise ValueError(f"scoring.max_length: must be ≥ 2, got {self.max_length}")
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ValueError(f"scoring.max_length.{self.convention}: must be an integer ≥ 2, "
+                             f"got {self.max_length!r}")
         if not 0.0 <= self.max_padding <= 1.0:
             raise ValueError(f"scoring.max_padding: must be in [0, 1], got {self.max_padding}")
         if self.batch_tokens < 1 or self.logit_chunk < 1:
             raise ValueError("scoring.batch_tokens and scoring.logit_chunk must be ≥ 1")
-        if self.raw_template.count("{instruction}") != 1:
-            raise ValueError(
-                f"scoring.raw_template: must contain '{{instruction}}' exactly once, got {self.raw_template!r}"
-            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ScoringSettings:
@@ -174,20 +213,49 @@ class ScoringSettings:
         return content_id(self.to_dict(), n=12)
 
 
+def convention_settings(section: Mapping[str, Any], convention: str) -> dict[str, Any]:
+    """What one scoring job computes with: the ``scoring`` config section (``max_length`` per
+    convention, ``batch_tokens``, ``version``) narrowed to ``convention``, so that changing one
+    convention's window re-runs only that convention's jobs. Raises ``ValueError`` for an
+    unknown convention or a section without its window."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"scoring convention {convention!r} unknown; allowed: {', '.join(CONVENTIONS)}")
+    windows = section["max_length"]
+    if convention not in windows:
+        raise ValueError(f"scoring.max_length: no window for convention {convention!r}; has {sorted(windows)}")
+    return {"convention": convention, "max_length": windows[convention],
+            "batch_tokens": section["batch_tokens"], "version": section["version"]}
+
+
+def check_scoring_section(section: Mapping[str, Any]) -> None:
+    """Validate the ``scoring`` section for every convention (``ValueError`` naming the key)."""
+    for convention in CONVENTIONS:
+        ScoringSettings.from_dict(convention_settings(section, convention))
+
+
 # --------------------------------------------------------------------------- tokenization
 
 
 @dataclass
 class EncodedPair:
-    """Token ids of one pair and the token spans to score (``[start, end)`` positions)."""
+    """Token ids of one pair under one convention and the spans to score (``[start, end)``).
 
-    joint: list[int]            # prompt ids + response ids (truncated)
+    ``joint`` is the conditioned sequence (L(Q) over ``q_span``, L(A|Q) over ``a_span``; the
+    tokens before ``prompt_len`` are the context of the response), ``alone`` the unconditioned
+    one (L(A) over ``alone_span``). Spans never start at 0.
+    """
+
+    joint: list[int]
     prompt_len: int
-    q_span: tuple[int, int]     # scored instruction tokens in ``joint``
-    a_span: tuple[int, int]     # response tokens in ``joint``
-    alone: list[int]            # start token + response ids; response at [1, len)
+    q_span: tuple[int, int]
+    a_span: tuple[int, int]
+    alone: list[int]
+    alone_span: tuple[int, int]
     truncated: bool
+    prompt_overflow: bool
     empty_response: bool
+    n_response_tokens: int
+    n_instruction_tokens: int
 
 
 def adds_bos(tokenizer: Any) -> bool:
@@ -199,41 +267,61 @@ def adds_bos(tokenizer: Any) -> bool:
     return len(ids) > 0 and ids[0] == bos
 
 
-def start_token_id(tokenizer: Any, which: str = "bos") -> int:
-    """The context token of L(A): ``bos`` = bos_token (else eos_token); ``eos`` = eos_token."""
-    order = (tokenizer.eos_token_id,) if which == "eos" else (tokenizer.bos_token_id, tokenizer.eos_token_id)
-    for tid in order:
-        if tid is not None:
-            return int(tid)
-    raise ScoringError(f"tokenizer has no {'eos' if which == 'eos' else 'bos or eos'} token "
-                       "to condition L(A) on")
+def _span(start: int, end: int) -> tuple[int, int]:
+    """A scored span ``[start, end)`` with position 0 never scored and ``end ≥ start``."""
+    start = max(start, 1)
+    return start, max(start, end)
+
+
+def _ids(tokenizer: Any, text: str, max_length: int | None = None, special: bool = True) -> list[int]:
+    """``tokenizer(text)`` ids (special tokens as the tokenizer adds them), optionally with
+    transformers' right truncation to ``max_length`` tokens."""
+    if max_length is None:
+        return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=special, truncation=True,
+                          max_length=max_length)["input_ids"])
+
+
+def _token_span(tokenizer: Any, text: str, q_start: int, q_end: int,
+                special: bool) -> tuple[list[int], int, int]:
+    """Tokenize ``text``; return ids and the token span of the characters [q_start, q_end)."""
+    if getattr(tokenizer, "is_fast", True):
+        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offsets = enc["offset_mapping"]
+        inside = [i for i, (s, e) in enumerate(offsets) if e > s and q_start <= s < q_end]
+        if inside:
+            return ids, inside[0], inside[-1] + 1
+        first_after = next((i for i, (s, e) in enumerate(offsets) if e > s >= q_end), len(ids))
+        return ids, first_after, first_after
+    # slow tokenizers: count the tokens of the prefix pieces
+    ids = _ids(tokenizer, text, special=special)
+    n_pre = len(_ids(tokenizer, text[:q_start], special=special))
+    n_q = len(_ids(tokenizer, text[:q_end], special=special))
+    return ids, n_pre, max(n_pre, n_q)
 
 
 class PromptFormatter:
-    """Renders prompts and finds the instruction's character span in them."""
+    """Renders chat prompts (as :func:`teachfit.prompts.format_prompt` with ``fmt="chat"``) and
+    finds the instruction's character span in them."""
 
-    def __init__(self, tokenizer: Any, settings: ScoringSettings, name: str = "model") -> None:
+    def __init__(self, tokenizer: Any, name: str = "model") -> None:
         self.tok = tokenizer
-        self.settings = settings
-        if settings.template == "chat":
-            if not getattr(tokenizer, "chat_template", None):
-                raise ScoringError(
-                    f"{name}: tokenizer has no chat template; set scoring.template: raw "
-                    "(or materialize the model, which adds the project default template)"
-                )
-            rendered = self._render(_SENTINEL)
-            if rendered.count(_SENTINEL) != 1:
-                raise ScoringError(f"{name}: chat template does not echo the user content exactly once")
-            self.pre, self.post = rendered.split(_SENTINEL)
-        else:
-            self.pre, self.post = settings.raw_template.split("{instruction}")
+        if not getattr(tokenizer, "chat_template", None):
+            raise ScoringError(
+                f"{name}: tokenizer has no chat template; the chat convention scores with the SFT "
+                "template (materialize the model, which adds the project default template, or use "
+                "the evolution_analysis / cherry convention)"
+            )
+        rendered = self._render(_SENTINEL)
+        if rendered.count(_SENTINEL) != 1:
+            raise ScoringError(f"{name}: chat template does not echo the user content exactly once")
+        self.pre, self.post = rendered.split(_SENTINEL)
 
     def _render(self, instruction: str) -> str:
-        if self.settings.template == "raw":
-            return self.pre + instruction + self.post
-        return self.tok.apply_chat_template(
-            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-        )
+        from teachfit.prompts import format_prompt
+
+        return format_prompt(self.tok, instruction, fmt="chat")
 
     def render(self, instruction: str) -> tuple[str, int, int]:
         """Return ``(prompt_text, q_start, q_end)`` (character offsets of the instruction)."""
@@ -254,21 +342,78 @@ class PromptFormatter:
         )
 
 
-def _token_span(tokenizer: Any, text: str, q_start: int, q_end: int) -> tuple[list[int], int, int]:
-    """Tokenize ``text`` (no special tokens); return ids and the token span of [q_start, q_end)."""
-    if getattr(tokenizer, "is_fast", True):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and q_start <= s < q_end]
-        if inside:
-            return ids, inside[0], inside[-1] + 1
-        first_after = next((i for i, (s, _) in enumerate(enc["offset_mapping"]) if s >= q_end), len(ids))
-        return ids, first_after, first_after
-    # slow tokenizers: count the tokens of the prefix pieces
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    n_pre = len(tokenizer(text[:q_start], add_special_tokens=False)["input_ids"])
-    n_q = len(tokenizer(text[:q_end], add_special_tokens=False)["input_ids"])
-    return ids, n_pre, max(n_pre, n_q)
+def _encode_evolution_analysis(tok: Any, q: str, a: str, inp: str | None, max_len: int) -> EncodedPair:
+    """Evolution-Analysis ``Evol_Instruct/eval_loss.py:35-63`` (see the module docstring)."""
+    model_inst = f"{q}\n{inp}" if inp else q
+    text = f"{model_inst}\n{a}"
+    full = _ids(tok, text)
+    full_a = _ids(tok, a) if a else []
+    full_q = _ids(tok, model_inst)
+    joint, alone = _ids(tok, text, max_len), (_ids(tok, a, max_len) if a else [])
+    nq = min(len(_ids(tok, model_inst, max_len)), len(joint))
+    r_ids = _ids(tok, a, special=False) if a else []
+    empty = not r_ids
+    return EncodedPair(
+        joint=joint, prompt_len=nq, q_span=_span(1, nq),
+        a_span=_span(nq, nq if empty else len(joint)),
+        alone=alone, alone_span=_span(1, 1 if empty else len(alone)),
+        truncated=len(full) > max_len or len(full_a) > max_len, prompt_overflow=len(full_q) >= max_len,
+        empty_response=empty, n_response_tokens=len(r_ids), n_instruction_tokens=len(_ids(tok, q)),
+    )
+
+
+def _encode_cherry(tok: Any, q: str, a: str, inp: str | None, max_len: int) -> EncodedPair:
+    """Cherry_LLM ``data_analysis.py:127-151`` + ``data_by_IFD.py:76-101`` (see the module docstring)."""
+    template = ALPACA_PROMPT_INPUT if inp else ALPACA_PROMPT_NO_INPUT
+    prompt = template.format_map({"instruction": q, "input": inp or ""})
+    whole = prompt + a
+    direct = CHERRY_RESPONSE_PREFIX + a
+    n_prompt = len(_ids(tok, prompt, max_len))                  # P (data_by_IFD.py:76-77)
+    overflow = max_len - n_prompt <= 0                          # data_by_IFD.py:92
+    q_start = template.index("{instruction}")
+    full, qs, qe = _token_span(tok, whole, q_start, q_start + len(q), special=True)
+    truncated = len(full) > max_len
+    joint = _ids(tok, whole, max_len)  # right truncation keeps the prefix: q span unchanged
+    r_ids = _ids(tok, a, special=False) if a else []
+    empty = not r_ids
+    # start token = len(encode(text[: text.rfind(output)])) (data_by_IFD.py:82-85)
+    s_whole = len(_ids(tok, whole[: whole.rfind(a)])) if a else len(joint)
+    s_direct = len(_ids(tok, CHERRY_RESPONSE_PREFIX))
+    alone = _ids(tok, direct, max(max_len - n_prompt + s_direct, 1))  # data_by_IFD.py:94 (+4 for LLaMA)
+    no_response = empty or overflow
+    return EncodedPair(
+        joint=joint, prompt_len=min(s_whole, len(joint)), q_span=_span(qs, min(qe, s_whole, len(joint))),
+        a_span=_span(s_whole, s_whole if no_response else len(joint)),
+        alone=alone, alone_span=_span(s_direct, s_direct if no_response else len(alone)),
+        truncated=truncated, prompt_overflow=overflow, empty_response=empty,
+        n_response_tokens=len(r_ids), n_instruction_tokens=len(_ids(tok, q)),
+    )
+
+
+def _encode_chat(tok: Any, fmt: PromptFormatter, q: str, a: str, add_bos: bool, max_len: int) -> EncodedPair:
+    """The scorer's chat template, tokenized as the inference prompt (see the module docstring)."""
+    text, cs, ce = fmt.render(q)
+    bos = getattr(tok, "bos_token", None)
+    special = not (bos and text.startswith(bos))  # teachfit.generation.base.encode_prompts
+    p_ids, qs, qe = _token_span(tok, text, cs, ce, special=special)
+    r_ids = _ids(tok, a, special=False) if a else []
+    n_resp = len(r_ids)
+    truncated = overflow = False
+    if len(p_ids) + len(r_ids) > max_len:
+        truncated = True
+        if len(p_ids) >= max_len:
+            overflow = True
+            p_ids = p_ids[:max_len]
+        r_ids = r_ids[: max_len - len(p_ids)]
+    joint = p_ids + r_ids
+    start = [tok.bos_token_id] if add_bos else []
+    alone = start + r_ids
+    return EncodedPair(
+        joint=joint, prompt_len=len(p_ids), q_span=_span(qs, min(qe, len(p_ids))),
+        a_span=_span(len(p_ids), len(joint)), alone=alone, alone_span=_span(len(start), len(alone)),
+        truncated=truncated, prompt_overflow=overflow, empty_response=n_resp == 0,
+        n_response_tokens=n_resp, n_instruction_tokens=len(_ids(tok, q)),
+    )
 
 
 def encode_pairs(
@@ -276,46 +421,36 @@ def encode_pairs(
     instructions: Sequence[str],
     responses: Sequence[str],
     settings: ScoringSettings,
+    inputs: Sequence[str | None] | None = None,
     name: str = "model",
 ) -> list[EncodedPair]:
-    """Tokenize pairs exactly as both scoring implementations see them."""
+    """Tokenize pairs under ``settings.convention`` exactly as both scoring implementations see
+    them (module docstring). ``inputs`` (optional, aligned): the Alpaca-style input of each
+    pair, used by ``evolution_analysis`` and ``cherry`` as the references do (``None`` / ``""`` =
+    no input); ``chat`` scores the instruction text as the student sees it and ignores them.
+    Raises :class:`DataError` for non-string fields, ``ValueError`` for misaligned lists and
+    :class:`ScoringError` for a chat convention without a chat template."""
     if len(instructions) != len(responses):
         raise ValueError(f"{len(instructions)} instructions but {len(responses)} responses")
-    fmt = PromptFormatter(tokenizer, settings, name)
-    bos = tokenizer.bos_token_id
+    inputs = list(inputs) if inputs is not None else [None] * len(instructions)
+    if len(inputs) != len(instructions):
+        raise ValueError(f"{len(instructions)} instructions but {len(inputs)} inputs")
+    conv, max_len = settings.convention, settings.max_length
+    fmt = PromptFormatter(tokenizer, name) if conv == "chat" else None
     add_bos = adds_bos(tokenizer)
-    start = bos if add_bos else start_token_id(tokenizer, settings.start_token)
     out: list[EncodedPair] = []
-    for k, (q, a) in enumerate(zip(instructions, responses, strict=True)):
-        if not isinstance(q, str) or not isinstance(a, str):
-            raise DataError(f"pair {k}: instruction and response must be strings, got "
-                            f"{type(q).__name__} / {type(a).__name__}")
-        text, cs, ce = fmt.render(q)
-        p_ids, qs, qe = _token_span(tokenizer, text, cs, ce)
-        if (add_bos and (not p_ids or p_ids[0] != bos)) or qs == 0:
-            # BOS the tokenizer would add, or (raw template, no BOS) the start token,
-            # so that the first instruction token has a context
-            p_ids = [bos if add_bos else start, *p_ids]
-            qs, qe = qs + 1, qe + 1
-        r_ids = list(tokenizer(a, add_special_tokens=False)["input_ids"]) if a else []
-        empty = len(r_ids) == 0
-        truncated = False
-        max_len = settings.max_length
-        if len(p_ids) + len(r_ids) > max_len:
-            truncated = True
-            if len(p_ids) > max_len:
-                p_ids = p_ids[:max_len]
-            r_ids = r_ids[: max_len - len(p_ids)]
-        qs, qe = max(qs, 1), min(qe, len(p_ids))  # position 0 has no context
-        qe = max(qs, qe)
-        joint = p_ids + r_ids
-        out.append(EncodedPair(
-            joint=joint, prompt_len=len(p_ids), q_span=(qs, qe),
-            a_span=(len(p_ids), len(joint)), alone=[start, *r_ids],
-            truncated=truncated, empty_response=empty,
-        ))
+    for k, (q, a, inp) in enumerate(zip(instructions, responses, inputs, strict=True)):
+        if not isinstance(q, str) or not isinstance(a, str) or not (inp is None or isinstance(inp, str)):
+            raise DataError(f"pair {k}: instruction, response (and input) must be strings, got "
+                            f"{type(q).__name__} / {type(a).__name__} / {type(inp).__name__}")
+        inp = inp if inp and inp.strip() else None
+        if conv == "evolution_analysis":
+            out.append(_encode_evolution_analysis(tokenizer, q, a, inp, max_len))
+        elif conv == "cherry":
+            out.append(_encode_cherry(tokenizer, q, a, inp, max_len))
+        else:
+            out.append(_encode_chat(tokenizer, fmt, q, a, add_bos, max_len))
     return out
-
 
 # --------------------------------------------------------------------------- model side
 
@@ -514,6 +649,14 @@ def _mean(total: float, n: float) -> float:
     return float(total / n) if n > 0 else math.nan
 
 
+_FRAME_SCHEMA = {
+    "loss_q": pl.Float64, "loss_a_given_q": pl.Float64, "loss_a": pl.Float64,
+    "n_q_tokens": pl.Int64, "n_a_tokens": pl.Int64, "n_response_tokens": pl.Int64,
+    "n_instruction_tokens": pl.Int64, "truncated": pl.Boolean, "prompt_overflow": pl.Boolean,
+    "empty_response": pl.Boolean,
+}
+
+
 def _frame(encoded: Sequence[EncodedPair], q: np.ndarray, aq: np.ndarray, a: np.ndarray) -> pl.DataFrame:
     """``q``, ``aq``, ``a``: arrays ``[n, 2]`` of (NLL sum, token count)."""
     return pl.DataFrame(
@@ -523,14 +666,13 @@ def _frame(encoded: Sequence[EncodedPair], q: np.ndarray, aq: np.ndarray, a: np.
             "loss_a": [_mean(*x) for x in a],
             "n_q_tokens": [int(x[1]) for x in q],
             "n_a_tokens": [int(x[1]) for x in aq],
+            "n_response_tokens": [e.n_response_tokens for e in encoded],
+            "n_instruction_tokens": [e.n_instruction_tokens for e in encoded],
             "truncated": [e.truncated for e in encoded],
+            "prompt_overflow": [e.prompt_overflow for e in encoded],
             "empty_response": [e.empty_response for e in encoded],
         },
-        schema={
-            "loss_q": pl.Float64, "loss_a_given_q": pl.Float64, "loss_a": pl.Float64,
-            "n_q_tokens": pl.Int64, "n_a_tokens": pl.Int64,
-            "truncated": pl.Boolean, "empty_response": pl.Boolean,
-        },
+        schema=_FRAME_SCHEMA,
     )
 
 
@@ -556,12 +698,12 @@ def score_encoded(
     joint = span_nll_batched(
         model, [e.joint[k:] for e in encoded],
         [[(e.q_span[0] - k, e.q_span[1] - k), (e.a_span[0] - k, e.a_span[1] - k)] for e in encoded],
-        settings, pad_id=pad, desc="score pairs (prompt + response)", head=head,
+        settings, pad_id=pad, desc=f"score pairs ({settings.convention}: prompt + response)", head=head,
         prefix=encoded[0].joint[:k] if k else (),
     )
     alone = span_nll_batched(
-        model, [e.alone for e in encoded], [[(1, len(e.alone))] for e in encoded],
-        settings, pad_id=pad, desc="score pairs (response alone)", head=head,
+        model, [e.alone for e in encoded], [[e.alone_span] for e in encoded],
+        settings, pad_id=pad, desc=f"score pairs ({settings.convention}: response alone)", head=head,
     )
     return _frame(encoded, joint[:, 0], joint[:, 1], alone[:, 0])
 
@@ -572,22 +714,26 @@ def score_pairs(
     responses: Sequence[str],
     settings: ScoringSettings,
     threads: int = 1,
+    inputs: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """Batched L(Q), L(A|Q), L(A) (mean NLL per token, nats) of every pair under the model at
-    ``model_dir``: one row per pair in input order, columns :data:`SCORE_COLUMNS` (see the module
-    docstring for tokenization, truncation and NaN rules). ``threads`` sets torch's CPU threads for
-    the call. Raises :class:`ScoringError` for a model/template combination that cannot be scored."""
-    return _score_with(model_dir, instructions, responses, settings, threads,
+    ``model_dir`` and ``settings.convention``: one row per pair in input order, columns
+    :data:`SCORE_COLUMNS` (see the module docstring for tokenization, truncation and NaN rules).
+    ``inputs``: optional Alpaca-style inputs (:func:`encode_pairs`). ``threads`` sets torch's CPU
+    threads for the call. Raises :class:`ScoringError` for a model/template combination that
+    cannot be scored."""
+    return _score_with(model_dir, instructions, responses, settings, threads, inputs,
                        lambda model, tok, encoded: score_encoded(model, tok, encoded, settings))
 
 
 def _score_with(model_dir: str | Path, instructions: Sequence[str], responses: Sequence[str],
-                settings: ScoringSettings, threads: int, score: Any) -> pl.DataFrame:
+                settings: ScoringSettings, threads: int, inputs: Sequence[str | None] | None,
+                score: Any) -> pl.DataFrame:
     """Load the scorer, encode the pairs, run ``score(model, tok, encoded)`` with ``threads``."""
     before = _set_threads(threads)
     try:
         model, tok = load_scoring_model(model_dir, settings.dtype)
-        encoded = encode_pairs(tok, instructions, responses, settings, name=str(model_dir))
+        encoded = encode_pairs(tok, instructions, responses, settings, inputs=inputs, name=str(model_dir))
         return score(model, tok, encoded)
     finally:
         _set_threads(before)
@@ -608,14 +754,16 @@ def _naive_nll(model: Any, ids: list[int], span: tuple[int, int]) -> tuple[float
 
 
 def score_encoded_naive(model: Any, encoded: Sequence[EncodedPair]) -> pl.DataFrame:
-    """Reference scoring of encoded pairs: three plain forward passes per example."""
+    """The engine's reference on encoded pairs: one plain forward pass per quantity and example
+    (the instruction part alone for L(Q), the joint sequence for L(A|Q), the unconditioned one
+    for L(A)), full logits."""
     from tqdm.auto import tqdm
 
     q, aq, a = [], [], []
     for e in tqdm(encoded, desc="score pairs (naive)", unit="pair", mininterval=2.0):
-        q.append(_naive_nll(model, e.joint[: e.prompt_len], e.q_span))
+        q.append(_naive_nll(model, e.joint[: max(e.prompt_len, e.q_span[1])], e.q_span))
         aq.append(_naive_nll(model, e.joint, e.a_span))
-        a.append(_naive_nll(model, e.alone, (1, len(e.alone))))
+        a.append(_naive_nll(model, e.alone, e.alone_span))
     return _frame(encoded, np.array(q).reshape(-1, 2), np.array(aq).reshape(-1, 2),
                   np.array(a).reshape(-1, 2))
 
@@ -626,10 +774,11 @@ def score_pairs_naive(
     responses: Sequence[str],
     settings: ScoringSettings,
     threads: int = 1,
+    inputs: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """Reference for :func:`score_pairs`: one example and one plain forward pass per quantity
-    (3 passes per example, full logits); same output."""
-    return _score_with(model_dir, instructions, responses, settings, threads,
+    (3 passes per example, full logits); same tokenization, same output."""
+    return _score_with(model_dir, instructions, responses, settings, threads, inputs,
                        lambda model, tok, encoded: score_encoded_naive(model, encoded))
 
 
@@ -644,19 +793,46 @@ def require_text(df: pl.DataFrame, cols: Sequence[str], where: str | Path) -> No
             raise DataError(f"{where}: column {col!r} is null in {nulls} row(s) (first: row {first})")
 
 
+def reference_fields(df: pl.DataFrame, convention: str) -> tuple[list[str], list[str | None]]:
+    """The (instruction, input) each pair is scored with under ``convention``.
+
+    ``chat`` scores the ``instruction`` column (the text the student sees: the instruction and
+    any input joined by :func:`teachfit.seeds.combine`). The reference conventions
+    (``evolution_analysis``, ``cherry``) format instruction and input themselves, so rows whose
+    ``input`` column holds text are scored with ``raw_instruction`` and ``input`` (both columns
+    come from :func:`teachfit.seeds.load_seeds`); other rows with ``instruction`` and no input.
+    """
+    instructions = df["instruction"].to_list()
+    if convention == "chat" or "input" not in df.columns or "raw_instruction" not in df.columns:
+        return instructions, [None] * df.height
+    qs: list[str] = []
+    inputs: list[str | None] = []
+    for q, raw, inp in zip(instructions, df["raw_instruction"].to_list(), df["input"].to_list(), strict=True):
+        if isinstance(inp, str) and inp.strip() and isinstance(raw, str) and raw.strip():
+            qs.append(raw)
+            inputs.append(inp)
+        else:
+            qs.append(q)
+            inputs.append(None)
+    return qs, inputs
+
+
 # --------------------------------------------------------------------------- rule score_losses
 
 
 def score_losses(responses: str | Path, model_dir: str | Path, scores: str | Path,
                  scoring: dict[str, Any], scorer: str, threads: int) -> pl.DataFrame:
-    """Rule ``score_losses``: L(Q), L(A|Q), L(A) of every kept response under scorer ``scorer``.
+    """Rule ``score_losses``: L(Q), L(A|Q), L(A) of every kept response under scorer ``scorer``
+    and one convention.
 
-    ``responses`` is a Parquet table with ``id`` (unique), ``instruction`` and ``response``;
-    ``model_dir`` the scorer's materialized model; ``scoring`` the validated ``scoring`` section
-    (:class:`ScoringSettings`). Writes ``scores`` atomically, one row per response in input order:
-    ``id``, the :data:`SCORE_COLUMNS` (losses are mean per-token NLLs in nats; token counts),
-    ``scoring_settings_hash``, ``scoring_version`` and ``scorer``. IFD, IC-IFD, PPL and CAR
-    derive from these columns downstream (:mod:`teachfit.scoring.metrics`).
+    ``responses`` is a Parquet table with ``id`` (unique), ``instruction`` and ``response``
+    (optional ``raw_instruction`` + ``input``: see :func:`reference_fields`); ``model_dir`` the
+    scorer's materialized model; ``scoring`` the job's settings (:func:`convention_settings`:
+    ``convention``, its ``max_length``, ``batch_tokens``, ``version``; :class:`ScoringSettings`).
+    Writes ``scores`` atomically, one row per response in input order: ``id``, the
+    :data:`SCORE_COLUMNS` (losses are mean per-token NLLs in nats; token counts; flags),
+    ``convention``, ``scoring_settings_hash``, ``scoring_version`` and ``scorer``. IFD, IC-IFD,
+    PPL and CAR derive from these columns downstream (:mod:`teachfit.scoring.metrics`).
     Raises :class:`~teachfit.io.DataError` on a missing / non-string column or duplicate ids,
     :class:`ScoringError` for a model/template combination that cannot be scored.
     """
@@ -666,9 +842,10 @@ def score_losses(responses: str | Path, model_dir: str | Path, scores: str | Pat
     ids = df["id"].cast(pl.String)
     if ids.is_duplicated().any():
         raise DataError(f"{responses}: duplicate ids")
-    losses = score_pairs(model_dir, df["instruction"].to_list(), df["response"].to_list(), settings,
-                         threads=threads)
+    qs, inputs = reference_fields(df, settings.convention)
+    losses = score_pairs(model_dir, qs, df["response"].to_list(), settings, threads=threads, inputs=inputs)
     out = pl.DataFrame({"id": ids}, schema={"id": pl.String}).hstack(losses).with_columns(
+        pl.lit(settings.convention).alias("convention"),
         pl.lit(settings.hash()).alias("scoring_settings_hash"),
         pl.lit(settings.version).alias("scoring_version"),
         pl.lit(scorer).alias("scorer"),

@@ -4,8 +4,11 @@ per rule of ``rules/teacher.smk``.
 Conventions (also in the README):
 
 * per-response losses are mean per-token NLLs (nats); a data set's L is the mean
-  of its responses' L(A|Q) under the scorer; PPL = exp(L);
-* IFD per response = L(A|Q) / L(A), averaged over responses;
+  of its responses' L(A|Q) under the scorer in the CAR convention (``teacher.car.convention``,
+  default ``chat``: the scorer's SFT chat template), truncated pairs left out and counted;
+  PPL = exp(L);
+* IFD per response = L(A|Q) / L(A) in the IFD convention (``teacher.ifd_convention``, default
+  ``cherry``: Cherry_LLM's Alpaca prompt, 512-token window), averaged over responses;
 * length = response tokens under the reference model's tokenizer (one tokenizer
   for every generator, so lengths are comparable);
 * CAR = (mean reward + reward_offset) / (1 + beta * L_base), L_base the base
@@ -30,7 +33,9 @@ from teachfit.io import DataError, read_json, read_parquet, write_csv, write_par
 log = logging.getLogger(__name__)
 
 DATA_METRIC_COLUMNS = ("generator", "base", "n", "reward", "length", "loss_base", "ppl_base", "ifd_base",
-                       "loss_ref", "ppl_ref", "ifd_ref", "n_truncated_base")
+                       "loss_ref", "ppl_ref", "ifd_ref", "n_truncated_base", "n_truncated_ref",
+                       "n_truncated_ifd_base", "n_no_ifd_base", "n_truncated_ifd_ref", "n_no_ifd_ref",
+                       "loss_convention", "ifd_convention")
 
 
 def _aligned(paths: Sequence[str], meta: Sequence[Any], what: str, meta_name: str) -> None:
@@ -45,77 +50,107 @@ def _mean(values: pl.Series) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def _scorer_summary(scores: pl.DataFrame) -> dict[str, float]:
-    """Mean L(A|Q), its exp, mean IFD and mean response tokens over the responses with a
-    finite L(A|Q) and L(A) (NaN marks empty / truncated-away responses)."""
-    from teachfit.scoring.metrics import ifd
-
-    valid = scores.filter(pl.col("loss_a_given_q").is_not_nan() & pl.col("loss_a").is_not_nan())
-    per_ifd = ifd(valid["loss_a_given_q"].to_numpy(), valid["loss_a"].to_numpy())
+def _loss_summary(scores: pl.DataFrame) -> dict[str, float]:
+    """Mean L(A|Q) (nats) and its exp over the responses scored in full (finite L(A|Q), not
+    truncated: a truncated pair's loss covers only the start of its response, so it is left
+    out of L and counted in ``n_truncated``), and the mean response length in tokens
+    (``n_response_tokens``, before truncation) over the non-empty responses."""
+    truncated = scores["truncated"].fill_null(False)
+    valid = scores.filter(pl.col("loss_a_given_q").is_not_nan() & ~truncated)
     loss = _mean(valid["loss_a_given_q"])
+    nonempty = scores.filter(~pl.col("empty_response").fill_null(False))
     return {
         "loss": loss,
         "ppl": float(np.exp(loss)),
-        "ifd": float(np.nanmean(per_ifd)) if len(per_ifd) else float("nan"),
-        "length": _mean(valid["n_a_tokens"].cast(pl.Float64)),
-        "n_truncated": int(scores["truncated"].sum()) if "truncated" in scores.columns else 0,
-        "n_scored": valid.height,
+        "length": _mean(nonempty["n_response_tokens"].cast(pl.Float64)),
+        "n_truncated": int(truncated.sum()),
+    }
+
+
+def _ifd_summary(scores: pl.DataFrame) -> dict[str, float]:
+    """Mean over responses of IFD = L(A|Q) / L(A) where it is defined; ``n_no_ifd`` responses
+    have none (empty response, or a prompt filling the convention's window: NaN losses);
+    ``n_truncated`` responses with an IFD were scored over a truncated window (kept, as Cherry_LLM
+    keeps them)."""
+    from teachfit.scoring.metrics import ifd
+
+    per = ifd(scores["loss_a_given_q"].to_numpy(), scores["loss_a"].to_numpy())
+    ok = np.isfinite(per)
+    truncated = scores["truncated"].fill_null(False).to_numpy()
+    return {
+        "ifd": float(per[ok].mean()) if ok.any() else float("nan"),
+        "n_truncated": int((truncated & ok).sum()),
+        "n_no_ifd": int((~ok).sum()),
     }
 
 
 def compute_data_metrics(responses: list[str], scores: list[str], metrics: str | Path,
                          generators: list[str], score_keys: list[Mapping[str, str]],
-                         bases: list[str], reference_model: str) -> pl.DataFrame:
+                         bases: list[str], reference_model: str,
+                         conventions: Mapping[str, str]) -> pl.DataFrame:
     """Data metrics per (generator, base) of the teacher study; rule ``compute_data_metrics``.
 
     Inputs: ``responses[i]`` (Parquet ``id``, ``reward``: generator ``generators[i]``'s kept
-    responses and their rewards) and ``scores[j]`` (Parquet ``loss_a_given_q``, ``loss_a``
-    (nats), ``n_a_tokens``, optional ``truncated``: generator ``score_keys[j]["generator"]``'s
-    responses scored by model ``score_keys[j]["scorer"]``, see :mod:`teachfit.scoring.losses`).
+    responses and their rewards) and ``scores[j]`` (Parquet ``loss_a_given_q``, ``loss_a`` (nats),
+    ``n_response_tokens``, ``truncated``, ``empty_response``: generator
+    ``score_keys[j]["generator"]``'s responses scored by model ``score_keys[j]["scorer"]`` under
+    convention ``score_keys[j]["convention"]``, see :mod:`teachfit.scoring.losses`).
+    ``conventions``: ``{"car": ..., "ifd": ...}`` (``teacher.car.convention``,
+    ``teacher.ifd_convention``).
 
     Writes ``metrics`` (Parquet), one row per generator (in ``generators`` order) and base (in
     ``bases`` order), columns :data:`DATA_METRIC_COLUMNS`:
 
     * ``n``: responses; ``reward``: mean finite reward;
-    * ``length``: mean response tokens under ``reference_model``'s tokenizer;
-    * ``loss_base`` / ``loss_ref``: mean L(A|Q) (nats) under the base / reference model
-      (``loss_base`` is CAR's L); ``ppl_*`` = exp of that mean (not a mean of PPLs);
-    * ``ifd_base`` / ``ifd_ref``: mean over responses of L(A|Q) / L(A);
-    * ``n_truncated_base``: pairs truncated to ``scoring.max_length`` under the base.
+    * ``length``: mean response tokens under ``reference_model``'s tokenizer (before truncation);
+    * ``loss_base`` / ``loss_ref``: mean L(A|Q) (nats) under the base / reference model in the
+      CAR convention (default ``chat``: the model's SFT chat template); ``loss_base`` is CAR's L;
+      ``ppl_*`` = exp of that mean (not a mean of PPLs). Pairs truncated at that convention's
+      window are left out and counted in ``n_truncated_base`` / ``n_truncated_ref``;
+    * ``ifd_base`` / ``ifd_ref``: mean over responses of L(A|Q) / L(A) in the IFD convention
+      (default ``cherry``: Cherry_LLM's Alpaca prompt and 512-token window);
+      ``n_truncated_ifd_*`` of them were scored over a cut response (kept, as Cherry does),
+      ``n_no_ifd_*`` responses have no IFD (empty, or the prompt fills the window);
+    * ``loss_convention`` / ``ifd_convention``: the conventions used.
 
-    Means skip responses whose L(A|Q) or L(A) is NaN. CAR is added by :func:`compute_car`.
-    Raises ``ValueError`` when params and inputs are not aligned, :class:`DataError` when a
-    (generator, scorer) pair the design needs has no scores file or a file lacks a column.
+    CAR is added by :func:`compute_car`. Raises ``ValueError`` when params and inputs are not
+    aligned, :class:`DataError` when a (generator, scorer, convention) the design needs has no
+    scores file or a file lacks a column.
     """
     _aligned(responses, generators, "responses", "generators")
     _aligned(scores, score_keys, "scores", "score_keys")
     rewards: dict[str, pl.DataFrame] = {
         g: read_parquet(p, required=["id", "reward"]) for g, p in zip(generators, responses)}
-    summaries: dict[tuple[str, str], dict[str, float]] = {}
-    for key, p in zip(score_keys, scores):
-        summaries[(key["generator"], key["scorer"])] = _scorer_summary(
-            read_parquet(p, required=["loss_a_given_q", "loss_a", "n_a_tokens"]))
+    tables: dict[tuple[str, str, str], pl.DataFrame] = {
+        (key["generator"], key["scorer"], key["convention"]): read_parquet(
+            p, required=["loss_a_given_q", "loss_a", "n_response_tokens", "truncated", "empty_response"])
+        for key, p in zip(score_keys, scores)}
 
-    def summary(generator: str, scorer: str) -> dict[str, float]:
-        if (generator, scorer) not in summaries:
+    def table(generator: str, scorer: str, convention: str) -> pl.DataFrame:
+        if (generator, scorer, convention) not in tables:
             raise DataError(f"compute_data_metrics: no scores of generator {generator!r} under scorer "
-                            f"{scorer!r}; scored pairs: {sorted(summaries)}")
-        return summaries[(generator, scorer)]
+                            f"{scorer!r} and convention {convention!r}; scored: {sorted(tables)}")
+        return tables[(generator, scorer, convention)]
 
+    car_conv, ifd_conv = conventions["car"], conventions["ifd"]
     rows = []
     for g in generators:
         rw = rewards[g]
-        ref_sum = summary(g, reference_model)
+        ref_loss = _loss_summary(table(g, reference_model, car_conv))
+        ref_ifd = _ifd_summary(table(g, reference_model, ifd_conv))
         for b in bases:
-            base_sum = summary(g, b)
+            base_loss = _loss_summary(table(g, b, car_conv))
+            base_ifd = _ifd_summary(table(g, b, ifd_conv))
             rows.append({
                 "generator": g, "base": b, "n": rw.height,
                 "reward": _mean(rw["reward"]),
-                "length": ref_sum["length"],
-                "loss_base": base_sum["loss"], "ppl_base": base_sum["ppl"],
-                "ifd_base": base_sum["ifd"],
-                "loss_ref": ref_sum["loss"], "ppl_ref": ref_sum["ppl"], "ifd_ref": ref_sum["ifd"],
-                "n_truncated_base": base_sum["n_truncated"],
+                "length": ref_loss["length"],
+                "loss_base": base_loss["loss"], "ppl_base": base_loss["ppl"], "ifd_base": base_ifd["ifd"],
+                "loss_ref": ref_loss["loss"], "ppl_ref": ref_loss["ppl"], "ifd_ref": ref_ifd["ifd"],
+                "n_truncated_base": base_loss["n_truncated"], "n_truncated_ref": ref_loss["n_truncated"],
+                "n_truncated_ifd_base": base_ifd["n_truncated"], "n_no_ifd_base": base_ifd["n_no_ifd"],
+                "n_truncated_ifd_ref": ref_ifd["n_truncated"], "n_no_ifd_ref": ref_ifd["n_no_ifd"],
+                "loss_convention": car_conv, "ifd_convention": ifd_conv,
             })
     df = pl.DataFrame(rows).select(DATA_METRIC_COLUMNS)
     write_parquet(df, metrics)

@@ -2,12 +2,25 @@
 
 One call of :func:`train_sft` trains one student on one instruction-response table:
 
-* the table (Parquet: ``id``, ``instruction``, ``response``) becomes a *conversational
-  prompt-completion* dataset (user = instruction, assistant = response); the tokenizer's
-  chat template renders it, and the loss is on the completion (response + end-of-turn
-  tokens) only (``completion_only_loss=True``). This works with any chat template, also
-  ones without ``{% generation %}`` markers (e.g. SmolLM2's), which ``assistant_only_loss``
-  would reject.
+* every example of the table (Parquet: ``id``, ``instruction``, ``response``) is tokenized
+  here, as two pieces (:func:`tokenize_sft_example`), and handed to trl pre-tokenized
+  (``input_ids`` + ``completion_mask``):
+
+  - prompt ids = exactly the inference prompt's ids: the chat template with the generation
+    prompt (:func:`teachfit.prompts.format_prompt` with ``fmt="chat"``) tokenized by
+    :func:`teachfit.generation.base.encode_prompts`, the function both generation backends
+    use. Rendering prompt + response as one text and tokenizing it would let the tokenizer
+    merge the template's last token with the response's first characters (SmolLM2: a response
+    starting with ``"\n\n"`` turns the prompt's final ``Ċ`` into ``ĊĊ``), so the model would
+    learn from a context it never sees at inference;
+  - completion ids = the response tokenized alone (no special tokens) + the template's
+    end-of-turn tokens up to and including the first token that ends generation
+    (:func:`completion_end_ids`; EOS or the model's other stop ids), nothing after: the
+    project's default template writes ``"\n\n"`` after EOS, which is never generated and is
+    not trained.
+
+  The loss is on the completion only (``completion_only_loss=True``). This works with any chat
+  template, also ones without ``{% generation %}`` markers (e.g. SmolLM2's).
 * the trainer's ``output_dir`` is ``scratch`` (outside Snakemake's declared output):
   it checkpoints there every ``save_steps`` steps and a re-run resumes from the last
   checkpoint, so a failed or preempted job loses at most ``save_steps`` steps.
@@ -159,16 +172,56 @@ def load_sft_records(train_path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def to_prompt_completion(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Conversational prompt-completion rows: user = instruction, assistant = response."""
-    return [
-        {
-            "id": str(r["id"]),
-            "prompt": [{"role": "user", "content": r["instruction"]}],
-            "completion": [{"role": "assistant", "content": r["response"]}],
-        }
-        for r in records
-    ]
+_SENTINEL = "\ue000TEACHFIT_RESPONSE\ue001"
+
+
+def completion_end_ids(tokenizer: Any, stop_ids: set[int]) -> list[int]:
+    """The tokens the chat template writes after an assistant message's content, up to and
+    including the first one in ``stop_ids`` (the ids that end generation:
+    :func:`teachfit.generation.base.eos_token_ids`). E.g. ``[<|im_end|>]`` for SmolLM2 (its
+    template's trailing ``"\n"`` is dropped), ``[</s>]`` for the project's default template
+    (the ``"\n\n"`` after EOS dropped). Raises :class:`DataError` when the template never ends
+    an assistant turn with such a token (the model could not learn to stop) or does not echo
+    the content exactly once."""
+    conv = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
+    text = tokenizer.apply_chat_template(conv, tokenize=False)
+    if text.count(_SENTINEL) != 1:
+        raise DataError("the chat template does not write the assistant's content exactly once; "
+                        "cannot find its end-of-turn tokens")
+    after = text.split(_SENTINEL, 1)[1]
+    ids = list(tokenizer(after, add_special_tokens=False)["input_ids"])
+    for i, t in enumerate(ids):
+        if t in stop_ids:
+            return ids[: i + 1]
+    stops = sorted(tokenizer.convert_ids_to_tokens(sorted(stop_ids)))
+    raise DataError(f"the chat template ends an assistant turn with {after!r}, which holds none of the "
+                    f"tokens that end generation {stops}: the model would never learn to stop")
+
+
+def tokenize_sft_example(tokenizer: Any, instruction: str, response: str,
+                         end_ids: list[int]) -> dict[str, list[int]]:
+    """``{"prompt_ids", "completion_ids"}`` of one training example: the inference prompt's ids
+    (:func:`teachfit.prompts.format_prompt` ``fmt="chat"`` + :func:`teachfit.generation.base.
+    encode_prompts`) and the response's ids (tokenized alone, no special tokens) + ``end_ids``
+    (:func:`completion_end_ids`). Training on ``prompt_ids + completion_ids`` with the loss on
+    the completion means the trained context is, token for token, what inference feeds."""
+    from teachfit.generation.base import encode_prompts
+    from teachfit.prompts import format_prompt
+
+    prompt_ids = encode_prompts(tokenizer, [format_prompt(tokenizer, instruction, fmt="chat")])[0]
+    completion = list(tokenizer(response, add_special_tokens=False)["input_ids"]) + list(end_ids)
+    return {"prompt_ids": prompt_ids, "completion_ids": completion}
+
+
+def sft_dataset_rows(tokenizer: Any, records: list[dict[str, Any]], end_ids: list[int]) -> list[dict[str, Any]]:
+    """Pre-tokenized trl rows: ``id``, ``input_ids`` = prompt + completion ids, ``completion_mask``
+    (1 on the completion: the tokens that carry loss); see :func:`tokenize_sft_example`."""
+    rows = []
+    for r in records:
+        ex = tokenize_sft_example(tokenizer, r["instruction"], r["response"], end_ids)
+        rows.append({"id": str(r["id"]), "input_ids": ex["prompt_ids"] + ex["completion_ids"],
+                     "completion_mask": [0] * len(ex["prompt_ids"]) + [1] * len(ex["completion_ids"])})
+    return rows
 
 
 # --------------------------------------------------------------------------- trainer
@@ -193,10 +246,13 @@ def make_sft_trainer(
     scratch_dir: str | Path,
     callbacks: list[Any] | None = None,
 ) -> Any:
-    """Build the ``SFTTrainer`` (model, tokenizer, LoRA config, prepared dataset).
+    """Build the ``SFTTrainer`` (model, tokenizer, LoRA config, dataset pre-tokenized by
+    :func:`sft_dataset_rows`: prompt = the inference prompt's ids, completion = response +
+    end-of-turn up to the first stop token).
 
     ``sft`` is the ``sft`` config section (:func:`make_sft_config`, :func:`make_lora_config`).
-    Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template.
+    Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template or its
+    template never ends an assistant turn with a token that stops generation.
     """
     import torch
     from datasets import Dataset
@@ -217,7 +273,11 @@ def make_sft_trainer(
     # float32 master weights; bf16=True means autocast mixed precision, not bf16 weights
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
 
-    dataset = Dataset.from_list(to_prompt_completion(records))
+    from teachfit.generation.base import eos_token_ids
+
+    end_ids = completion_end_ids(tokenizer, eos_token_ids(tokenizer, model.config,
+                                                          getattr(model, "generation_config", None)))
+    dataset = Dataset.from_list(sft_dataset_rows(tokenizer, records, end_ids))
     from trl import SFTTrainer
 
     return SFTTrainer(
@@ -427,7 +487,9 @@ def train_sft(
             {
                 "settings": dict(sft),
                 "settings_hash": settings_hash,
-                "loss_mask": "completion_only (conversational prompt-completion; prompt tokens labelled -100)",
+                "loss_mask": "completion_only (pre-tokenized: prompt ids = the inference prompt's ids, "
+                             "completion = response + end-of-turn up to the first stop token; prompt "
+                             "tokens labelled -100)",
                 "versions": _versions(),
                 "base_model": {
                     "dir": str(model_dir),

@@ -51,25 +51,43 @@ def _scores_row(path: str, run: Mapping[str, Any], performance: Mapping[str, Any
     return row
 
 
+#: Counts of each selection run's trainset (:func:`teachfit.training.selection.select_trainset`)
+#: copied into ``selection_comparison.csv``.
+SELECTION_COUNT_COLUMNS = ("n_candidates", "n_dropped_empty", "n_dropped_no_score", "n_dropped_ifd_gt1",
+                           "n_ranked", "n_selected", "n_truncated")
+
+
+def _selection_counts(path: str) -> dict[str, int]:
+    """The selection counts a trainset carries (constant columns; first row)."""
+    t = read_parquet(path, required=list(SELECTION_COUNT_COLUMNS))
+    if t.height == 0:
+        raise DataError(f"{path}: empty trainset")
+    return {c: int(t[c][0]) for c in SELECTION_COUNT_COLUMNS}
+
+
 def build_evolver_tables(stats: Sequence[str], drops: Sequence[str], comparison_evals: Sequence[str],
                          selection_evals: Sequence[str], top1: Sequence[str],
                          comparison_table: str | Path, stats_table: str | Path, selection_table: str | Path,
                          top1_table: str | Path, comparison_runs: Sequence[Mapping[str, Any]],
                          selection_runs: Sequence[Mapping[str, Any]], top1_rounds: Sequence[Mapping[str, Any]],
-                         performance: Mapping[str, Any]) -> None:
+                         performance: Mapping[str, Any],
+                         selection_trainsets: Sequence[str] = ()) -> None:
     """Rule ``build_evolver_tables``: the evolver study's four CSV tables.
 
     Inputs: ``stats`` (``describe_instructions`` per evolved set), ``drops`` (``merge_evolved``'s
     drop tables per seed set and scenario), ``comparison_evals`` / ``selection_evals`` (tidy
     lm-eval scores of each SFT run: ``task``, ``metric``, ``value``, ``is_final``) with aligned
-    ``comparison_runs`` / ``selection_runs`` (:data:`RUN_KEYS` of each run), and ``top1``
+    ``comparison_runs`` / ``selection_runs`` (:data:`RUN_KEYS` of each run), ``selection_trainsets``
+    (the trainset of each selection run, aligned with ``selection_runs``), and ``top1``
     (each round's ``top1_logprobs``, nats) with aligned ``top1_rounds`` (:data:`ROUND_KEYS`).
     ``performance``: the top-level ``performance`` config section (``metrics``: task -> metric
     averaged into ``average``).
 
     Writes ``comparison_table`` (one row per full-data run, sorted by seedset, scenario, base,
     evolver), ``selection_table`` (selected subsets and the full sets they come from, sorted
-    by evolver, base, selection; empty file when there are none), ``stats_table`` (per
+    by evolver, base, selection, with the trainset's :data:`SELECTION_COUNT_COLUMNS`: candidates,
+    rows dropped for an empty response / no score / IFD > 1, ranked and selected rows, rows scored
+    over a truncated window; empty file when there are none), ``stats_table`` (per
     evolver, scenario and round: ``n_<reason>`` drop counts, ``n_kept``, ``n_dropped``, and the
     means of length, difficulty, nearest-neighbour distance and reward of the trained
     instructions) and ``top1_table`` (:func:`teachfit.studies.evolver.diversity.top1_stats`
@@ -79,12 +97,14 @@ def build_evolver_tables(stats: Sequence[str], drops: Sequence[str], comparison_
 
     _aligned(comparison_evals, comparison_runs, RUN_KEYS, "comparison_runs")
     _aligned(selection_evals, selection_runs, RUN_KEYS, "selection_runs")
+    _aligned(selection_trainsets, selection_runs, RUN_KEYS, "selection_runs (trainsets)")
     _aligned(top1, top1_rounds, ROUND_KEYS, "top1_rounds")
 
     comparison = pl.DataFrame([_scores_row(p, r, performance) for p, r in zip(comparison_evals, comparison_runs)])
     write_csv(comparison.sort(["seedset", "scenario", "base", "evolver"]), comparison_table)
 
-    sel_rows = [_scores_row(p, r, performance) for p, r in zip(selection_evals, selection_runs)]
+    sel_rows = [{**_scores_row(p, r, performance), **_selection_counts(t)}
+                for p, t, r in zip(selection_evals, selection_trainsets, selection_runs)]
     sel = pl.DataFrame(sel_rows) if sel_rows else pl.DataFrame()
     write_csv(sel.sort(["evolver", "base", "selection"]) if sel.height else sel, selection_table)
 
