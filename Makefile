@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench lint dryrun-paper report clean-results
+.PHONY: setup run test test-fast bench lint dryrun-paper report clean-results gate-quality
 
 setup: $(STAMP)
 
@@ -34,6 +34,13 @@ test-fast: setup
 bench: setup
 	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
 	$(BIN)/python benchmarks/run_all.py --json-out results/benchmarks/bench_summary.json
+
+# Precision and recall of the evolver validity gate on its labelled set, with and without the
+# SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv
+gate-quality: setup
+	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate \
+		--judge results/models/smollm2 --out results/gate/quality
 
 lint: setup
 	$(SNAKEMAKE) --lint
