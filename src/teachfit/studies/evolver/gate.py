@@ -141,9 +141,20 @@ replace report research respond restate review revise rewrite say schedule score
 sketch solve sort specify spell split state suggest summarise summarize support tabulate take teach tell test
 think trace transform translate turn use verify walk weigh write
 """)
-_QUESTION_START = re.compile(
-    r"^(?:what|how|why|which|who|whom|whose|when|where|is|are|was|were|can|could|would|should|do|does|did|"
-    r"will|has|have|had|may|might|shall)\b", re.IGNORECASE)
+# a question word opening a sentence without "?" ("How to bake bread"); "When the sky ..." or "Is"
+# there opens a clause or a statement as often as a question, so only "?" makes those a question
+_QUESTION_START = re.compile(r"^(?:what|how|why|which|who|whom|whose)\b", re.IGNORECASE)
+#: task verbs that are as often a noun opening a statement ("Note to self:", "Test scores rose"):
+#: a task cue only when an object-like word follows ("Note the ...", "Walk me through ...")
+AMBIGUOUS_VERBS = _wordset("""
+note point order state label test group map plot score match share mention support turn put take look
+read report present trace rate sketch split format change detail walk think record
+""")
+_OBJECT_START = _wordset("""
+a an the this that these those my your our their his her its it them me us him each every all both some any
+no one two three four five six seven eight nine ten how what why which who whom whose whether when where
+up down out over about at through on in into for off back
+""")
 _REQUEST_RE = re.compile(
     r"\b(?:can|could|would|will) you\b|\bi (?:need|want|would like|'d like)\b|\bhelp me\b|"
     r"\byour (?:task|job|goal|assignment) is\b|\byou (?:are|will be) (?:asked|given|required)\b|"
@@ -171,17 +182,17 @@ _LABEL_RE = re.compile(
     r"^\s*(?:step\s*\d+\s*)?(?:#{1,6}|\*\*)?\s*(?P<word>" + _LABEL_WORDS + r")\s*(?:#{1,6})?\s*(?:\*\*)?\s*"
     r"(?::\s*(?:\*\*)?|#|\n|$)",
     re.IGNORECASE)
-# a label anywhere inside the text (the prompt's layout copied back)
+# a label anywhere inside the text (the prompt's layout copied back, Auto Evol's "Method 1:" included)
 _INNER_LABEL_RE = re.compile(
     r"#\s*(?:" + _LABEL_WORDS + r")\s*#|^\s*#{2,6}\s*(?:" + _LABEL_WORDS + r")\b\s*:?\s*$|"
-    r"^\s*(?:step\s*\d+\s*)?#\s*(?:" + _LABEL_WORDS + r")\s*\d*\s*:",
+    r"^\s*(?:step\s*\d+\s*)?#\s*(?:" + _LABEL_WORDS + r")\s*\d*\s*:|^\s*(?:[a-z]:\s*)?methods?\s*\d+\s*:",
     re.IGNORECASE | re.MULTILINE)
 # the evolving prompt's meta words (WizardLM: "given prompt", "rewritten prompt", "#Rewritten Prompt#")
 _LEAK_RE = re.compile(
     r"\b(?:the\s+)?(?:given|original|rewritten|created|new|evolved|harder)\s+(?:instruction|prompt)s?\b|"
     r"\bharder version\b|\bmore complex version\b|\bhow to make it harder\b|\breply with the\b|"
     r"\bkeep the rewrite short\b|\bi(?: will|'ll| am going to) rewrite\b|\bthe instruction below\b|"
-    r"\bmethods list\b|\bfinally rewritten\b|\bwell-known ai assistants\b|"
+    r"\bmethods list\b|\bfinal(?:ly rewritten)? (?:instruction|prompt)s?\b|\bwell-known ai assistants\b|"
     r"\bmak(?:e|es|ing) (?:the|this) (?:instruction|prompt|task) (?:harder|more (?:complex|difficult|specific))\b",
     re.IGNORECASE)
 _REFUSAL_START_RE = re.compile(
@@ -250,11 +261,17 @@ def stem(word: str) -> str:
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
+def _informative(word: str) -> bool:
+    # the task's own words (META_WORDS) and its verb ("write" -> "provide") carry no new information
+    return word not in META_WORDS and word not in TASK_VERBS
+
+
 def new_content_words(parent: str, evolved: str) -> list[str]:
-    """Content words of ``evolved`` (not stop words, not :data:`META_WORDS`) whose stem
+    """Content words of ``evolved`` (not stop words, not :data:`META_WORDS`, not a task verb of
+    :data:`TASK_VERBS`: "Please provide a note" asks for what "Write a note" asks for) whose stem
     (:func:`stem`) is not a stem of ``parent``'s words."""
     have = {stem(w) for w in words_of(parent)}
-    return [w for w in dict.fromkeys(content_words(evolved)) if stem(w) not in have and w not in META_WORDS]
+    return [w for w in dict.fromkeys(content_words(evolved)) if stem(w) not in have and _informative(w)]
 
 
 def english_share(text: str) -> float:
@@ -344,6 +361,8 @@ def _imperative(s: str) -> bool:
     words = words_of(s)
     if not words:
         return False
+    if words[0] in AMBIGUOUS_VERBS:
+        return len(words) > 1 and (words[1] in _OBJECT_START or words[1].isdigit())
     if words[0] in TASK_VERBS or (words[0] in ("let's", "let") and len(words) > 1):
         return True
     return bool(_QUESTION_START.match(s)) and len(words) >= 3
@@ -540,7 +559,7 @@ def check_instruction(parent: str, reply: str | None, *, scenario: str = "evol_i
         if is_copy(parent, text, s.min_new_words, s.copy_ratio) or not new:
             return Verdict("no_gain", text)
         kept = {stem(w) for w in content_words(text)}
-        parent_words = {stem(w) for w in content_words(parent) if w not in META_WORDS}
+        parent_words = {stem(w) for w in content_words(parent) if _informative(w)}
         coverage = len(parent_words & kept) / len(parent_words) if parent_words else 0.0
         if len(new) <= 2 and coverage >= 0.8:
             pending.append("no_gain")
