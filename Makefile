@@ -8,7 +8,7 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench fidelity lint dryrun-paper report clean-results
+.PHONY: setup run test test-fast bench fidelity lint dryrun-paper report clean-results gate-quality
 
 setup: $(STAMP)
 
@@ -43,6 +43,13 @@ fidelity: setup
 	$(SNAKEMAKE) --cores $(CORES) $(FIDELITY_MODELS)
 	TEACHFIT_FIDELITY=1 TEACHFIT_FIDELITY_OUT=results/fidelity/fidelity.json OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
 		$(BIN)/python -m pytest -q -s -m fidelity tests/test_fidelity.py $(PYTEST_ARGS)
+
+# Precision and recall of the evolver validity gate on its labelled set, with and without the
+# SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv
+gate-quality: setup
+	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate \
+		--judge results/models/smollm2 --out results/gate/quality
 
 lint: setup
 	$(SNAKEMAKE) --lint

@@ -44,3 +44,4 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+        evolved_run_figures,

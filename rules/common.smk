@@ -3,7 +3,7 @@
 # venv: `make setup`; conda envs: `-e ..` in envs/*.yaml); nothing here edits sys.path.
 from teachfit.config import check_duplicate_keys, validate_config
 from teachfit import plan
-from teachfit.io import package_data
+from teachfit.io import package_data, read_json
 from teachfit.generation.engines import backend_settings
 from teachfit.scoring.losses import convention_settings
 
@@ -127,7 +127,20 @@ def selection_scores(wildcards):
 
 
 def get_final_output():
-    return PLAN.final_outputs()
+    """Every target but the per-run IFS figures of the evolved sets (evolved_run_figures)."""
+    return PLAN.final_outputs(ranked=lambda seedset, scenario: ())
+
+
+def evolved_run_figures(wildcards):
+    """The per-run IFS figures of the ranked evolvers' sets (checkpoint merge_evolved); kept out of
+    get_final_output so that a dry run still lists every other job before the checkpoint runs.
+    """
+    evolved = set(PLAN.evolved_datasets())
+    return [
+        f"results/figures/ifs/{r.path}.png"
+        for r in PLAN.ifs_runs(ranked_evolvers)
+        if r.dataset in evolved
+    ]
 
 
 def selected_checkpoint_input(wildcards):

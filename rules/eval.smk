@@ -53,7 +53,9 @@ rule evaluate_checkpoints:
 
 rule summarize_evals:
     input:
-        runs=lambda wildcards: [f"results/eval/{r.path}.parquet" for r in PLAN.runs],
+        runs=lambda wildcards: [
+            f"results/eval/{r.path}.parquet" for r in trained_runs()
+        ],
         models=lambda wildcards: [
             f"results/eval/models/{m}.parquet" for m in PLAN.names["eval_models"]
         ],

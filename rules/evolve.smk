@@ -1,7 +1,9 @@
 # Evolver study (Hui et al. 2024): small vs large evolvers, Evol-Instruct rounds,
 # Auto Evol-Instruct, AutoIF; instruction statistics; output space; selection.
-# Round k+1 depends only on round k; each evolver's final set is equalized in
-# size across evolvers before the teacher answers it.
+# Per round: evolve (sampled, plus a 5-token greedy output-space pass), then the validity
+# gate; round k+1 evolves round k's valid instructions. Per evolver: pool the valid
+# instructions, the teacher answers them, the response checks; per scenario: rank the
+# evolvers (evolver.min_valid) and equalize the ranked sets; only those train.
 
 
 rule evolve_instructions:
@@ -9,8 +11,7 @@ rule evolve_instructions:
         previous=previous_round,
         model_dir=evolver_dir,
     output:
-        evolved="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.parquet",
-        drops="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.drops.json",
+        replies="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.replies.parquet",
         top1="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.top1.parquet",
     log:
         log="results/logs/evolve_instructions/{seedset}/{evolver}/{scenario}/round{k}.log",
@@ -34,6 +35,37 @@ rule evolve_instructions:
         seed=config["seed"],
     script:
         "../scripts/evolve_instructions.py"
+
+
+# The validity gate on every reply (teachfit.studies.evolver.gate); the next round evolves
+# the valid instructions only.
+rule gate_instructions:
+    input:
+        replies="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.replies.parquet",
+        judge_dir=evolver_judge_dir,
+    output:
+        evolved="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.parquet",
+        verdicts="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.gate.parquet",
+        drops="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.drops.json",
+    log:
+        log="results/logs/gate_instructions/{seedset}/{evolver}/{scenario}/round{k}.log",
+    benchmark:
+        "results/benchmarks/gate_instructions/{seedset}/{evolver}/{scenario}/round{k}.tsv"
+    wildcard_constraints:
+        scenario="evol_instruct|auto_evol",
+    conda:
+        "../envs/gen.yaml"
+    threads: 2
+    resources:
+        gpu=gpus_judge,
+    params:
+        scenario="{scenario}",
+        evolver="{evolver}",
+        round=evolution_round,
+        gate=config["evolver"]["gate"],
+        backend=evolver_judge_backend,
+    script:
+        "../scripts/gate_instructions.py"
 
 
 rule evolve_autoif:
@@ -65,13 +97,66 @@ rule evolve_autoif:
         "../scripts/evolve_autoif.py"
 
 
-rule merge_evolved:
+# One evolver's valid instructions of all (or the last) rounds; the teacher answers them
+# (generate_responses, score_rewards, select_responses on data set <seedset>-<scenario>-<evolver>-pool)
+# only when there are at least evolver.min_valid of them.
+checkpoint pool_evolved:
     input:
-        rounds=evolved_rounds,
+        rounds=evolver_round_files,
+    output:
+        instructions="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
+        summary="results/evolved/{seedset}/{evolver}/{scenario}/pool.json",
+    log:
+        log="results/logs/pool_evolved/{seedset}/{scenario}/{evolver}.log",
+    benchmark:
+        "results/benchmarks/pool_evolved/{seedset}/{scenario}/{evolver}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    params:
+        round_info=evolver_round_info,
+        evolver="{evolver}",
+        scenario="{scenario}",
+        use_rounds=config["evolver"]["use_rounds"],
+    script:
+        "../scripts/pool_evolved.py"
+
+
+# WizardLM's response rules on the teacher's answers, before the equal-size sets.
+rule gate_responses:
+    input:
+        instructions="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
+        responses=pool_responses,
+    output:
+        answered="results/evolved/{seedset}/{evolver}/{scenario}/answered.parquet",
+        drops="results/evolved/{seedset}/{evolver}/{scenario}/answered.drops.json",
+    log:
+        log="results/logs/gate_responses/{seedset}/{scenario}/{evolver}.log",
+    benchmark:
+        "results/benchmarks/gate_responses/{seedset}/{scenario}/{evolver}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    params:
+        evolver="{evolver}",
+        scenario="{scenario}",
+        gate=config["evolver"]["gate"],
+    script:
+        "../scripts/gate_responses.py"
+
+
+# Ranks the evolvers (evolver.min_valid) and equalizes the ranked sets; what trains downstream
+# depends on its ranking file.
+checkpoint merge_evolved:
+    input:
+        answered=answered_sets,
+        answered_drops=answered_drops,
+        pools=pool_summaries,
         round_drops=evolved_round_drops,
     output:
         merged="results/evolved/{seedset}/{scenario}.merged.parquet",
         drops="results/evolved/{seedset}/{scenario}.drops.parquet",
+        ranking="results/evolved/{seedset}/{scenario}.ranking.json",
     log:
         log="results/logs/merge_evolved/{seedset}/{scenario}.log",
     benchmark:
@@ -80,10 +165,11 @@ rule merge_evolved:
         "../envs/analysis.yaml"
     threads: 1
     params:
-        round_info=merged_round_info,
+        answered_evolvers=answered_evolvers,
         evolvers=scenario_evolvers,
+        round_info=merged_round_info,
         equalize=config["evolver"]["equalize"],
-        use_rounds=config["evolver"]["use_rounds"],
+        min_valid=config["evolver"]["min_valid"],
         seed=config["seed"],
     script:
         "../scripts/merge_evolved.py"
@@ -92,8 +178,10 @@ rule merge_evolved:
 rule split_evolved:
     input:
         merged="results/evolved/{seedset}/{scenario}.merged.parquet",
+        pool="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
     output:
         instructions="results/instructions/{seedset}-{scenario}-{evolver}.parquet",
+        responses=f"results/responses/{{seedset}}-{{scenario}}-{{evolver}}/{EVOLVER_TEACHER}.parquet",
     log:
         log="results/logs/split_evolved/{seedset}/{scenario}/{evolver}.log",
     benchmark:
@@ -134,6 +222,7 @@ rule build_evolver_tables:
     input:
         stats=evolved_stats,
         drops=evolved_drop_tables,
+        rankings=evolved_rankings,
         comparison_evals=evolver_comparison_evals,
         selection_evals=evolver_selection_evals,
         selection_trainsets=evolver_selection_trainsets,
@@ -159,6 +248,7 @@ rule build_evolver_tables:
         "../envs/analysis.yaml"
     threads: 1
     params:
+        drop_sets=evolved_drop_sets,
         comparison_runs=evolver_comparison_runs,
         selection_runs=evolver_selection_runs,
         top1_rounds=top1_round_info,
@@ -186,6 +276,11 @@ rule plot_evolver_figures:
         selection_figure=report(
             "results/figures/evolver/selection_comparison.png",
             caption="report/evolver_selection.rst",
+            category="Evolver study",
+        ),
+        gate_figure=report(
+            "results/figures/evolver/gate_counts.png",
+            caption="report/evolver_gate.rst",
             category="Evolver study",
         ),
     log:

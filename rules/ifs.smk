@@ -164,7 +164,9 @@ rule select_checkpoint:
 
 rule build_ifs_tables:
     input:
-        unpack(ifs_tables_input),
+        model_scores=ifs_model_scores,
+        curves=ifs_run_curves,
+        evals=ifs_run_evals,
     output:
         models=report(
             "results/tables/ifs_models.csv",

@@ -49,6 +49,8 @@ rule score_rewards:
         "../scripts/score_rewards.py"
 
 
+# The evolved sets' responses come from their pools (rule split_evolved), so this rule answers
+# every data set but those.
 rule select_responses:
     input:
         generations="results/generations/{dataset}/{generator}.parquet",
@@ -59,6 +61,8 @@ rule select_responses:
         log="results/logs/select_responses/{dataset}/{generator}.log",
     benchmark:
         "results/benchmarks/select_responses/{dataset}/{generator}.tsv"
+    wildcard_constraints:
+        dataset=PLAN.alternation("answered"),
     conda:
         "../envs/analysis.yaml"
     threads: 1

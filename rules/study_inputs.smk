@@ -90,6 +90,13 @@ def winrate_judge_backend(wildcards):
 
 
 # --- evolve study
+# Two checkpoints make the study's DAG depend on what the gate kept: pool_evolved (is an
+# evolver's pool big enough to answer?) and merge_evolved (which evolvers are ranked).
+
+#: the generator answering every evolved set (a name even when the study is off, for split_evolved's output)
+EVOLVER_TEACHER = (
+    config["evolver"]["teacher"] if config["evolver"]["activate"] else "none"
+)
 
 
 def autoif_seed_instructions(wildcards):
@@ -98,6 +105,7 @@ def autoif_seed_instructions(wildcards):
 
 
 def previous_round(wildcards):
+    """Round 1 evolves the seed set; round k the valid instructions of round k-1 (gate_instructions)."""
     k = int(wildcards.k)
     if k == 1:
         return f"results/instructions/{wildcards.seedset}.parquet"
@@ -135,13 +143,66 @@ def round_file(r, suffix=".parquet"):
     return f"results/evolved/{r['seedset']}/{r['evolver']}/{r['scenario']}/round{r['round']}{suffix}"
 
 
+def evolver_round_info(wildcards):
+    """seedset, scenario, evolver and round of each valid-instruction file of one evolver (aligned
+    with evolver_round_files)."""
+    return [
+        r
+        for r in PLAN.evolution_rounds(wildcards.seedset, wildcards.scenario)
+        if r["evolver"] == wildcards.evolver
+    ]
+
+
+def evolver_round_files(wildcards):
+    return [round_file(r) for r in evolver_round_info(wildcards)]
+
+
+def pool_file(seedset, scenario, evolver):
+    return f"results/instructions/{plan.pool_name(seedset, scenario, evolver)}.parquet"
+
+
+def pool_responses(wildcards):
+    pool = plan.pool_name(wildcards.seedset, wildcards.scenario, wildcards.evolver)
+    return f"results/responses/{pool}/{EVOLVER_TEACHER}.parquet"
+
+
+def answered_evolvers(wildcards):
+    """The evolvers of a scenario whose pool holds at least evolver.min_valid instructions, so the
+    teacher answers it (checkpoint pool_evolved)."""
+    out = []
+    for ev in PLAN.scenario_evolvers(wildcards.scenario):
+        summary = checkpoints.pool_evolved.get(
+            seedset=wildcards.seedset, scenario=wildcards.scenario, evolver=ev
+        ).output.summary
+        if read_json(summary)["rows"] >= config["evolver"]["min_valid"]:
+            out.append(ev)
+    return out
+
+
+def answered_sets(wildcards):
+    return [
+        f"results/evolved/{wildcards.seedset}/{ev}/{wildcards.scenario}/answered.parquet"
+        for ev in answered_evolvers(wildcards)
+    ]
+
+
+def answered_drops(wildcards):
+    return [
+        f"results/evolved/{wildcards.seedset}/{ev}/{wildcards.scenario}/answered.drops.json"
+        for ev in answered_evolvers(wildcards)
+    ]
+
+
+def pool_summaries(wildcards):
+    return [
+        f"results/evolved/{wildcards.seedset}/{ev}/{wildcards.scenario}/pool.json"
+        for ev in PLAN.scenario_evolvers(wildcards.scenario)
+    ]
+
+
 def merged_round_info(wildcards):
-    """seedset, scenario, evolver and round of each file of evolved_rounds (aligned)."""
+    """seedset, scenario, evolver and round of each file of evolved_round_drops (aligned)."""
     return PLAN.evolution_rounds(wildcards.seedset, wildcards.scenario)
-
-
-def evolved_rounds(wildcards):
-    return [round_file(r) for r in merged_round_info(wildcards)]
 
 
 def evolved_round_drops(wildcards):
@@ -152,14 +213,30 @@ def scenario_evolvers(wildcards):
     return PLAN.scenario_evolvers(wildcards.scenario)
 
 
+def ranked_evolvers(seedset, scenario):
+    """The evolvers of a scenario with at least evolver.min_valid valid instructions
+    (checkpoint merge_evolved's ranking file); only their sets train."""
+    ranking = checkpoints.merge_evolved.get(
+        seedset=seedset, scenario=scenario
+    ).output.ranking
+    return read_json(ranking)["ranked"]
+
+
+def trained_runs():
+    """PLAN.runs without the runs on the sets of evolvers that were not ranked."""
+    return PLAN.trained_runs(ranked_evolvers)
+
+
 def evolver_teacher_responses(wildcards):
-    return (
-        f"results/responses/{wildcards.dataset}/{config['evolver']['teacher']}.parquet"
-    )
+    return f"results/responses/{wildcards.dataset}/{EVOLVER_TEACHER}.parquet"
 
 
 def evolver_judge_dir(wildcards):
     return model_dir(config["evolver"]["judge"])
+
+
+def evolver_judge_backend(wildcards):
+    return backend_config(config["evolver"]["judge"])
 
 
 def evolver_embed_dir(wildcards):
@@ -167,14 +244,34 @@ def evolver_embed_dir(wildcards):
 
 
 def evolved_stats(wildcards):
-    return [f"results/stats/{d}.parquet" for d in PLAN.evolved_datasets()]
+    """The statistics of every ranked evolver's set."""
+    return [
+        f"results/stats/{plan.evolved_name(s, sc, ev)}.parquet"
+        for s, sc, ev in PLAN.evolved
+        if ev in ranked_evolvers(s, sc)
+    ]
+
+
+def evolved_drop_sets(wildcards):
+    """seedset and scenario of each drop table / ranking file (aligned)."""
+    return [
+        {"seedset": s, "scenario": sc}
+        for s in config["evolver"]["seedsets"]
+        for sc in PLAN.active_scenarios()
+    ]
 
 
 def evolved_drop_tables(wildcards):
     return [
-        f"results/evolved/{s}/{sc}.drops.parquet"
-        for s in config["evolver"]["seedsets"]
-        for sc in PLAN.active_scenarios()
+        f"results/evolved/{d['seedset']}/{d['scenario']}.drops.parquet"
+        for d in evolved_drop_sets(wildcards)
+    ]
+
+
+def evolved_rankings(wildcards):
+    return [
+        f"results/evolved/{d['seedset']}/{d['scenario']}.ranking.json"
+        for d in evolved_drop_sets(wildcards)
     ]
 
 
@@ -183,7 +280,7 @@ def eval_file(run):
 
 
 def evolver_comparison_runs(wildcards):
-    return PLAN.evolver_runs("comparison")
+    return PLAN.evolver_runs("comparison", ranked_evolvers)
 
 
 def evolver_comparison_evals(wildcards):
@@ -191,7 +288,7 @@ def evolver_comparison_evals(wildcards):
 
 
 def evolver_selection_runs(wildcards):
-    return PLAN.evolver_runs("selection")
+    return PLAN.evolver_runs("selection", ranked_evolvers)
 
 
 def evolver_selection_evals(wildcards):
@@ -230,7 +327,7 @@ def tone_pairs(wildcards):
             f"results/responses/{config['teacher']['instructions']}/{f['generator']}.parquet"
         ]
     return sorted(
-        {f"results/responses/{r.dataset}/{r.generator}.parquet" for r in PLAN.runs}
+        {f"results/responses/{r.dataset}/{r.generator}.parquet" for r in trained_runs()}
     )
 
 
@@ -251,12 +348,17 @@ def ifs_judge_backend(wildcards):
     return backend_config(config["ifs"]["objecqa"]["judge"])
 
 
-def ifs_tables_input(wildcards):
-    runs = PLAN.ifs_runs()
-    return {
-        "model_scores": [
-            f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]
-        ],
-        "curves": [f"results/ifs/checkpoints/{r.path}.parquet" for r in runs],
-        "evals": [f"results/eval/{r.path}.parquet" for r in runs],
-    }
+def ifs_model_scores(wildcards):
+    return [f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]]
+
+
+def ifs_run_curves(wildcards):
+    """The IFS curve of every trained run (the ranked evolvers' runs: checkpoint merge_evolved)."""
+    return [
+        f"results/ifs/checkpoints/{r.path}.parquet"
+        for r in PLAN.ifs_runs(ranked_evolvers)
+    ]
+
+
+def ifs_run_evals(wildcards):
+    return [f"results/eval/{r.path}.parquet" for r in PLAN.ifs_runs(ranked_evolvers)]

@@ -1,4 +1,4 @@
-"""Rule merge_evolved: the kept evolutions per evolver of one scenario, equalized in size."""
+"""Rule merge_evolved: rank the evolvers of one scenario (evolver.min_valid) and equalize the ranked sets."""
 
 from teachfit.studies.evolver.sets import merge_evolved
 from teachfit.workflow import run

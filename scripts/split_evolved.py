@@ -1,4 +1,4 @@
-"""Rule split_evolved: one evolver's equalized instruction set."""
+"""Rule split_evolved: one ranked evolver's equal-size set (instructions and the teacher's responses)."""
 
 from teachfit.studies.evolver.sets import split_evolved
 from teachfit.workflow import run

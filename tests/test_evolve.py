@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import math
 import sys
 import types
@@ -11,22 +10,20 @@ import pytest
 
 from teachfit.io import DataError, content_id
 from teachfit.studies.evolver.evolve import (
-    FAILURE_REASONS,
     OPERATIONS,
+    REPLY_COLUMNS,
     EvolSettings,
     EvolverGeneration,
-    FilterSettings,
     assign_operations,
     auto_evol_round,
     build_auto_evol_prompt,
     build_evol_prompt,
-    classify_failure,
     evolve_round,
-    is_copy,
     make_generate_fn,
     parse_auto_evol,
     parse_evolved,
 )
+from teachfit.studies.evolver.gate import GateSettings, classify_failure, gate_replies, is_copy
 from teachfit.studies.evolver.sets import equalize_sizes
 
 ORIG = "Write a haiku about winter."
@@ -86,7 +83,7 @@ def test_parse_auto_evol_keeps_only_the_final_rewrite():
     # no Step 4 section, or an empty one: unparseable (never falls back to step 3)
     assert parse_auto_evol(reply.split("Step 4")[0]) is None
     assert parse_auto_evol(reply.split("Step 4")[0] + "Step 4 #Finally Rewritten Instruction#:\n") is None
-    assert classify_failure(ORIG, reply.split("Step 4")[0], parser=parse_auto_evol) == "unparseable"
+    assert classify_failure(ORIG, reply.split("Step 4")[0], scenario="auto_evol") == "unparseable"
 
 
 @pytest.mark.parametrize("reply, reason", [
@@ -96,12 +93,12 @@ def test_parse_auto_evol_keeps_only_the_final_rewrite():
     ("I'm sorry, but I can't help with rewriting this.", "refusal"),
     ("#Rewritten Instruction#:\nAs an AI language model I cannot write poems.", "refusal"),
     ("Sorry, I am unable to do that.", "refusal"),
-    ("#Rewritten Instruction#:\n", "unparseable"),
-    ("#Rewritten Instruction#:\nRewrite the given prompt so that it is harder.", "unparseable"),
-    ("#Instruction#: Write a haiku about winter. #Rewritten Instruction#: x #Instruction# y", "unparseable"),
-    (f"#Rewritten Instruction#:\n{ORIG}", "copy"),
-    ("#Rewritten Instruction#:\nwrite a HAIKU about winter!!", "copy"),
-    ("#Rewritten Instruction#:\nWrite one haiku about winter.", "copy"),  # near copy: one new word
+    ("#Rewritten Instruction#:\n", "empty"),
+    ("#Rewritten Instruction#:\nRewrite the given prompt so that it is harder.", "prompt_copy"),
+    ("#Instruction#: Write a haiku about winter. #Rewritten Instruction#: x #Instruction# y", "prompt_copy"),
+    (f"#Rewritten Instruction#:\n{ORIG}", "no_gain"),
+    ("#Rewritten Instruction#:\nwrite a HAIKU about winter!!", "no_gain"),
+    ("#Rewritten Instruction#:\nWrite one haiku about winter.", "no_gain"),  # near copy: one new word
     ("#Rewritten Instruction#:\n" + "Write a very long haiku. " * 300, "too_long"),
     (f"#Rewritten Instruction#:\n{GOOD}", None),
     ("Write an apology letter that starts with 'I am sorry for being late'.", None),
@@ -113,10 +110,10 @@ def test_classify_failure(reply, reason):
 def test_copy_thresholds_are_settings():
     assert is_copy(ORIG, "Write one haiku about winter.")
     assert not is_copy(ORIG, "Write one haiku about winter.", min_new_words=1)
-    strict = FilterSettings(max_chars=30)
-    assert classify_failure(ORIG, f"#Rewritten Instruction#:\n{GOOD}", filters=strict) == "too_long"
+    strict = GateSettings(checks=[], judge=False, threshold=0.5, version=1, max_chars=30)
+    assert classify_failure(ORIG, f"#Rewritten Instruction#:\n{GOOD}", settings=strict) == "too_long"
     with pytest.raises(ValueError):
-        FilterSettings(copy_ratio=1.5)
+        GateSettings(checks=[], judge=False, threshold=0.5, version=1, copy_ratio=1.5)
 
 
 # ----------------------------------------------------------------------------- operations
@@ -178,32 +175,43 @@ def records():
     })
 
 
-def test_evolve_round_keeps_lineage_and_counts_drops(records):
+DET = GateSettings.deterministic()
+
+
+def test_evolve_round_returns_every_reply_with_lineage_and_the_gate_counts_drops(records):
     calls = []
 
     def gen(prompts):
         calls.append(len(prompts))
         return fake_evolver(prompts)
 
-    kept, counts = evolve_round(records, gen, OPERATIONS, seed=3, round=1, evolver="tiny")
+    replies = evolve_round(records, gen, OPERATIONS, seed=3, round=1, evolver="tiny")
     assert calls == [records.height]  # one batched call per round
-    assert set(counts) == set(FAILURE_REASONS)
-    assert counts == {"empty": 1, "refusal": 1, "unparseable": 1, "too_long": 0, "copy": 1, "duplicate": 1}
-    assert kept.height == 3 == records.height - sum(counts.values())
+    assert replies.columns == [*REPLY_COLUMNS, "seedset", "category"]
+    assert replies["parent_id"].to_list() == records["id"].to_list() == replies["root_id"].to_list()
+    assert replies["parent"].to_list() == records["instruction"].to_list()
+    ops = assign_operations(records["id"].to_list(), OPERATIONS, 3, 1)
+    assert replies["operation"].to_list() == ops
+    assert replies["prompt"].to_list() == [build_evol_prompt(t, op) for t, op in zip(records["instruction"], ops)]
+    kept, verdicts = gate_replies(replies, "evol_instruct", DET)
+    assert Counter(r for r in verdicts["reason"] if r) == {"empty": 2, "refusal": 1, "no_gain": 1, "duplicate": 1}
+    assert kept.height == 3 == records.height - verdicts["reason"].is_not_null().sum()
     assert kept.columns == ["id", "parent_id", "root_id", "round", "operation", "evolver", "instruction",
-                            "seedset", "category"]
-    ops = dict(zip(records["id"], assign_operations(records["id"].to_list(), OPERATIONS, 3, 1)))
+                            "seedset", "category", "scenario"]
     for row in kept.iter_rows(named=True):
         assert row["root_id"] == row["parent_id"] and row["round"] == 1 and row["evolver"] == "tiny"
-        assert row["operation"] == ops[row["parent_id"]]
+        assert row["operation"] == dict(zip(records["id"], ops))[row["parent_id"]]
         assert row["id"] == content_id(row["parent_id"], row["operation"], 1, row["instruction"])
         assert not row["instruction"].startswith(("Sure", "#")) and "Explanation" not in row["instruction"]
     assert "Explain photosynthesis. Use at least two concrete examples." in kept["instruction"].to_list()
     # a second round chains on the first: root ids survive, parents are round-1 ids
-    kept2, _ = evolve_round(kept, fake_evolver, OPERATIONS, seed=3, round=2, evolver="tiny")
-    assert kept2.height == kept.height
-    assert set(kept2["parent_id"]) == set(kept["id"]) and set(kept2["root_id"]) == set(kept["root_id"])
-    assert kept2["round"].to_list() == [2] * kept2.height
+    replies2 = evolve_round(kept, fake_evolver, OPERATIONS, seed=3, round=2, evolver="tiny")
+    assert set(replies2["parent_id"]) == set(kept["id"]) and set(replies2["root_id"]) == set(kept["root_id"])
+    assert replies2["round"].to_list() == [2] * kept.height
+    # the fake repeats its sentence: nothing new over the round-1 parent, so the gate drops it
+    _, v2 = gate_replies(replies2, "evol_instruct", DET)
+    assert v2.height == kept.height
+    assert set(v2["reason"].to_list()) <= {"no_gain", None}
 
 
 def test_evolve_round_checks_its_inputs(records):
@@ -213,14 +221,18 @@ def test_evolve_round_checks_its_inputs(records):
         evolve_round(records.drop("instruction"), fake_evolver, OPERATIONS, seed=0)
     with pytest.raises(DataError, match="not unique"):
         evolve_round(pl.concat([records, records]), fake_evolver, OPERATIONS, seed=0)
-    kept, counts = evolve_round(records.head(0), fake_evolver, OPERATIONS, seed=0)
-    assert kept.height == 0 and "root_id" in kept.columns and sum(counts.values()) == 0
+    replies = evolve_round(records.head(0), fake_evolver, OPERATIONS, seed=0)
+    assert replies.height == 0 and "root_id" in replies.columns
+    kept, verdicts = gate_replies(replies, "evol_instruct", DET)
+    assert kept.height == verdicts.height == 0 and "root_id" in kept.columns
 
 
 def test_auto_evol_round(records):
-    kept, counts = auto_evol_round(records, fake_evolver, seed=0, round=1, evolver="tiny")
+    replies = auto_evol_round(records, fake_evolver, seed=0, round=1, evolver="tiny")
+    kept, verdicts = gate_replies(replies, "auto_evol", DET)
+    counts = Counter(r for r in verdicts["reason"] if r)
     # REFUSE / EMPTY / GARBLE / COPY / SAME replies carry no Step 4 section
-    assert counts["refusal"] == 1 and counts["empty"] == 1 and counts["unparseable"] == 4
+    assert counts == {"refusal": 1, "empty": 1, "unparseable": 4}
     assert kept.height == 2
     assert set(kept["operation"]) == {"auto_evol"}
     assert all(t.endswith("Justify each step of your answer.") for t in kept["instruction"])
@@ -260,14 +272,17 @@ def test_equalize_sizes_fills_with_seeded_non_shared_rows():
 def test_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['rounds'\]; allowed: method"):
         EvolSettings.from_dict({"rounds": 3})
+    dec = {"temperature": 0.7, "top_p": 1.0}
     with pytest.raises(ValueError, match="evolve.method"):
-        EvolSettings.from_dict({"method": "magic", "seed": 0})
+        EvolSettings.from_dict({"method": "magic", "seed": 0, **dec})
     with pytest.raises(ValueError, match="evolve.operations"):
-        EvolSettings.from_dict({"method": "evol_instruct", "seed": 0, "operations": ["deepen", "nope"]})
+        EvolSettings.from_dict({"method": "evol_instruct", "seed": 0, "operations": ["deepen", "nope"], **dec})
     with pytest.raises(ValueError, match="evolve.operations: only method evol_instruct"):
-        EvolSettings.from_dict({"method": "auto_evol", "seed": 0, "operations": ["deepen"]})
-    with pytest.raises(ValueError, match=r"evolve: missing key\(s\) \['seed'\]"):
+        EvolSettings.from_dict({"method": "auto_evol", "seed": 0, "operations": ["deepen"], **dec})
+    with pytest.raises(ValueError, match=r"evolve: missing key\(s\) \['seed', 'temperature', 'top_p'\]"):
         EvolSettings.from_dict({"method": "auto_evol"})
+    with pytest.raises(ValueError, match="temperature >= 0 and 0 < top_p <= 1"):
+        EvolSettings.from_dict({"method": "auto_evol", "seed": 0, "temperature": 0.7, "top_p": 0.0})
     with pytest.raises(ValueError, match="generation: unknown key"):
         EvolverGeneration.from_dict({"temp": 1.0})
     with pytest.raises(ValueError, match=r"generation: missing key\(s\) \['prompt_format', 'max_new_tokens'"):
@@ -280,21 +295,34 @@ def test_settings_take_the_config_sections():
     from teachfit.plan import scenario_settings
 
     evol = scenario_settings(defaults("evolver.scenarios.evol_instruct"))
-    assert evol == {"operations": list(OPERATIONS)}
+    # the paper's decoding: Evol-Instruct at T=0.7 (README.md:28), Auto Evol at T=0.7, top_p=0.95
+    assert evol == {"operations": list(OPERATIONS), "temperature": 0.7, "top_p": 1.0}
     cfg = EvolSettings.from_dict({"method": "evol_instruct", "seed": 3, **evol})
-    assert cfg.operations == list(OPERATIONS) and cfg.seed == 3
+    assert cfg.operations == list(OPERATIONS) and cfg.seed == 3 and (cfg.temperature, cfg.top_p) == (0.7, 1.0)
     auto = scenario_settings(defaults("evolver.scenarios.auto_evol"))
-    assert auto == {} and EvolSettings.from_dict({"method": "auto_evol", "seed": 0, **auto}).operations is None
+    assert auto == {"temperature": 0.7, "top_p": 0.95}
+    cfg = EvolSettings.from_dict({"method": "auto_evol", "seed": 0, **auto})
+    assert cfg.operations is None and (cfg.temperature, cfg.top_p) == (0.7, 0.95)
 
 
 class FakeGenerateFn:
-    """``make_generate_fn`` stand-in: :func:`fake_evolver` plus one top-1 log-prob list per prompt."""
+    """``make_generate_fn`` stand-in: :func:`fake_evolver` plus top-1 log-probs per prompt (sampled:
+    ``[log 0.5, 0]``; greedy: ``log 0.9`` per allowed token), and the greedy pass's ``with_settings``."""
 
-    def __init__(self):
-        self.top1: list[list[float]] = []
+    def __init__(self, settings):
+        self.settings, self.desc, self.top1, self.prompts = settings, "fake", [], []
+        self.greedy: list[FakeGenerateFn] = []
+
+    def with_settings(self, settings, desc=None):
+        other = FakeGenerateFn(settings)
+        self.greedy.append(other)
+        return other
 
     def __call__(self, prompts: list[str]) -> list[str]:
-        self.top1.extend([math.log(0.5), 0.0] for _ in prompts)
+        self.prompts += prompts
+        greedy = self.settings.temperature == 0
+        self.top1.extend([math.log(0.9)] * self.settings.max_new_tokens if greedy else [math.log(0.5), 0.0]
+                         for _ in prompts)
         return fake_evolver(prompts)
 
 
@@ -311,40 +339,47 @@ def _evolve_params(scenario: str = "evol_instruct", seed: int = 3) -> dict:
             "seed": seed}
 
 
-def test_evolve_instructions_writes_table_and_reports(tmp_path, records, monkeypatch):
-    """The workflow's round (``teachfit.studies.evolver.evolve.evolve_instructions``) with a fake evolver."""
+def test_evolve_instructions_samples_then_runs_a_greedy_output_space_pass(tmp_path, records, monkeypatch):
+    """The workflow's round (``evolve_instructions``) with a fake evolver: evolution decodes as the
+    paper ran it (sampled, seeded), and a separate greedy pass over the same prompts records the
+    top-1 log-probs of the first 5 tokens (Evol_Instruct/get_response_prob.py)."""
     import teachfit.studies.evolver.evolve
     from teachfit.studies.evolver.evolve import evolve_instructions
 
     made = []
 
     def fake_make_generate_fn(model_dir, generation, backend, threads=None, desc=""):
-        made.append((str(model_dir), generation, dict(backend), threads, desc))
-        return FakeGenerateFn()
+        fn = FakeGenerateFn(generation)
+        made.append((str(model_dir), generation, dict(backend), threads, fn))
+        return fn
 
     monkeypatch.setattr(teachfit.studies.evolver.evolve, "make_generate_fn", fake_make_generate_fn)
     records.write_parquet(tmp_path / "in.parquet")
     params = _evolve_params()
-    out = tmp_path / "out.parquet"
-    kept = evolve_instructions(tmp_path / "in.parquet", "unused", out, tmp_path / "report.json",
-                               tmp_path / "top1.parquet", threads=2, **params)
-    assert pl.read_parquet(out)["id"].to_list() == kept["id"].to_list()
-    assert set(kept["scenario"]) == {"evol_instruct"} and set(kept["evolver"]) == {"tiny"}
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["kept"] == 3 and report["dropped"]["refusal"] == 1 and report["input_rows"] == 8
-    assert sum(report["operations"].values()) == 3
-    # evolvers decode greedily with top-1 log-probs; the engine is the model entry's backend
-    model_dir, generation, backend, threads, _ = made[0]
+    out = tmp_path / "replies.parquet"
+    replies = evolve_instructions(tmp_path / "in.parquet", "unused", out, tmp_path / "top1.parquet", threads=2,
+                                  **params)
+    assert pl.read_parquet(out).equals(replies) and replies.height == records.height
+    assert set(replies["scenario"]) == {"evol_instruct"} and set(replies["evolver"]) == {"tiny"}
+    model_dir, generation, backend, threads, fn = made[0]
     assert model_dir == "unused" and threads == 2 and backend == params["backend"]
-    assert (generation.temperature, generation.logprobs, generation.max_new_tokens, generation.seed) == (0.0, True, 64, 3)
+    assert (generation.temperature, generation.top_p, generation.logprobs, generation.max_new_tokens,
+            generation.seed) == (0.7, 1.0, True, 64, 3)
+    # the output-space pass: same prompts, same engine, greedy, 5 new tokens
+    (greedy,) = fn.greedy
+    assert (greedy.settings.temperature, greedy.settings.max_new_tokens, greedy.settings.logprobs) == (0.0, 5, True)
+    assert greedy.prompts == fn.prompts == replies["prompt"].to_list()
     top1 = pl.read_parquet(tmp_path / "top1.parquet")
     assert top1["parent_id"].to_list() == records["id"].to_list()
     assert top1["top1_logprobs"].to_list() == [[math.log(0.5), 0.0]] * records.height
+    assert top1["first_top1_logprobs"].to_list() == [[math.log(0.9)] * 5] * records.height
     assert top1["round"].to_list() == [1] * records.height
 
-    evolve_instructions(tmp_path / "in.parquet", "unused", tmp_path / "auto.parquet", tmp_path / "r2.json",
-                        tmp_path / "t2.parquet", **_evolve_params("auto_evol"))
-    assert set(pl.read_parquet(tmp_path / "auto.parquet")["operation"]) == {"auto_evol"}
+    replies = evolve_instructions(tmp_path / "in.parquet", "unused", tmp_path / "auto.parquet", tmp_path / "t2.parquet",
+                                  **_evolve_params("auto_evol"))
+    assert set(replies["operation"]) == {"auto_evol"}
+    generation = made[1][1]
+    assert (generation.temperature, generation.top_p) == (0.7, 0.95)
     assert pl.read_parquet(tmp_path / "t2.parquet").height == records.height
 
 
@@ -391,12 +426,12 @@ def test_backend_glue_uses_the_generation_api(monkeypatch):
     monkeypatch.setitem(sys.modules, "teachfit.generation.engines", engines_mod)
     monkeypatch.setitem(sys.modules, "teachfit.prompts", prompts_mod)
     monkeypatch.setattr("teachfit.models.load_tokenizer", lambda d: "TOK")
-    gen = {"prompt_format": "chat", "temperature": 0.3, "system": "sys", "logprobs": True, "max_new_tokens": 64,
-           "seed": 5}
+    gen = {"prompt_format": "chat", "temperature": 0.3, "top_p": 0.9, "system": "sys", "logprobs": True,
+           "max_new_tokens": 64, "seed": 5}
     fn = make_generate_fn("m", gen, {"backend": "vllm", "tensor_parallel_size": 2}, threads=3)
     assert fn(["a", "b"]) == ["out:[chat|sys]a", "out:[chat|sys]b"]
     s = seen["sampling"]
-    assert (s.temperature, s.n, s.max_new_tokens, s.stop, s.logprobs, s.seed) == (0.3, 1, 64, [], True, 5)
+    assert (s.temperature, s.top_p, s.n, s.max_new_tokens, s.stop, s.logprobs, s.seed) == (0.3, 0.9, 1, 64, [], True, 5)
     assert seen["backend_config"] == {"backend": "vllm", "tensor_parallel_size": 2}
     assert seen["build"] == ("m", 3, 5)
     assert fn.top1 == [[math.log(0.5), 0.0]] * 2 and fn.supports_primer
@@ -423,12 +458,13 @@ def test_openai_evolver_sends_chat_text_without_primer(monkeypatch):
             return [[_Completion("Step 4 #Finally Rewritten Instruction#:\nList three rainy-day games for kids.")]
                     for _ in prompts]
 
-    gen = {"prompt_format": "chat", "max_new_tokens": 32, "seed": 0}
+    gen = {"prompt_format": "chat", "max_new_tokens": 32, "seed": 0, "temperature": 0.7, "top_p": 0.95}
     fn = make_generate_fn("results/models/gpt4", gen, OpenAIBackend())
     assert not fn.supports_primer
     records = pl.DataFrame({"id": ["a"], "instruction": ["List games."]})
-    kept, _ = auto_evol_round(records, fn, seed=0, round=1, evolver="gpt4")
+    replies = auto_evol_round(records, fn, seed=0, round=1, evolver="gpt4")
     assert sent == [build_auto_evol_prompt("List games.")]
+    kept, _ = gate_replies(replies, "auto_evol", DET)
     assert kept["instruction"].to_list() == ["List three rainy-day games for kids."]
     assert fn.top1 == [[math.log(0.5), 0.0]]
     with pytest.raises(ValueError, match="gpt4: an OpenAI-compatible endpoint cannot prime"):
@@ -454,21 +490,34 @@ def tiny_llama(tmp_path_factory):
 
 
 def test_evolve_round_with_a_real_tiny_model(tiny_llama):
-    """End to end through teachfit.generation (skipped where that module is absent)."""
+    """End to end through teachfit.generation: greedy is reproducible, sampling is seeded, and the
+    output-space pass runs greedily on the same engine with at most 5 new tokens."""
     pytest.importorskip("teachfit.generation.hf")
+    from teachfit.studies.evolver.evolve import output_space_pass
+
     records = pl.DataFrame({"id": ["a", "b", "c"], "instruction": ["Explain rain.", "List two colours.", "Add 2 and 3."]})
     from teachfit.config import defaults
     from teachfit.generation.engines import backend_settings
 
     backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
-    gen = {"prompt_format": "chat", "max_new_tokens": 12, "seed": 0}
+    gen = {"prompt_format": "chat", "max_new_tokens": 12, "seed": 0, "temperature": 0.0, "top_p": 1.0}
     fn = make_generate_fn(tiny_llama, gen, backend)
-    kept, counts = evolve_round(records, fn, OPERATIONS, seed=0, round=1, evolver="tiny")
-    assert kept.height + sum(counts.values()) == 3
+    replies = evolve_round(records, fn, OPERATIONS, seed=0, round=1, evolver="tiny")
+    assert replies.height == 3 and replies["reply"].null_count() == 0
     assert len(fn.top1) == 3 and all(0 < len(t) <= 12 for t in fn.top1)
-    again, _ = evolve_round(records, make_generate_fn(tiny_llama, {**gen, "logprobs": False}, backend),
-                            OPERATIONS, seed=0, round=1, evolver="tiny")
-    assert again["instruction"].to_list() == kept["instruction"].to_list()  # greedy: reproducible
+    again = evolve_round(records, make_generate_fn(tiny_llama, {**gen, "logprobs": False}, backend),
+                         OPERATIONS, seed=0, round=1, evolver="tiny")
+    assert again["reply"].to_list() == replies["reply"].to_list()  # greedy: reproducible
+    first = output_space_pass(fn, replies["prompt"].to_list())
+    assert [len(t) for t in first] == [min(5, len(t)) for t in fn.top1]
+    assert first == [t[:5] for t in fn.top1]  # greedy steps do not depend on the length cap
+    sampled = {**gen, "temperature": 0.7, "top_p": 0.95}
+    a = evolve_round(records, make_generate_fn(tiny_llama, sampled, backend), OPERATIONS, seed=0, evolver="tiny")
+    b = evolve_round(records, make_generate_fn(tiny_llama, sampled, backend), OPERATIONS, seed=0, evolver="tiny")
+    assert a["reply"].to_list() == b["reply"].to_list()  # seeded sampling
+    c = evolve_round(records, make_generate_fn(tiny_llama, {**sampled, "seed": 1}, backend), OPERATIONS, seed=0,
+                     evolver="tiny")
+    assert c["reply"].to_list() != a["reply"].to_list()
 
 
 @pytest.mark.parametrize("reply, expected", [
@@ -486,8 +535,8 @@ def test_parse_evolved_unbalanced_quotes(reply, expected):
     "I will rewrite the instructions into a harder version, replacing general ideas.",
     "Planets in order from the Sun.\n\nRewritten Instruction#:\n- Rewrite the given instructions again.",
 ])
-def test_echoed_prompt_or_narration_is_unparseable(reply):
-    assert classify_failure("List the planets.", reply) == "unparseable"
+def test_echoed_prompt_or_narration_is_a_prompt_copy(reply):
+    assert classify_failure("List the planets.", reply) == "prompt_copy"
 
 
 # ----------------------------------------------------------------------------- plan + tables
@@ -524,7 +573,10 @@ def test_plan_owns_the_evolved_sets_metadata_and_reward():
         {"seedset": "s", "scenario": "evol_instruct", "evolver": ev, "round": k}
         for ev in ("inst", "base") for k in (1, 2)]
     assert [r["scenario"] for r in plan.evolution_rounds(top1=True)] == ["evol_instruct"] * 4 + ["auto_evol"]
-    assert plan.evolution_settings("evol_instruct") == {"operations": list(OPERATIONS)}
+    assert plan.evolution_settings("evol_instruct") == {"operations": list(OPERATIONS), "temperature": 0.7,
+                                                        "top_p": 1.0}
+    assert plan.evolver_pools() == [f"{d}-pool" for d in plan.evolved_datasets()]
+    assert plan.reward_settings("s-evol_instruct-base-pool") == plan.reward_settings("s-evol_instruct-base")
     # each study its own reward model: the evolver's (default: its judge) for evolved sets
     assert plan.reward_settings("s-evol_instruct-base") == {"type": "judge", "model": "inst", "batch_size": 8,
                                                             "version": 1}
@@ -562,50 +614,3 @@ def test_plan_lists_the_runs_each_evolver_table_compares():
     # the selected subsets first, then the full sets they were selected from
     assert [(r["evolver"], r["selection"]) for r in selection] == [("inst", "random50"), ("inst", "full")]
     assert all(r["scenario"] == "evol_instruct" for r in selection)
-
-
-def _eval(path, values):
-    pl.DataFrame({"task": ["tf_ifeval", "tf_arith", "tf_arith"],
-                  "metric": ["prompt_level_loose_acc,none", "exact_match,flexible-extract", "x"],
-                  "value": values, "is_final": [True, True, False]}).write_parquet(path)
-    return str(path)
-
-
-def test_build_evolver_tables_reads_declared_inputs_and_metadata(tmp_path):
-    """Metadata of every file comes as aligned params (no path parsing); top-1 files are inputs."""
-    from teachfit.config import defaults
-    from teachfit.studies.evolver.tables import build_evolver_tables
-
-    runs = [{"dataset": "a-b-c", "seedset": "general", "scenario": "evol_instruct", "evolver": e,
-             "generator": "g", "selection": "full", "base": "base"} for e in ("small", "large")]
-    evals = [_eval(tmp_path / f"e{i}.parquet", [v, 0.5, 9.0]) for i, v in enumerate((0.25, 0.75))]
-    stats = tmp_path / "stats.parquet"
-    pl.DataFrame({"id": ["x", "y"], "seedset": ["general"] * 2, "scenario": ["evol_instruct"] * 2,
-                  "evolver": ["small", "large"], "round": [1, 1], "length_words": [3, 5],
-                  "difficulty": [2.0, 3.0], "nn_distance": [0.1, 0.2], "reward": [1.0, None]}).write_parquet(stats)
-    drops = tmp_path / "drops.parquet"
-    pl.DataFrame({"evolver": ["small", "small", "large", "small"], "scenario": ["evol_instruct"] * 4,
-                  "round": [1, 1, 1, 0], "reason": ["kept", "copy", "kept", "equalized_away"],
-                  "count": [4, 1, 3, 1]}).write_parquet(drops)
-    top1 = []
-    for i in range(2):
-        p = tmp_path / f"t{i}.parquet"
-        pl.DataFrame({"parent_id": ["x"], "top1_logprobs": [[math.log(0.5), 0.0]]}).write_parquet(p)
-        top1.append(str(p))
-    rounds = [{"seedset": "general", "scenario": "evol_instruct", "evolver": e, "round": 1} for e in ("small", "large")]
-    out = {k: tmp_path / f"{k}.csv" for k in ("comparison_table", "stats_table", "selection_table", "top1_table")}
-    build_evolver_tables([str(stats)], [str(drops)], evals, [], top1, **out, comparison_runs=runs,
-                         selection_runs=[], top1_rounds=rounds, performance=defaults("performance"))
-    comp = pl.read_csv(out["comparison_table"])
-    assert comp["evolver"].to_list() == ["large", "small"] and comp["average"].to_list() == [0.625, 0.375]
-    assert comp.columns[:6] == ["seedset", "scenario", "evolver", "teacher", "selection", "base"]
-    table = pl.read_csv(out["stats_table"])
-    assert table.filter(pl.col("evolver") == "small")[["n_kept", "n_copy", "n_dropped", "n_trained"]].row(0) == (
-        4, 1, 1, 1)
-    t1 = pl.read_csv(out["top1_table"])
-    assert t1[["evolver", "scenario", "round"]].rows() == [("small", "evol_instruct", 1), ("large", "evol_instruct", 1)]
-    assert t1["mean"].to_list() == [0.75, 0.75]
-    assert out["selection_table"].read_text().strip() == ""  # no selection runs
-    with pytest.raises(DataError, match="top1_rounds: 2 files but 1 metadata entries"):
-        build_evolver_tables([str(stats)], [str(drops)], evals, [], top1, **out, comparison_runs=runs,
-                             selection_runs=[], top1_rounds=rounds[:1], performance=defaults("performance"))

@@ -1,8 +1,8 @@
 """Wiring checks over the parsed DAG: what each job's function imports, and what its env holds.
 
 * :func:`dag_jobs` builds a config's DAG with Snakemake's API in a subprocess (forceall, no
-  execution) and returns one record per job: rule, inputs, evaluated resources, conda env
-  file and script.
+  execution; every checkpoint taken as passed, see ``_PROBE``) and returns one record per job:
+  rule, inputs, evaluated resources, conda env file and script.
 * :func:`script_functions` reads a rule's script and returns the package functions it calls
   (the ``teachfit`` names it imports).
 * :func:`import_closure` follows, statically, what running a function imports: the module-level
@@ -35,9 +35,33 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "teachfit"
 
 _PROBE = r"""
-import json, sys
+import json, sys, tempfile, types
 from pathlib import Path
+import snakemake.checkpoints
 from snakemake.api import SnakemakeApi
+
+# The DAG as it is once every checkpoint has run and passed everything on (the largest DAG):
+# pool_evolved's summaries say every pool is full, merge_evolved's rankings rank every evolver.
+# Without this, jobs downstream of a checkpoint (the teacher's answers to evolved sets, their
+# SFT runs) would be missing from the DAG a dry build can see.
+_FAKE = Path(tempfile.mkdtemp(prefix="wiring-checkpoints-"))
+
+
+def _complete(self, **wildcards):
+    from teachfit.plan import build_plan
+
+    output, _ = self.rule.expand_output(wildcards)
+    plan = build_plan(self.rule.workflow.config)
+    ranked = plan.scenario_evolvers(wildcards["scenario"]) if "scenario" in wildcards else []
+    paths = {}
+    for name in output.keys():
+        path = _FAKE / str(getattr(output, name)).replace("/", "__")
+        path.write_text(json.dumps({"rows": 10**9, "ranked": ranked}))
+        paths[name] = str(path)
+    return types.SimpleNamespace(rule=self.rule, output=types.SimpleNamespace(**paths))
+
+
+snakemake.checkpoints.Checkpoint.get = _complete
 from snakemake.settings.types import (ConfigSettings, DAGSettings, DeploymentSettings, OutputSettings,
                                       ResourceSettings, StorageSettings, WorkflowSettings)
 configs = [Path(c) for c in sys.argv[1:]]

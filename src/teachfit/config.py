@@ -218,6 +218,10 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         ("eval", EvalSettings.from_dict, config.get("eval")),
         ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
+    if config.get("evolver", {}).get("activate"):
+        from teachfit.studies.evolver.gate import GateSettings
+
+        sections.append(("evolver.gate", GateSettings.from_dict, config["evolver"].get("gate")))
     ifs = config.get("ifs", {})
     if ifs.get("activate"):
         from teachfit.studies.ifs.prompts import IfsPromptSettings

@@ -212,3 +212,54 @@ def line_curves(df: pl.DataFrame, x: str, y: str, group: str, path_stem: str | P
     ax.set_title(title)
     ax.legend(fontsize=style.font_size * 0.8)
     return save(fig, path_stem, style)
+
+
+def density_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float] | None]], path_stem: str | Path,
+                   title: str = "", xlabel: str = "", style: FigureStyle | None = None,
+                   invert_x: bool = False, notes: Mapping[str, str] | None = None) -> list[Path]:
+    """One precomputed density curve ``(x, y)`` per name (a ``None`` y is listed in the legend as
+    not drawn, with its ``notes`` entry); ``invert_x`` flips the x axis (high values left)."""
+    style = style or FigureStyle()
+    fig, ax = _figure(style)
+    notes = notes or {}
+    for name, (x, y) in curves.items():
+        if y is None:
+            ax.plot([], [], label=f"{name}: {notes.get(name, 'no density')}")
+            continue
+        line = ax.plot(np.asarray(x), np.asarray(y), linewidth=1.5,
+                       label=f"{name} ({notes[name]})" if name in notes else name)[0]
+        ax.fill_between(np.asarray(x), np.asarray(y), alpha=0.15, color=line.get_color())
+    if invert_x:
+        ax.invert_xaxis()
+    ax.grid(linestyle="-.", alpha=0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    if curves:
+        ax.legend(fontsize=style.font_size * 0.8)
+    return save(fig, path_stem, style)
+
+
+def stacked_bars(df: pl.DataFrame, label: str, parts: Sequence[str], path_stem: str | Path, title: str = "",
+                 style: FigureStyle | None = None, xlabel: str = "count") -> list[Path]:
+    """Horizontal bars, one per row of ``df`` (labelled by column ``label``), each stacked from
+    the columns ``parts`` in order (nulls count 0); parts that are 0 in every row are left out
+    of the legend."""
+    style = style or FigureStyle()
+    _need(df, [label, *parts], "stacked_bars")
+    labels = [str(v) for v in df[label].to_list()]
+    fig, ax = _figure(style, height=max(style.height, 1.0 + 0.4 * len(labels)))
+    left = np.zeros(len(labels))
+    for part in parts:
+        vals = df[part].cast(pl.Float64).fill_null(0.0).to_numpy()
+        if not vals.any():
+            continue
+        ax.barh(range(len(labels)), vals, left=left, label=part)
+        left += vals
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    if left.any():
+        ax.legend(fontsize=style.font_size * 0.7, loc="best")
+    return save(fig, path_stem, style)

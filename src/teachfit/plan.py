@@ -8,6 +8,7 @@ constraints come from here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,17 @@ def evolved_name(seedset: str, scenario: str, evolver: str) -> str:
     return f"{seedset}-{scenario}-{evolver}"
 
 
+def pool_name(seedset: str, scenario: str, evolver: str) -> str:
+    """The data set name of one evolver's pool of valid instructions, the set the teacher answers
+    before the response checks and the equal-size sets (rule ``pool_evolved``)."""
+    return f"{evolved_name(seedset, scenario, evolver)}-pool"
+
+
+#: ``ranked(seedset, scenario) -> evolvers``: which evolvers of a scenario kept enough valid
+#: instructions to be ranked (rule ``merge_evolved``'s ranking file, read through its checkpoint)
+Ranked = Callable[[str, str], Sequence[str]]
+
+
 def scenario_settings(section: dict[str, Any]) -> dict[str, Any]:
     """What one evolution job of a scenario computes with: the validated
     ``evolver.scenarios.<scenario>`` section without :data:`SCENARIO_PLAN_KEYS`."""
@@ -108,6 +120,22 @@ class Plan:
     def evolved_datasets(self) -> list[str]:
         return [evolved_name(s, sc, ev) for s, sc, ev in self.evolved]
 
+    def evolver_pools(self) -> list[str]:
+        """The pool data set of every evolved set (:func:`pool_name`), in plan order."""
+        return [pool_name(s, sc, ev) for s, sc, ev in self.evolved]
+
+    def is_trained(self, run: Run, ranked: Ranked | None) -> bool:
+        """Whether ``run`` trains: every run that is not on an evolved set, and the runs on the
+        evolved sets of ranked evolvers (all of them when ``ranked`` is None)."""
+        if ranked is None or run.dataset not in self.evolved_datasets():
+            return True
+        o = self.evolved_origin(run.dataset)
+        return o["evolver"] in ranked(o["seedset"], o["scenario"])
+
+    def trained_runs(self, ranked: Ranked | None) -> list[Run]:
+        """:attr:`runs` without the runs on the sets of evolvers that were not ranked."""
+        return [r for r in self.runs if self.is_trained(r, ranked)]
+
     def evolved_origin(self, dataset: str) -> dict[str, str]:
         """``{"seedset", "scenario", "evolver"}`` of an evolved data set name; PlanError if
         ``dataset`` is not one of :meth:`evolved_datasets`."""
@@ -137,9 +165,10 @@ class Plan:
             for k in range(1, self.scenario_rounds(sc) + 1)
         ]
 
-    def evolver_runs(self, part: str) -> list[dict[str, Any]]:
+    def evolver_runs(self, part: str, ranked: Ranked | None = None) -> list[dict[str, Any]]:
         """The SFT runs one evolver table compares, each as ``{"dataset", "seedset", "scenario",
-        "evolver", "generator", "selection", "base"}`` (sorted like :attr:`runs`).
+        "evolver", "generator", "selection", "base"}`` (sorted like :attr:`runs`), of ranked
+        evolvers only (:meth:`is_trained`).
 
         ``part="comparison"``: every evolved set trained in full; ``part="selection"``: the
         selected subsets plus the full sets they were selected from (``evolver.selection``).
@@ -150,7 +179,7 @@ class Plan:
         sel_evolvers = sel["evolvers"] or e["evolvers"]
         out = []
         for r in self.runs:
-            if r.dataset not in evolved:
+            if r.dataset not in evolved or not self.is_trained(r, ranked):
                 continue
             origin = self.evolved_origin(r.dataset)
             if part == "comparison":
@@ -225,7 +254,8 @@ class Plan:
         with ``teacher.reward``, or with ``evolver.reward`` when the teacher study is off.
         Raises PlanError when neither study is on.
         """
-        if dataset in self.evolved_datasets() or (self.evolver_on() and not self.teacher_on()):
+        evolved = {*self.evolved_datasets(), *self.evolver_pools()}
+        if dataset in evolved or (self.evolver_on() and not self.teacher_on()):
             e = self.config["evolver"]
             reward = dict(e["reward"])
             reward["model"] = reward["model"] or e["judge"]
@@ -239,11 +269,16 @@ class Plan:
         """The model alias of :meth:`reward_settings`."""
         return self.reward_settings(dataset)["model"]
 
-    def ifs_runs(self) -> list[Run]:
-        return self.runs if self.ifs_on() and self.config["ifs"].get("checkpoints", True) else []
+    def ifs_runs(self, ranked: Ranked | None = None) -> list[Run]:
+        """The runs whose checkpoints the IFS study scores (the trained runs, :meth:`trained_runs`)."""
+        if not (self.ifs_on() and self.config["ifs"].get("checkpoints", True)):
+            return []
+        return self.trained_runs(ranked)
 
     # ------------------------------------------------------------------ targets
-    def final_outputs(self) -> list[str]:
+    def final_outputs(self, ranked: Ranked | None = None) -> list[str]:
+        """Every target of ``rule all``; ``ranked`` (the ranking checkpoint) drops the per-run IFS
+        figures of evolvers that were not ranked."""
         out: list[str] = []
         if self.teacher_on():
             out += [
@@ -260,6 +295,7 @@ class Plan:
                 "results/tables/evolved_instruction_stats.csv",
                 "results/figures/evolver/top1_probability.png",
                 "results/figures/evolver/difficulty_per_round.png",
+                "results/figures/evolver/gate_counts.png",
             ]
             if self.config["evolver"]["selection"]["activate"]:
                 out += [
@@ -273,7 +309,7 @@ class Plan:
                 "results/tables/early_stopping.csv",
                 "results/tables/tone_classifier.csv",
             ]
-            out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs()]
+            out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs(ranked)]
         out += [f"results/eval/models/{m}.parquet" for m in self.names["eval_models"]]
         out += ["results/tables/eval_summary.csv"] if self.runs else []
         return out
@@ -308,7 +344,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
             for sc in p.active_scenarios():
                 for ev in p.scenario_evolvers(sc):
                     p.evolved.append((s, sc, ev))
-        datasets += p.evolved_datasets()
+        datasets += p.evolved_datasets() + p.evolver_pools()
         sel_scenario = e["selection"]["scenario"]
         sel_evolvers = e["selection"]["evolvers"] or evolvers
         for s, sc, ev in p.evolved:
@@ -330,6 +366,9 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "seedsets": seedsets,
         "generators": gens,
         "datasets": datasets,
+        # the data sets the generic answer rules answer (select_responses): all but the evolved
+        # sets, whose responses come from their pool's (rule split_evolved)
+        "answered": [d for d in datasets if d not in set(p.evolved_datasets())],
         "students": sorted(students) or models,
         "evolvers": evolvers or ["none"],
         "scenarios": list(SCENARIOS),

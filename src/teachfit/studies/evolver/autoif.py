@@ -36,10 +36,9 @@ from teachfit.studies.evolver.evolve import (
     EvolverGeneration,
     GenerateFn,
     _from_dict,
-    is_refusal,
     make_generate_fn,
-    normalize_text,
 )
+from teachfit.studies.evolver.gate import is_refusal, normalize_text
 from teachfit.studies.evolver.sandbox import SandboxJob, SandboxSettings, run_many
 
 log = logging.getLogger(__name__)
@@ -556,7 +555,7 @@ def evolve_autoif(seeds: str | Path, seed_instructions: str | Path, model_dir: s
     cfg = AutoIFSettings.from_dict({**settings, "seed": seed})
     queries = read_table(seeds)
     generation = EvolverGeneration(prompt_format=prompt_format, max_new_tokens=max_new_tokens, seed=seed,
-                                   logprobs=False)
+                                   temperature=0.0, top_p=1.0, logprobs=False)
     generate_fn = make_generate_fn(model_dir, generation, backend, threads=threads, desc=f"autoif {evolver}")
     result = propose_verify_pair(queries, generate_fn, cfg, load_seed_instructions(seed_instructions),
                                  evolver=evolver)

@@ -4,7 +4,8 @@ evolvers write better instructions).
 * :func:`top1_stats` -- distribution of the evolver's top-1 token probability
   while it writes (a flatter, lower top-1 distribution = a broader output space);
   reference code HypherX/Evolution-Analysis ``Evol_Instruct/get_response_prob.py`` (greedy,
-  ``logprobs=1``) and ``Plot_figure/plot_logprob.py``.
+  ``logprobs=1``, the first ``min(len, 5)`` tokens of each reply) and ``Plot_figure/plot_logprob.py``;
+  :func:`top1_kde` draws that figure's curve (Scott's-rule Gaussian KDE on [0, 0.99]).
 * :func:`embed` + :func:`nn_distance` -- instruction diversity: sentence
   embeddings (mean pooling over the last hidden state, L2-normalised, as
   sentence-transformers does for all-MiniLM-L6-v2) and each instruction's
@@ -56,6 +57,38 @@ def top1_stats(top1_logprobs: Sequence[Sequence[float] | None], threshold: float
     for q in QUANTILES:
         out[f"q{int(q * 100):02d}"] = float(np.quantile(probs, q))
     return out
+
+
+#: where the reference evaluates its KDE: ``np.linspace(0, 0.99, 1000)`` (``Plot_figure/plot_logprob.py:39``)
+KDE_GRID = (0.0, 0.99, 1000)
+
+
+def top1_probabilities(top1_logprobs: Sequence[Sequence[float] | None]) -> np.ndarray:
+    """``exp`` of every log-probability of every sequence, pooled into one flat array (``None``
+    sequences skipped), as ``Plot_figure/plot_logprob.py:19`` pools the collected values."""
+    flat = [float(v) for s in top1_logprobs if s is not None for v in s]
+    return np.exp(np.minimum(np.asarray(flat, dtype=np.float64), 0.0))
+
+
+def top1_kde(probs: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The output-space figure's curve: ``scipy.stats.gaussian_kde(probs)`` with its default
+    bandwidth (Scott's rule), evaluated on :data:`KDE_GRID` (``Plot_figure/plot_logprob.py:36-39``;
+    nothing clipped or reflected at the [0, 1] boundary, as there).
+
+    Returns ``(grid [1000], density [1000] or None)``: None when the sample has fewer than two
+    values or no spread (a KDE is undefined), so the caller can say so instead of drawing.
+    """
+    from scipy.stats import gaussian_kde
+
+    grid = np.linspace(*KDE_GRID)
+    x = np.asarray(probs, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or np.all(x == x[0]):
+        return grid, None
+    try:
+        return grid, gaussian_kde(x)(grid)
+    except np.linalg.LinAlgError:
+        return grid, None
 
 
 def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,

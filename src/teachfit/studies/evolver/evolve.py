@@ -2,19 +2,23 @@
 
 Scenario 1, Evol-Instruct: each instruction gets one seeded operation per round
 -- four in-depth rewrites (``constraints``, ``deepen``, ``concretize``,
-``reasoning``) or the in-breadth mutation (``breadth``) -- and the
-evolver's output is parsed and filtered (:func:`classify_failure`).
-Reference code: HypherX/Evolution-Analysis ``Evol_Instruct/evol_instruct.py``.
+``reasoning``) or the in-breadth mutation (``breadth``). Reference code:
+HypherX/Evolution-Analysis ``Evol_Instruct/evol_instruct.py``.
 
 Scenario 2, Auto Evol-Instruct: the evolver lists methods, writes a plan,
 rewrites, reviews and writes a final rewrite in a fixed layout; only the final
 rewrite is kept (:func:`parse_auto_evol`). Reference code:
 ``Auto_Evol_Instruct/auto_evol_instruct.py``.
 
-One call handles one round; the workflow chains rounds (round ``r`` reads round
-``r-1``'s table). Every kept row carries its lineage: ``id`` =
-``content_id(parent_id, operation, round, instruction)``, ``parent_id``,
-``root_id`` (the seed id), ``round``, ``operation`` and ``evolver``.
+One call handles one round and returns every reply (:func:`evolve_round`,
+:func:`auto_evol_round`); the validity gate (:mod:`teachfit.studies.evolver.gate`, rule
+``gate_instructions``) parses and checks them, and the workflow chains rounds (round ``r``
+evolves round ``r-1``'s valid instructions). Lineage: ``parent_id``, ``root_id`` (the seed
+id), ``round``, ``operation`` and ``evolver`` travel with every reply.
+
+Decoding (:class:`EvolverGeneration`) is the paper's: sampled at the scenario's
+``temperature`` / ``top_p`` (``evolver.scenarios.<s>``), seeded; a second, greedy pass over the
+same prompts records the output-space statistic (:func:`evolve_instructions`).
 
 The model is reached only through ``generate_fn: Callable[[list[str]], list[str]]``
 (one completion per prompt); :func:`make_generate_fn` builds one from
@@ -25,18 +29,17 @@ data selection ``teachfit.training.selection``.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_parquet, write_json, write_parquet
+from teachfit.io import DataError, content_id, read_parquet, write_parquet
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -153,22 +156,6 @@ _CHATTER_RE = re.compile(
     r")",
     re.IGNORECASE,
 )
-_LEAK_RE = re.compile(
-    r"#\s*(?:instruction|given (?:instruction|prompt)|original (?:instruction|prompt)|"
-    r"methods list|plan|rewritten instruction|new instruction)\s*#|"
-    r"\b(?:the )?(?:original|given|rewritten) (?:instruction|prompt)s?\b|"
-    # our own prompt wording echoed back, or the evolver narrating its task
-    r"\bhow to make it harder this time\b|\breply with the (?:harder|new) instruction\b|"
-    r"\bkeep the rewrite short\b|\bi(?: will|'ll| am going to) rewrite\b",
-    re.IGNORECASE,
-)
-_REFUSAL_START_RE = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|sorry[,!.]|i apologi[sz]e|unfortunately,? i\b|"
-    r"i (?:cannot|can ?not|can'?t|won'?t|am unable|'m unable|am not able|'m not able)\b|"
-    r"as an ai\b|as a(?:n ai)? language model\b)",
-    re.IGNORECASE,
-)
-_REFUSAL_ANY_RE = re.compile(r"\bas an ai (?:language )?model\b|\bas a large language model\b", re.IGNORECASE)
 _QUOTES = (('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("**", "**"), ("`", "`"))
 
 
@@ -240,75 +227,6 @@ def parse_auto_evol(text: str | None) -> str | None:
     return None
 
 
-def normalize_text(text: str) -> str:
-    """Lower case, punctuation to spaces, single spaces (for copy/duplicate tests)."""
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
-
-
-def is_refusal(text: str) -> bool:
-    """A refusal or AI disclaimer at the start of the reply ("I'm sorry", "As an AI…")."""
-    body = _MARKER_RE.sub(" ", text, count=1)
-    return bool(_REFUSAL_START_RE.match(body.strip()) or _REFUSAL_ANY_RE.search(text))
-
-
-def is_copy(original: str, evolved: str, min_new_words: int = 2, copy_ratio: float = 0.9) -> bool:
-    """Equal after normalization (case, punctuation, spaces), or a near copy.
-
-    A near copy adds fewer than ``min_new_words`` new words (multiset difference
-    of normalized words) *and* has a character similarity ratio
-    (``difflib.SequenceMatcher``) of at least ``copy_ratio`` to the original.
-    """
-    a, b = normalize_text(original), normalize_text(evolved)
-    if a == b:
-        return True
-    new_words = sum((Counter(b.split()) - Counter(a.split())).values())
-    if new_words >= min_new_words:
-        return False
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= copy_ratio
-
-
-FAILURE_REASONS = ("empty", "refusal", "unparseable", "too_long", "copy", "duplicate")
-
-
-@dataclass
-class FilterSettings:
-    """Thresholds of the reply filter (:func:`classify_failure`); constants no config sets."""
-
-    max_chars: int = field(default=4000, metadata={"help": "longer evolved instructions are dropped (too_long)"})
-    min_new_words: int = field(default=2, metadata={"help": "near-copy test: fewer new words than this ..."})
-    copy_ratio: float = field(default=0.9, metadata={"help": "... and at least this similarity is a copy"})
-
-    def __post_init__(self) -> None:
-        if self.max_chars < 1 or self.min_new_words < 0 or not 0 < self.copy_ratio <= 1:
-            raise ValueError("evolve filters: max_chars >= 1, min_new_words >= 0, 0 < copy_ratio <= 1")
-
-
-def classify_failure(original: str, evolved_text: str | None, *, parser: Callable[[str | None], str | None] = parse_evolved,
-                     filters: FilterSettings | None = None) -> str | None:
-    """Why an evolver reply is unusable, or ``None`` if it is kept.
-
-    Checked in order: ``empty`` (blank reply), ``refusal`` (:func:`is_refusal`),
-    ``unparseable`` (the parser finds nothing, or the result still contains
-    prompt scaffolding such as ``#Instruction#`` or "the given instruction"),
-    ``too_long`` (over ``max_chars``), ``copy`` (:func:`is_copy`).
-    """
-    filters = filters or FilterSettings()
-    if evolved_text is None or not evolved_text.strip():
-        return "empty"
-    if is_refusal(evolved_text):
-        return "refusal"
-    parsed = parser(evolved_text)
-    if parsed is None or _LEAK_RE.search(parsed):
-        return "unparseable"
-    if is_refusal(parsed):
-        return "refusal"
-    if len(parsed) > filters.max_chars:
-        return "too_long"
-    if is_copy(original, parsed, filters.min_new_words, filters.copy_ratio):
-        return "copy"
-    return None
-
-
 # --------------------------------------------------------------------------- rounds
 
 
@@ -339,74 +257,53 @@ def _check_records(records: pl.DataFrame, where: str) -> None:
         raise DataError(f"{where}: input ids are not unique")
 
 
-def _empty_kept(carried: Sequence[str]) -> pl.DataFrame:
-    schema: dict[str, Any] = {c: pl.String for c in LINEAGE_COLUMNS}
-    schema["round"] = pl.Int64
-    for c in carried:
-        schema[c] = pl.String
-    return pl.DataFrame(schema=schema)
+#: columns of a round's reply table (``evolve_round`` / ``auto_evol_round``), plus the carried columns
+REPLY_COLUMNS = ("parent_id", "root_id", "round", "operation", "evolver", "parent", "prompt", "reply")
 
 
-def _finish_round(records: pl.DataFrame, outputs: Sequence[str | None], operations: Sequence[str],
-                  round: int, evolver: str, parser: Callable[[str | None], str | None],
-                  filters: FilterSettings | None) -> tuple[pl.DataFrame, dict[str, int]]:
-    from tqdm.auto import tqdm
-
+def _replies(records: pl.DataFrame, prompts: Sequence[str], outputs: Sequence[str | None],
+             operations: Sequence[str], round: int, evolver: str) -> pl.DataFrame:
     if len(outputs) != records.height:
         raise ValueError(f"generate_fn returned {len(outputs)} outputs for {records.height} prompts")
-    counts = {r: 0 for r in FAILURE_REASONS}
     carried = [c for c in CARRIED_COLUMNS if c in records.columns]
-    roots = records["root_id"].to_list() if "root_id" in records.columns else records["id"].to_list()
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for k, rec in enumerate(tqdm(records.iter_rows(named=True), total=records.height,
-                                 desc=f"filter round {round}", leave=False)):
-        reason = classify_failure(rec["instruction"], outputs[k], parser=parser, filters=filters)
-        text = parser(outputs[k]) if reason is None else None
-        if reason is None and normalize_text(text) in seen:
-            reason = "duplicate"
-        if reason is not None:
-            counts[reason] += 1
-            continue
-        seen.add(normalize_text(text))
-        row = {
-            "id": content_id(rec["id"], operations[k], round, text),
-            "parent_id": rec["id"],
-            "root_id": roots[k] or rec["id"],
-            "round": round,
-            "operation": operations[k],
-            "evolver": evolver,
-            "instruction": text,
-        }
-        row.update({c: rec[c] for c in carried})
-        rows.append(row)
-    kept = pl.DataFrame(rows, schema=_empty_kept(carried).schema) if rows else _empty_kept(carried)
-    log.info("round %d (%s): kept %d of %d; dropped %s", round, evolver, kept.height,
-             records.height, {k: v for k, v in counts.items() if v})
-    return kept, counts
+    ids = records["id"].to_list()
+    roots = records["root_id"].to_list() if "root_id" in records.columns else ids
+    table = pl.DataFrame({
+        "parent_id": ids,
+        "root_id": [r or i for r, i in zip(roots, ids)],
+        "round": [round] * records.height,
+        "operation": list(operations),
+        "evolver": [evolver] * records.height,
+        "parent": records["instruction"].to_list(),
+        "prompt": list(prompts),
+        "reply": [None if o is None else str(o) for o in outputs],
+    }, schema={"parent_id": pl.String, "root_id": pl.String, "round": pl.Int64, "operation": pl.String,
+               "evolver": pl.String, "parent": pl.String, "prompt": pl.String, "reply": pl.String})
+    return table.with_columns([records[c].cast(pl.String) for c in carried]) if carried else table
 
 
 def evolve_round(records: pl.DataFrame, generate_fn: GenerateFn, ops: Sequence[str],
-                 seed: int, round: int = 1, evolver: str = "evolver",
-                 filters: FilterSettings | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
+                 seed: int, round: int = 1, evolver: str = "evolver") -> pl.DataFrame:
     """One Evol-Instruct round over ``records`` (``id``, ``instruction``; ids unique).
 
-    Returns (kept rows with lineage, :data:`LINEAGE_COLUMNS` plus the carried columns;
-    drop counts by reason, :data:`FAILURE_REASONS`). ``ops`` are drawn per row by
-    :func:`assign_operations` with ``seed``. Raises DataError on a malformed table,
+    Returns one row per record (:data:`REPLY_COLUMNS` plus the carried columns): the parent's
+    lineage, the operation drawn by :func:`assign_operations` with ``seed``, the evolving
+    prompt and the evolver's raw reply (parsed and checked by the gate,
+    :func:`teachfit.studies.evolver.gate.gate_replies`). Raises DataError on a malformed table,
     ValueError when ``generate_fn`` returns a different number of replies.
     """
     _check_records(records, f"evolve round {round}")
     operations = assign_operations(records["id"].to_list(), ops, seed, round)
     prompts = [build_evol_prompt(t, op) for t, op in zip(records["instruction"], operations)]
     outputs = generate_fn(prompts) if prompts else []
-    return _finish_round(records, outputs, operations, round, evolver, parse_evolved, filters)
+    return _replies(records, prompts, outputs, operations, round, evolver)
 
 
 def auto_evol_round(records: pl.DataFrame, generate_fn: GenerateFn, seed: int, round: int = 1,
-                    evolver: str = "evolver",
-                    filters: FilterSettings | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
-    """One Auto Evol-Instruct round; same return shape as :func:`evolve_round`.
+                    evolver: str = "evolver") -> pl.DataFrame:
+    """One Auto Evol-Instruct round; same return shape as :func:`evolve_round` (operation
+    ``auto_evol``; with a primer-capable ``generate_fn`` the reply is primed,
+    :func:`primed_auto_evol`, and holds the primed headers).
 
     ``seed`` is accepted for a uniform call signature; the prompt has no random
     part (sampling randomness lives in the generation settings).
@@ -419,7 +316,7 @@ def auto_evol_round(records: pl.DataFrame, generate_fn: GenerateFn, seed: int, r
     else:
         outputs = generate_fn(prompts) if prompts else []
     operations = [AUTO_EVOL_OPERATION] * records.height
-    return _finish_round(records, outputs, operations, round, evolver, parse_auto_evol, filters)
+    return _replies(records, prompts, outputs, operations, round, evolver)
 
 
 AUTO_EVOL_PRIMER = "Step 1 #Methods List#:\n"
@@ -465,20 +362,20 @@ EVOL_METHODS = ("evol_instruct", "auto_evol")
 class EvolSettings:
     """What one evolution job computes with: the scenario (``method``), the run seed and the
     scenario's config section ``evolver.scenarios.<method>`` without the plan keys
-    (:func:`teachfit.plan.scenario_settings`): ``operations`` for Evol-Instruct, nothing for
-    Auto Evol-Instruct. The filter thresholds are constants of the reply filter that no
-    config sets (:class:`FilterSettings`)."""
+    (:func:`teachfit.plan.scenario_settings`): ``operations`` (Evol-Instruct only),
+    ``temperature`` and ``top_p`` (the evolution decoding; schema defaults 0.7 / 1.0 for
+    Evol-Instruct and 0.7 / 0.95 for Auto Evol-Instruct, as the paper ran them, see
+    :class:`EvolverGeneration`)."""
 
     method: str = field(metadata={"help": "evol_instruct | auto_evol", "choices": EVOL_METHODS})
-    seed: int = field(metadata={"help": "run seed: the per-row operation draw (assign_operations)"})
+    seed: int = field(metadata={"help": "run seed: the per-row operation draw and the sampling seed"})
+    temperature: float = field(metadata={"help": "evolution sampling temperature (0 = greedy)"})
+    top_p: float = field(metadata={"help": "evolution nucleus mass"})
     operations: list[str] | None = field(
         default=None,
         metadata={"help": "evol_instruct: operations drawn per row (evolver.scenarios.evol_instruct.operations); "
                           "auto_evol: none"},
     )
-    max_chars: int = field(default=4000, metadata={"help": "drop evolved instructions longer than this"})
-    min_new_words: int = field(default=2, metadata={"help": "near-copy test, see is_copy"})
-    copy_ratio: float = field(default=0.9, metadata={"help": "near-copy test, see is_copy"})
     version: int = field(default=1, metadata={"help": "bump when prompts/parsing change"})
 
     def __post_init__(self) -> None:
@@ -490,11 +387,9 @@ class EvolSettings:
                 raise ValueError(f"evolve.operations: {bad or 'empty'} invalid; allowed: {', '.join(OPERATIONS)}")
         elif self.operations is not None:
             raise ValueError(f"evolve.operations: only method evol_instruct draws operations, not {self.method!r}")
-        _ = self.filters  # validates the thresholds
-
-    @property
-    def filters(self) -> FilterSettings:
-        return FilterSettings(self.max_chars, self.min_new_words, self.copy_ratio)
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"evolve: temperature >= 0 and 0 < top_p <= 1 required, got {self.temperature}, "
+                             f"{self.top_p}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> EvolSettings:
@@ -520,22 +415,31 @@ def _from_dict(cls: Any, d: Mapping[str, Any] | None, where: str) -> Any:
 PROMPT_FORMATS = ("chat", "raw", "fewshot")
 
 
+#: the output-space statistic's length: the reference keeps the top-1 probability of the first
+#: min(len, 5) generated tokens (HypherX/Evolution-Analysis ``Evol_Instruct/get_response_prob.py:61-66``)
+FIRST_TOKENS = 5
+
+
 @dataclass
 class EvolverGeneration:
     """How the evolver decodes (the engine itself comes from ``teachfit.generation.engines``).
 
-    ``prompt_format``, ``max_new_tokens`` and ``seed`` come from the config (the evolver
-    model's kind, ``evolver.max_new_tokens``, ``seed``). Decoding is greedy with top-1
-    log-probs, as the reference code records them for the output-space analysis
-    (HypherX/Evolution-Analysis ``Evol_Instruct/get_response_prob.py``: temperature 0,
-    ``logprobs=1``); ``top_p`` has no effect while greedy.
+    ``prompt_format``, ``max_new_tokens``, ``seed``, ``temperature`` and ``top_p`` come from the
+    config (the evolver model's kind, ``evolver.max_new_tokens``, ``seed``,
+    ``evolver.scenarios.<s>.temperature`` / ``top_p``). The paper evolves at temperature 0.7,
+    Auto Evol-Instruct with top_p 0.95 (HypherX/Evolution-Analysis README.md:28 runs
+    ``Evol_Instruct/evol_instruct.py --temperature 0.7``, whose code default is 0.0 at l.162;
+    ``Auto_Evol_Instruct/auto_evol_instruct.py:53`` samples with ``temperature`` default 0.7
+    (l.164) and ``top_p=0.95``). Each sampled row is seeded from ``seed`` and its own prompt
+    (:func:`teachfit.generation.base.row_seed`). ``logprobs``: record each generated token's
+    top-1 log-probability under the unscaled (T = 1) distribution.
     """
 
     prompt_format: str = field(metadata={"help": "chat | raw | fewshot", "choices": PROMPT_FORMATS})
     max_new_tokens: int = field(metadata={"help": "completion length cap (tokens)"})
     seed: int = field(metadata={"help": "sampling seed (and the vLLM engine seed)"})
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass (unused while greedy)"})
+    temperature: float = field(metadata={"help": "0 = greedy"})
+    top_p: float = field(metadata={"help": "nucleus sampling mass"})
     logprobs: bool = field(default=True, metadata={"help": "collect top-1 log-probs (output-space stats)"})
     system: str | None = field(default=None, metadata={"help": "optional system message (chat/fewshot)"})
 
@@ -549,6 +453,14 @@ class EvolverGeneration:
     def from_dict(cls, d: Mapping[str, Any] | None) -> EvolverGeneration:
         """Raises ValueError naming unknown or missing keys."""
         return _from_dict(cls, d, "generation")
+
+    def greedy(self, max_new_tokens: int = FIRST_TOKENS) -> EvolverGeneration:
+        """The output-space pass: the same prompts, greedy, log-probs on, ``max_new_tokens``
+        (default :data:`FIRST_TOKENS`, capped by this setting's own cap)."""
+        import dataclasses
+
+        return dataclasses.replace(self, temperature=0.0, top_p=1.0, logprobs=True,
+                                   max_new_tokens=min(max_new_tokens, self.max_new_tokens))
 
 
 class BackendGenerateFn:
@@ -595,6 +507,20 @@ class BackendGenerateFn:
             stop=stop_strings(settings.prompt_format), logprobs=settings.logprobs,
         )
         self.top1: list[list[float]] = []
+
+    def with_settings(self, settings: EvolverGeneration, desc: str | None = None) -> BackendGenerateFn:
+        """Another ``generate_fn`` on the same engine and tokenizer (nothing is loaded again) with
+        other decoding ``settings`` (the greedy output-space pass, :meth:`EvolverGeneration.greedy`)."""
+        import copy
+
+        other = copy.copy(self)
+        other.settings = settings
+        other.desc = desc or self.desc
+        other.sampling = dataclasses_replace(self.sampling, temperature=settings.temperature, top_p=settings.top_p,
+                                             max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+                                             logprobs=settings.logprobs)
+        other.top1 = []
+        return other
 
     def __call__(self, prompts: list[str], primer: str | Sequence[str] = "",
                  fewshot: Sequence[tuple[str, str]] = ()) -> list[str]:
@@ -649,9 +575,31 @@ def make_generate_fn(model_dir: str | Path, generation: Mapping[str, Any] | Evol
 # --------------------------------------------------------------------------- rule evolve_instructions
 
 
-def evolve_instructions(previous: str | Path, model_dir: str | Path, evolved: str | Path, drops: str | Path,
-                        top1: str | Path, scenario: str, evolver: str, round: int, settings: Mapping[str, Any],
-                        max_new_tokens: int, prompt_format: str, backend: Mapping[str, Any], seed: int,
+def output_space_pass(gen_fn: Any, prompts: list[str], primer: str = "") -> list[list[float]]:
+    """The output-space analysis's own greedy pass (HypherX/Evolution-Analysis
+    ``Evol_Instruct/get_response_prob.py``: the evolution prompts again, temperature 0,
+    ``logprobs=1``; l.61-66 keep the top-1 log-probability of the first ``min(len, 5)``
+    generated tokens of each reply).
+
+    ``gen_fn``: the evolution ``generate_fn`` (:class:`BackendGenerateFn`); the pass runs on its
+    engine with :meth:`EvolverGeneration.greedy` settings, so only :data:`FIRST_TOKENS` new
+    tokens are decoded per prompt (greedy decoding is deterministic step by step, so these are
+    the first tokens of the full-length greedy reply the reference decodes; the other tokens are
+    never used). ``primer``: the text the evolution pass starts each reply with (Auto
+    Evol-Instruct's primed layout), so both passes continue the same text. Returns, per prompt,
+    the top-1 log-probabilities (nats) of its first ``min(len, 5)`` generated tokens.
+    """
+    greedy = gen_fn.with_settings(gen_fn.settings.greedy(), desc=f"{gen_fn.desc} (greedy, output space)")
+    if primer and getattr(greedy, "supports_primer", False):
+        greedy(prompts, primer=primer)
+    else:
+        greedy(prompts)
+    return [list(map(float, t[:FIRST_TOKENS])) for t in greedy.top1]
+
+
+def evolve_instructions(previous: str | Path, model_dir: str | Path, replies: str | Path, top1: str | Path,
+                        scenario: str, evolver: str, round: int, settings: Mapping[str, Any], max_new_tokens: int,
+                        prompt_format: str, backend: Mapping[str, Any], seed: int,
                         threads: int = 1) -> pl.DataFrame:
     """Rule ``evolve_instructions``: one round of Evol-Instruct or Auto Evol-Instruct by one evolver.
 
@@ -660,17 +608,24 @@ def evolve_instructions(previous: str | Path, model_dir: str | Path, evolved: st
     ``Auto_Evol_Instruct/auto_evol_instruct.py``).
 
     Inputs: ``previous`` (Parquet, columns ``id``, ``instruction``, optionally ``root_id`` and
-    the carried columns; the seed set for round 1, round ``round - 1`` otherwise) and the
-    evolver ``model_dir``. Params: ``scenario`` (evol_instruct | auto_evol), ``evolver`` (its
-    alias), ``round`` (1-based), ``settings`` (:class:`EvolSettings` without method and seed),
-    ``max_new_tokens``, ``prompt_format`` (chat | fewshot), ``backend`` (engine settings),
-    ``seed``. Decoding: :class:`EvolverGeneration` (greedy, top-1 log-probs).
+    the carried columns; the seed set for round 1, round ``round - 1``'s valid instructions
+    otherwise) and the evolver ``model_dir``. Params: ``scenario`` (evol_instruct | auto_evol),
+    ``evolver`` (its alias), ``round`` (1-based), ``settings`` (:class:`EvolSettings` without
+    method and seed: operations, temperature, top_p), ``max_new_tokens``, ``prompt_format``
+    (chat | fewshot), ``backend`` (engine settings), ``seed``.
 
-    Writes ``evolved`` (kept rows with lineage, see :data:`LINEAGE_COLUMNS`, plus ``scenario``),
-    ``drops`` (JSON: evolver, scenario, round, input_rows, kept, dropped by reason, kept
-    operations) and ``top1`` (one row per parent: ``parent_id``, ``top1_logprobs`` (nats per
-    generated token of the first reply), ``evolver``, ``scenario``, ``round``). Returns the
-    kept rows. Raises DataError on an empty or malformed input table.
+    Two passes over the same prompts, on one loaded engine:
+
+    1. evolution, sampled at ``settings.temperature`` / ``top_p`` and seeded
+       (:class:`EvolverGeneration`), with each generated token's top-1 log-probability;
+    2. the output-space pass, greedy, :data:`FIRST_TOKENS` new tokens (:func:`output_space_pass`).
+
+    Writes ``replies`` (one row per parent, :data:`REPLY_COLUMNS` plus the carried columns and
+    ``scenario``; the gate, rule ``gate_instructions``, decides which are instructions) and
+    ``top1`` (one row per parent: ``parent_id``; ``top1_logprobs``, nats per generated token of
+    the sampled evolution reply (its first pass for a primed Auto Evol reply); ``first_top1_logprobs``,
+    nats of the first ``min(len, 5)`` greedy tokens; ``evolver``, ``scenario``, ``round``).
+    Returns the reply table. Raises DataError on an empty or malformed input table.
     """
     records = read_parquet(previous, required=["id", "instruction"])
     if records.height == 0:
@@ -679,27 +634,27 @@ def evolve_instructions(previous: str | Path, model_dir: str | Path, evolved: st
     if "root_id" not in records.columns:
         records = records.with_columns(pl.col("id").alias("root_id"))
     cfg = EvolSettings.from_dict({"method": scenario, "seed": seed, **settings})
-    generation = EvolverGeneration(prompt_format=prompt_format, max_new_tokens=max_new_tokens, seed=seed)
+    generation = EvolverGeneration(prompt_format=prompt_format, max_new_tokens=max_new_tokens, seed=seed,
+                                   temperature=cfg.temperature, top_p=cfg.top_p)
     gen_fn = make_generate_fn(model_dir, generation, backend, threads=threads,
                               desc=f"{scenario} r{round} {evolver}")
     if scenario == "evol_instruct":
-        kept, dropped = evolve_round(records, gen_fn, cfg.operations, cfg.seed, round, evolver, cfg.filters)
+        table = evolve_round(records, gen_fn, cfg.operations, cfg.seed, round, evolver)
+        first = output_space_pass(gen_fn, table["prompt"].to_list())
     else:
-        kept, dropped = auto_evol_round(records, gen_fn, cfg.seed, round, evolver, cfg.filters)
-    kept = kept.with_columns(pl.lit(scenario).alias("scenario"))
+        table = auto_evol_round(records, gen_fn, cfg.seed, round, evolver)
+        first = output_space_pass(gen_fn, table["prompt"].to_list(), primer=AUTO_EVOL_PRIMER)
+    table = table.with_columns(pl.lit(scenario).alias("scenario"))
     top1_table = pl.DataFrame({
         "parent_id": records["id"],
-        # first pass only: one reply per parent (a primed second Auto Evol pass is extra)
+        # the first pass only: one reply per parent (a primed second Auto Evol pass is extra)
         "top1_logprobs": pl.Series([list(map(float, t)) for t in gen_fn.top1[: records.height]],
                                    dtype=pl.List(pl.Float64)),
+        "first_top1_logprobs": pl.Series(first, dtype=pl.List(pl.Float64)),
     }).with_columns(pl.lit(evolver).alias("evolver"), pl.lit(scenario).alias("scenario"),
                     pl.lit(round).alias("round"))
-    log.info("%s round %d (%s): kept %d of %d; dropped %s", scenario, round, evolver,
-             kept.height, records.height, dict(dropped))
+    log.info("%s round %d (%s): %d replies (T=%g, top_p=%g); output-space pass: %d greedy tokens per prompt",
+             scenario, round, evolver, table.height, cfg.temperature, cfg.top_p, FIRST_TOKENS)
     write_parquet(top1_table, top1)
-    write_json({"evolver": evolver, "scenario": scenario, "round": round, "input_rows": records.height,
-                "kept": kept.height, "dropped": dict(dropped),
-                "operations": dict(Counter(kept["operation"].to_list())) if kept.height else {}},
-               drops)
-    write_parquet(kept, evolved)
-    return kept
+    write_parquet(table, replies)
+    return table
