@@ -1,6 +1,7 @@
 # IFS study (AlShikh et al. 2023): response-tone classifier, IFS / IFS_partial /
 # IFS_full of models (prompt formats none / suffix / alpaca) and of every SFT
-# checkpoint, ObjecQA, and the IFS-plateau early-stopping rule.
+# checkpoint, ObjecQA (judge calibrated against content-free inputs), the IFS-plateau
+# early-stopping rule, and the selected-vs-final comparison.
 
 
 rule make_tone_data:
@@ -116,11 +117,40 @@ rule answer_ifs_run:
         "../scripts/answer_ifs_run.py"
 
 
+rule calibrate_objecqa_judge:
+    input:
+        judge_set=objecqa_judge_set,
+        judge_dir=lambda wildcards: model_dir(config["ifs"]["objecqa"]["judge"]),
+    output:
+        calibration="results/ifs/objecqa_judge.json",
+        table=report(
+            "results/tables/objecqa_judge.csv",
+            caption="report/objecqa_judge.rst",
+            category="IFS study",
+        ),
+    log:
+        log="results/logs/calibrate_objecqa_judge/judge.log",
+    benchmark:
+        "results/benchmarks/calibrate_objecqa_judge/judge.tsv"
+    conda:
+        "../envs/gen.yaml"
+    threads: 2
+    resources:
+        gpu=gpus_objecqa_judge,
+    params:
+        objecqa=config["ifs"]["objecqa"],
+        batch_size=config["generation"]["batch_size"],
+        backend=ifs_judge_backend,
+    script:
+        "../scripts/calibrate_objecqa_judge.py"
+
+
 rule score_ifs:
     input:
         answers="results/ifs/answers/{target}.parquet",
         classifier="results/ifs/classifier",
         judge_dir=lambda wildcards: model_dir(config["ifs"]["objecqa"]["judge"]),
+        calibration=objecqa_calibration,
     output:
         scores="results/ifs/scores/{target}.parquet",
     log:
@@ -164,9 +194,7 @@ rule select_checkpoint:
 
 rule build_ifs_tables:
     input:
-        model_scores=ifs_model_scores,
-        curves=ifs_run_curves,
-        evals=ifs_run_evals,
+        unpack(ifs_tables_input),
     output:
         models=report(
             "results/tables/ifs_models.csv",
@@ -192,6 +220,7 @@ rule build_ifs_tables:
     threads: 1
     params:
         performance=config["performance"],
+        seed=config["seed"],
     script:
         "../scripts/build_ifs_tables.py"
 

@@ -318,17 +318,24 @@ def top1_files(wildcards):
 
 def tone_pairs(wildcards):
     """A configured file, one generator's responses, or (default) every kept response the
-    pipeline has (teacher generators and the evolver teacher on every evolved set)."""
+    pipeline has (teacher generators and the evolver teacher on every evolved set); plus, when
+    ifs.pairs.answers is set, one generator's answers to one seed set (e.g. SmolLM2 on the
+    project's tone instructions), read from its generations (no reward scoring needed)."""
     f = config["ifs"]["pairs"]
     if f["path"]:
-        return [f["path"]]
-    if f["generator"]:
-        return [
+        files = [f["path"]]
+    elif f["generator"]:
+        files = [
             f"results/responses/{config['teacher']['instructions']}/{f['generator']}.parquet"
         ]
-    return sorted(
-        {f"results/responses/{r.dataset}/{r.generator}.parquet" for r in trained_runs()}
-    )
+    else:
+        files = sorted(
+            {f"results/responses/{r.dataset}/{r.generator}.parquet" for r in trained_runs()}
+        )
+    a = f["answers"]
+    if a["seedset"] and a["generator"]:
+        files.append(f"results/generations/{a['seedset']}/{a['generator']}.parquet")
+    return files
 
 
 def ifs_prompt_source(wildcards):
@@ -340,6 +347,16 @@ def objecqa_questions(wildcards):
     return str(package_data("objecqa.jsonl"))
 
 
+def objecqa_calibration(wildcards):
+    """The ObjecQA judge's calibration, when ObjecQA runs (no file otherwise)."""
+    return ["results/ifs/objecqa_judge.json"] if config["ifs"]["objecqa"]["activate"] else []
+
+
+def objecqa_judge_set(wildcards):
+    """The project's labelled answers (calibration and held-out splits) for the ObjecQA judge."""
+    return str(package_data("objecqa_judge_set.jsonl"))
+
+
 def ifs_model_backend(wildcards):
     return backend_config(wildcards.model)
 
@@ -348,17 +365,14 @@ def ifs_judge_backend(wildcards):
     return backend_config(config["ifs"]["objecqa"]["judge"])
 
 
-def ifs_model_scores(wildcards):
-    return [f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]]
-
-
-def ifs_run_curves(wildcards):
-    """The IFS curve of every trained run (the ranked evolvers' runs: checkpoint merge_evolved)."""
-    return [
-        f"results/ifs/checkpoints/{r.path}.parquet"
-        for r in PLAN.ifs_runs(ranked_evolvers)
-    ]
-
-
-def ifs_run_evals(wildcards):
-    return [f"results/eval/{r.path}.parquet" for r in PLAN.ifs_runs(ranked_evolvers)]
+def ifs_tables_input(wildcards):
+    runs = PLAN.ifs_runs(ranked_evolvers)  # the ranked evolvers' runs (checkpoint merge_evolved)
+    return {
+        "model_scores": [
+            f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]
+        ],
+        "curves": [f"results/ifs/checkpoints/{r.path}.parquet" for r in runs],
+        "run_scores": [f"results/ifs/scores/runs/{r.path}.parquet" for r in runs],
+        "evals": [f"results/eval/{r.path}.parquet" for r in runs],
+        "eval_dirs": [f"results/eval/{r.path}" for r in runs],
+    }

@@ -4,6 +4,7 @@ IFS prompts and formulas, plateau early stopping, and every rule function of the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -18,6 +19,7 @@ from teachfit.generation.base import Completion
 from teachfit.generation.engines import backend_settings
 from teachfit.io import DataError, package_data, write_parquet
 from teachfit.studies.ifs.answers import answer_ifs_model, answer_ifs_run, score_ifs
+from teachfit.studies.ifs.intervals import wilson_interval
 from teachfit.studies.ifs.prompts import (
     IfsPromptSettings,
     build_ifs_requests,
@@ -257,10 +259,12 @@ def test_prompt_formats_exact():
 
 def test_packaged_ifs_instructions_and_prompt_set():
     ins = load_ifs_instructions()
-    assert 55 <= ins.height <= 70 and ins["id"].n_unique() == ins.height
+    assert ins.height >= 80 and ins["id"].n_unique() == ins.height and ins["instruction"].n_unique() == ins.height
     p = prompt_set(ins, seed=0)
     assert p.height == ins.height
     assert p.filter(pl.col("variant") == "partial").height == math.floor(ins.height / 2 + 0.5)
+    # the default set measures each variant on at least 40 prompts (issue 16)
+    assert p.group_by("variant").len().filter(pl.col("len") >= 40).height == 2
     full = dict(zip(ins["id"], ins["instruction"]))
     for r in p.iter_rows(named=True):
         src = full[r["source_id"]]
@@ -328,74 +332,164 @@ def test_ifs_table_per_model_and_format():
 S = lambda n: list(range(100, 100 * (n + 1), 100))
 
 
-def test_plateau_monotone_rising_has_none():
-    c = select_plateau_checkpoint(S(6), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epsilon=0.05, k=2)
-    assert (c.index, c.step, c.plateau_found) == (5, 600, False)
+def plateau(vals, hw=0.0, epsilon=0.02, min_later=1):
+    hws = hw if isinstance(hw, list) else [hw] * len(vals)
+    return select_plateau_checkpoint(S(len(vals)), vals, hws, epsilon=epsilon, min_later=min_later)
 
 
-def test_plateau_early():
-    c = select_plateau_checkpoint(S(6), [0.2, 0.8, 0.81, 0.8, 0.82, 0.81], epsilon=0.05, k=2)
-    assert (c.index, c.step, c.ifs, c.plateau_found) == (1, 200, 0.8, True)
-
-
-def test_plateau_noisy():
-    curve = [0.1, 0.5, 0.8, 0.82, 0.79, 0.83, 0.81]
-    assert select_plateau_checkpoint(S(7), curve, epsilon=0.05, k=3).index == 2
-    # with a tighter epsilon the later 0.83 is a rise of 0.03 over 0.80, so index 2 fails;
-    # index 3 (0.82) sees at most 0.83 = +0.01 in its window
-    c = select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=3)
-    assert (c.index, c.plateau_found) == (3, True)
-    # a window of 4 from index 3 does not fit (only 3 checkpoints follow) -> none found
-    c = select_plateau_checkpoint(S(7), curve, epsilon=0.02, k=4)
-    assert (c.index, c.plateau_found) == (6, False)
-    # rises by exactly epsilon do not count as flat (strict <)
-    c = select_plateau_checkpoint(S(3), [0.5, 0.75, 0.75], epsilon=0.25, k=1)
-    assert c.index == 1
-
-
-def test_plateau_flat_single_and_window():
-    assert select_plateau_checkpoint(S(4), [0.7] * 4, 0.01, 2).index == 0
-    one = select_plateau_checkpoint([50], [0.4], 0.01, 1)
-    assert (one.index, one.step, one.plateau_found) == (0, 50, False)
-    # k larger than the remaining checkpoints: the full window is required
-    c = select_plateau_checkpoint(S(3), [0.7, 0.7, 0.7], 0.01, 5)
+def test_plateau_rule_pinned():
+    # still rising at every checkpoint by more than epsilon: none found, the last is returned
+    c = plateau([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epsilon=0.05)
+    assert (c.index, c.step, c.plateau_found) == (5, 600, False) and math.isnan(c.best_later)
+    # the first checkpoint within epsilon of the best LATER value (not just the next one)
+    c = plateau([0.2, 0.8, 0.79, 0.8, 0.86, 0.81], epsilon=0.05)
+    assert (c.index, c.ifs, c.plateau_found, c.best_later) == (4, 0.86, True, 0.81)
+    c = plateau([0.2, 0.8, 0.81, 0.8, 0.84, 0.81], epsilon=0.05)
+    assert (c.index, c.tolerance, c.best_later) == (1, 0.05, 0.84)
+    # a gap equal to the tolerance is within it (<=)
+    assert plateau([0.5, 0.75, 0.75], epsilon=0.25).index == 0
+    # the tolerance is the larger of epsilon and the checkpoint's half-width
+    c = plateau([0.5, 0.6, 0.6], hw=[0.11, 0.0, 0.0], epsilon=0.02)
+    assert (c.index, c.tolerance) == (0, 0.11)
+    assert plateau([0.5, 0.6, 0.6], hw=[0.05, 0.0, 0.0], epsilon=0.02).index == 1
+    # min_later: a candidate needs that many later checkpoints
+    assert plateau([0.7, 0.7, 0.7], min_later=2).index == 0
+    c = plateau([0.1, 0.7, 0.7], min_later=2)
     assert (c.index, c.plateau_found) == (2, False)
+    one = select_plateau_checkpoint([50], [0.4], [0.1], 0.01, 1)
+    assert (one.index, one.step, one.plateau_found) == (0, 50, False)
 
 
 def test_plateau_nans_and_errors():
-    # the NaN checkpoint is skipped: windows run over valid values only
-    c = select_plateau_checkpoint(S(5), [0.1, float("nan"), 0.6, 0.61, 0.6], 0.05, 2)
+    # the NaN checkpoint is skipped: neither a candidate nor a later value
+    c = plateau([0.1, float("nan"), 0.6, 0.61, 0.6], epsilon=0.05)
     assert (c.index, c.plateau_found) == (2, True)
-    c = select_plateau_checkpoint(S(3), [0.2, 0.5, float("nan")], 0.05, 1)
+    c = plateau([0.2, 0.5, float("nan")], epsilon=0.05)
     assert (c.index, c.plateau_found) == (1, False)
     with pytest.raises(ValueError, match="NaN"):
-        select_plateau_checkpoint(S(2), [float("nan")] * 2, 0.05, 1)
+        plateau([float("nan")] * 2)
     with pytest.raises(ValueError, match="increasing"):
-        select_plateau_checkpoint([2, 1], [0.1, 0.2], 0.05, 1)
+        select_plateau_checkpoint([2, 1], [0.1, 0.2], [0, 0], 0.05, 1)
     with pytest.raises(ValueError, match="epsilon"):
-        select_plateau_checkpoint([1, 2], [0.1, 0.2], 0.0, 1)
+        select_plateau_checkpoint([1, 2], [0.1, 0.2], [0, 0], 0.0, 1)
+    with pytest.raises(ValueError, match="min_later"):
+        select_plateau_checkpoint([1, 2], [0.1, 0.2], [0, 0], 0.1, 0)
+    with pytest.raises(ValueError, match="half-widths"):
+        select_plateau_checkpoint([1, 2], [0.1, 0.2], [0.1], 0.1, 1)
+
+
+# Synthetic curves: a checkpoint's IFS is the share of answer-like labels over N_PROMPTS
+# prompts, drawn as Binomial(N_PROMPTS, true IFS); the rule sees what the pipeline sees (the
+# share and its Wilson interval from ifs_scores).
+N_PROMPTS = 80  # the default prompt set: 40 partial + 40 full
+
+
+def _observed(true_ifs: list[float], rng: np.random.Generator) -> tuple[list[float], list[float]]:
+    """Observed IFS and half-widths of the Wilson interval ifs_scores attaches (tested there)."""
+    vals, hws = [], []
+    for p in true_ifs:
+        k = int(rng.binomial(N_PROMPTS, p))
+        lo, hi = wilson_interval(k, N_PROMPTS)
+        vals.append(k / N_PROMPTS)
+        hws.append((hi - lo) / 2)
+    return vals, hws
+
+
+@functools.cache
+def _default_rule() -> tuple[float, int]:
+    es = defaults("ifs.early_stopping")
+    return es["epsilon"], es["min_later"]
+
+
+def _selected_true(true_ifs: list[float], seed: int) -> tuple[int, bool]:
+    """The default rule's choice on one noisy draw of ``true_ifs``."""
+    vals, hws = _observed(true_ifs, np.random.default_rng(seed))
+    c = select_plateau_checkpoint(S(len(vals)), vals, hws, *_default_rule())
+    return c.index, c.plateau_found
+
+
+def _old_rule(vals: list[float], epsilon: float = 0.02, k: int = 2) -> int:
+    """The replaced rule: first i with max(IFS[i+1..i+k]) - IFS[i] < epsilon (next k only)."""
+    for i in range(len(vals) - k):
+        if max(vals[i + 1:i + 1 + k]) - vals[i] < epsilon:
+            return i
+    return len(vals) - 1
+
+
+def test_plateau_on_a_noisy_flat_curve_stops_early():
+    """True IFS 0.5 at all 12 checkpoints: the plateau is there from the first checkpoint. Noise
+    (the best of 11 later values is biased upwards) may delay the stop by a checkpoint or two,
+    but the rule must stop early and report a plateau."""
+    flat = [0.5] * 12
+    picks = [_selected_true(flat, seed) for seed in range(200)]
+    assert all(found for _, found in picks)
+    idx = np.array([i for i, _ in picks])
+    assert (idx == 0).mean() >= 0.5 and (idx <= 2).mean() >= 0.85 and idx.mean() < 1.5
+
+
+def test_plateau_on_noisy_rising_curves_is_not_triggered_by_dips():
+    """Rising curves drawn with 80 prompts per checkpoint: the rule must not stop on the rise at
+    a noisy dip. The former next-k rule (epsilon 0.02, k 2) did so on a slow rise."""
+    fast = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9]
+    picked = np.array([fast[_selected_true(fast, seed)[0]] for seed in range(200)])
+    assert (picked >= 0.7).all() and (picked >= 0.8).mean() >= 0.97
+    # a slow rise of 0.05 per checkpoint (below the noise of one checkpoint, about 0.056 sd)
+    slow = [0.3 + 0.05 * i for i in range(12)]
+    new, old = [], []
+    for seed in range(200):
+        new.append(_selected_true(slow, seed)[0])
+        old.append(_old_rule(_observed(slow, np.random.default_rng(seed))[0]))
+    new, old = np.array(new), np.array(old)
+    # index 8 = true IFS 0.70, 0.15 below the end of the rise (0.85); index 5 = 0.55
+    assert (new < 8).mean() <= 0.1 and new.min() >= 5
+    assert (old < 8).mean() >= 0.4  # the former rule often stopped half-way up
+
+
+def test_plateau_on_a_clean_plateau_picks_its_first_checkpoint():
+    """No noise (exact values, intervals from 80 prompts): 0.2, 0.5, 0.8, 0.9, 0.9, 0.9 stops at
+    the first 0.9 (0.8 is 0.1 below the best later value, more than its 0.087 half-width)."""
+    curve = [0.2, 0.5, 0.8, 0.9, 0.9, 0.9]
+    hws = []
+    for p in curve:
+        k = round(p * N_PROMPTS)
+        sc = ifs_scores(pl.DataFrame({"variant": ["full"] * N_PROMPTS, "label": [1] * k + [0] * (N_PROMPTS - k)}))
+        hws.append((sc["ifs_hi"] - sc["ifs_lo"]) / 2)
+    assert hws[2] == pytest.approx(0.0867, abs=5e-4)
+    c = select_plateau_checkpoint(S(6), curve, hws, 0.02, 1)
+    assert (c.index, c.plateau_found) == (3, True)
+    # the issue's case: 8 prompts, IFS_partial 0.5 -> 0.0 -> 0.5 ...: the interval at n=8 is
+    # wider than any of these gaps, so no later checkpoint clearly beats the first
+    c = select_plateau_checkpoint(S(4), [0.5, 0.0, 0.5, 0.0], [0.33] * 4, 0.02, 1)
+    assert c.index == 0
 
 
 def _run_scores(curve: list[float], objecqa: list[float], n: int = 100) -> pl.DataFrame:
     """A score_ifs table of one run: checkpoint i (step 10(i+1)) has IFS = curve[i] over n
-    prompts (alternately full / partial) and ObjecQA = objecqa[i] over 10 questions."""
+    prompts (alternately full / partial) and ObjecQA = objecqa[i] over 10 questions (the raw
+    judge calls one fewer objective)."""
     frames = []
     for i, (v, o) in enumerate(zip(curve, objecqa)):
         ones = round(v * n)
+        obj = round(o * 10)
         frames.append(pl.DataFrame({
+            "id": [f"p{j}" for j in range(n)] + [f"q{j}" for j in range(10)],
             "task": ["ifs"] * n + ["objecqa"] * 10,
             "variant": [("full", "partial")[j % 2] for j in range(n)] + [None] * 10,
             "label": [1] * ones + [0] * (n - ones) + [None] * 10,
-            "judge_label": [None] * n + ["objective"] * round(o * 10) + ["subjective"] * (10 - round(o * 10)),
+            "judge_label": [None] * n + ["objective"] * obj + ["subjective"] * (10 - obj),
+            "judge_label_raw": [None] * n + ["objective"] * max(obj - 1, 0) + ["subjective"] * (10 - max(obj - 1, 0)),
         }).with_columns(pl.lit(f"checkpoint-{10 * (i + 1)}").alias("checkpoint"),
                         pl.lit(10 * (i + 1)).alias("step"), pl.lit(80 * (i + 1)).alias("examples_seen")))
     return pl.concat(list(reversed(frames)))  # any row order
 
 
+TRAIN_LOG = pl.DataFrame({"step": [5, 10, 15, 20, 25, 30, 40], "loss": [2.0, 1.9, None, 1.7, 1.6, 1.5, 1.4],
+                          "num_tokens": [500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0]})
+
+
 def test_select_checkpoint_curve_and_plateau_per_run(tmp_path):
-    es = defaults("ifs.early_stopping", epsilon=0.05, k=2)
-    train_log = pl.DataFrame({"step": [5, 10, 15, 20, 25, 30, 40], "loss": [2.0, 1.9, None, 1.7, 1.6, 1.5, 1.4]})
-    write_parquet(train_log, tmp_path / "log.parquet")
+    es = defaults("ifs.early_stopping", epsilon=0.05, min_later=1)
+    write_parquet(TRAIN_LOG, tmp_path / "log.parquet")
     got = {}
     for run, curve in {"r2": [0.1, 0.3, 0.5, 0.7], "r1": [0.2, 0.9, 0.91, 0.9]}.items():
         write_parquet(_run_scores(curve, [0.9, 0.8, 0.7, 0.6]), tmp_path / f"{run}.parquet")
@@ -406,31 +500,49 @@ def test_select_checkpoint_curve_and_plateau_per_run(tmp_path):
         got[run] = (sel, pl.read_parquet(tmp_path / f"{run}.curve.parquet"))
     assert {r: (s["step"], s["plateau_found"]) for r, (s, _) in got.items()} == {"r1": (20, True), "r2": (40, False)}
     sel, c = got["r1"]
-    assert sel == {"step": 20, "checkpoint": "checkpoint-20", "plateau_found": True, "epsilon": 0.05, "k": 2,
+    hw = (c["ifs_hi"][1] - c["ifs_lo"][1]) / 2
+    assert sel == {"step": 20, "checkpoint": "checkpoint-20", "plateau_found": True, "ifs": 0.9,
+                   "tolerance": pytest.approx(hw), "best_later_ifs": 0.91, "epsilon": 0.05, "min_later": 1,
                    "dataset": "d", "generator": "g", "selection": "full", "base": "r1"}
-    assert c.columns == ["checkpoint", "step", "examples_seen", "ifs", "ifs_partial", "ifs_full", "n",
-                         "n_partial", "n_full", "objecqa", "train_loss", "selected",
+    assert c.columns == ["checkpoint", "step", "examples_seen", "num_tokens",
+                         "ifs", "ifs_lo", "ifs_hi", "ifs_partial", "ifs_partial_lo", "ifs_partial_hi",
+                         "ifs_full", "ifs_full_lo", "ifs_full_hi", "n", "n_partial", "n_full",
+                         "objecqa", "objecqa_lo", "objecqa_hi", "objecqa_raw", "objecqa_raw_lo", "objecqa_raw_hi",
+                         "n_objecqa", "train_loss", "tolerance", "best_later_ifs", "selected", "plateau_found",
                          "dataset", "generator", "selection", "base"]
     assert c["step"].to_list() == [10, 20, 30, 40] and c["selected"].to_list() == [False, True, False, False]
     assert c["ifs"].to_list() == pytest.approx([0.2, 0.9, 0.91, 0.9])
     assert c["objecqa"].to_list() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert c["objecqa_raw"].to_list() == pytest.approx([0.8, 0.7, 0.6, 0.5])
+    assert c["num_tokens"].to_list() == [1000.0, 2000.0, 3000.0, 4000.0]
+    assert c["best_later_ifs"].to_list()[:3] == pytest.approx([0.91, 0.91, 0.9]) and math.isnan(c["best_later_ifs"][3])
+    # every share inside its interval; the interval of 0.9 over 100 prompts is Wilson's (0.826, 0.945)
+    for m in ("ifs", "ifs_partial", "ifs_full", "objecqa", "objecqa_raw"):
+        assert (c[f"{m}_lo"] <= c[m]).all() and (c[m] <= c[f"{m}_hi"]).all()
+    assert (c["ifs_lo"][1], c["ifs_hi"][1]) == pytest.approx((0.8256, 0.9448), abs=1e-4)
     # the last logged (non-null) loss at or before each step
     assert c["train_loss"].to_list() == pytest.approx([1.9, 1.7, 1.5, 1.4])
 
 
-def test_ifs_curve_errors_and_settings():
+def test_ifs_curve_errors_and_settings(caplog):
     scores = _run_scores([0.5, 0.6], [0.5, 0.5])
     es = defaults("ifs.early_stopping")
     dup = scores.with_columns(pl.lit(10).alias("step"))
     with pytest.raises(DataError, match="share a step"):
-        ifs_curve(dup, pl.DataFrame({"step": [1], "loss": [1.0]}), es)
-    curve, choice = ifs_curve(scores, pl.DataFrame({"step": [1]}), es)  # no loss column: NaN losses
-    assert all(math.isnan(x) for x in curve["train_loss"]) and choice.index == 1
+        ifs_curve(dup, TRAIN_LOG, es)
+    curve, choice = ifs_curve(scores, pl.DataFrame({"step": [1]}), es)  # no loss / tokens: NaN, logged
+    assert all(math.isnan(x) for x in curve["train_loss"]) and all(math.isnan(x) for x in curve["num_tokens"])
+    # 0.6 - 0.5 exceeds 0.5's half-width over 100 prompts (0.096): no plateau, the last checkpoint
+    assert "no num_tokens" in caplog.text and (choice.index, choice.plateau_found) == (1, False)
+    with pytest.raises(DataError, match="judge_label_raw"):
+        ifs_curve(scores.drop("judge_label_raw"), TRAIN_LOG, es)
     with pytest.raises(ValueError, match="allowed keys"):
         PlateauSettings.from_dict({"eps": 0.1})
+    with pytest.raises(ValueError, match="allowed keys"):  # the former look-ahead window is gone
+        PlateauSettings.from_dict({"epsilon": 0.1, "min_later": 1, "k": 2})
     with pytest.raises(ValueError, match="epsilon"):
-        PlateauSettings.from_dict({"epsilon": 0.0, "k": 2})
-    with pytest.raises(TypeError, match="k"):  # no field re-declares a config default
+        PlateauSettings.from_dict({"epsilon": 0.0, "min_later": 2})
+    with pytest.raises(TypeError, match="min_later"):  # no field re-declares a config default
         PlateauSettings.from_dict({"epsilon": 0.1})
 
 
@@ -466,11 +578,11 @@ def test_make_tone_data_and_prompts_on_files(tmp_path):
     source = str(package_data("ifs_prompts.jsonl"))
     prompts = make_ifs_prompts(source, tmp_path / "prompts.parquet", defaults("ifs.prompts"), seed=0)
     assert pl.read_parquet(tmp_path / "prompts.parquet").equals(prompts)
-    assert prompts["id"].n_unique() == prompts.height == 62
+    assert prompts["id"].n_unique() == prompts.height == 80
     assert prompts.equals(prompt_set(load_ifs_instructions(), seed=0))
     assert make_ifs_prompts(source, tmp_path / "p10.parquet", defaults("ifs.prompts", limit=10), seed=0).height == 10
     req = build_ifs_requests(prompts, ["none", "suffix"])
-    assert req.select("id", "fmt").n_unique() == req.height == 2 * 62
+    assert req.select("id", "fmt").n_unique() == req.height == 2 * 80
     with pytest.raises(ValueError, match="formats"):
         IfsPromptSettings.from_dict(defaults("ifs.prompts") | {"formats": ["chat"]})
 
@@ -485,12 +597,20 @@ def test_train_tone_classifier_rule(tinybert, tmp_path):
     row = train_tone_classifier(tmp_path / "tone.parquet", tinybert, tmp_path / "clf", tmp_path / "metrics.csv",
                                 clf_settings(epochs=1, batch_size=8, max_length=16), seed=0)
     saved = pl.read_csv(tmp_path / "metrics.csv")
-    assert saved.columns == ["accuracy", "precision", "recall", "f1", "n", "n_train", "encoder",
-                             "paper_accuracy", "paper_precision", "paper_recall"]
+    assert saved.columns == ["accuracy", "accuracy_lo", "accuracy_hi", "precision", "recall", "f1",
+                             "tn", "fp", "fn", "tp", "accuracy_R", "accuracy_Ic", "accuracy_Ic+R", "n",
+                             "n_heldout_pairs", "n_train", "n_train_pairs", "encoder", "epochs", "learning_rate",
+                             "batch_size", "final_train_loss", "paper_accuracy", "paper_precision", "paper_recall"]
     saved = saved.row(0, named=True)
-    n_held = data.filter(pl.col("split") == "heldout").height
-    assert saved["n"] == n_held == row["n"] > 0
-    assert saved["n_train"] == data.height - n_held
+    held = data.filter(pl.col("split") == "heldout")
+    assert saved["n"] == held.height == row["n"] > 0
+    assert saved["n_train"] == data.height - held.height
+    assert (saved["n_heldout_pairs"], saved["n_train_pairs"]) == (held["pair_id"].n_unique(), 30 - held["pair_id"].n_unique())
+    assert saved["tn"] + saved["fp"] + saved["fn"] + saved["tp"] == saved["n"]
+    assert saved["accuracy"] == pytest.approx((saved["tn"] + saved["tp"]) / saved["n"])
+    assert saved["accuracy_lo"] <= saved["accuracy"] <= saved["accuracy_hi"]
+    assert (saved["paper_accuracy"], saved["paper_precision"], saved["paper_recall"]) == (0.970, 0.983, 0.925)
+    assert (saved["epochs"], saved["batch_size"]) == (1, 8)
     assert 0.0 <= saved["accuracy"] <= 1.0 and (tmp_path / "clf" / TONE_MANIFEST).exists()
 
 
@@ -560,6 +680,57 @@ def test_answer_ifs_run_every_checkpoint(tiny_llama, ifs_files, tmp_path):
     assert a == b
 
 
+def _lora_run(tiny_llama, sft, steps=(2, 4)) -> None:
+    """A fake LoRA run: one random adapter per checkpoint (non-zero B, so each changes the model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    entries = []
+    for i, step in enumerate(steps):
+        torch.manual_seed(10 + i)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules="all-linear",
+                                                init_lora_weights=False))
+        model.save_pretrained(str(sft / f"checkpoint-{step}"))
+        entries.append({"step": step, "examples_seen": 4 * step, "path": f"checkpoint-{step}"})
+    (sft / "checkpoints.json").write_text(json.dumps(entries))
+
+
+def test_answer_ifs_run_reuses_the_base_under_lora_checkpoints(tiny_llama, ifs_files, tmp_path, monkeypatch):
+    """The base is read once and each adapter goes onto it in turn: the answers equal those of
+    each checkpoint loaded afresh (load_for_inference), and differ between the two adapters."""
+    from transformers import AutoModelForCausalLM
+
+    from teachfit.generation.base import SamplingConfig
+    from teachfit.generation.hf import TransformersBackend
+    from teachfit.prompts import format_prompt
+    from teachfit.training.sft import load_for_inference
+
+    prompts, questions = ifs_files
+    sft = tmp_path / "sft"
+    _lora_run(tiny_llama, sft)
+    loads = []
+    real = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    out = answer_ifs_run(prompts, questions, tiny_llama, sft, tmp_path / "ans.parquet",
+                         defaults("ifs.prompts", max_new_tokens=6), defaults("ifs.objecqa", activate=False),
+                         tiny_backend(), threads=1)
+    assert loads == [str(tiny_llama)]  # one read of the base for two checkpoints
+    monkeypatch.undo()
+    texts = pl.read_parquet(prompts)["text"].to_list()
+    fresh = {}
+    for step in (2, 4):
+        model, tok = load_for_inference(sft / f"checkpoint-{step}", tiny_llama)
+        eng = TransformersBackend.from_loaded(model, tok, batch_size=4, threads=1)
+        chat = [format_prompt(tok, t, fmt="chat") for t in texts]
+        fresh[step] = [c[0].text for c in eng.generate(chat, SamplingConfig(temperature=0.0, max_new_tokens=6))]
+        got = out.filter(pl.col("step") == step)["response"].to_list()
+        assert got == fresh[step]
+    assert fresh[2] != fresh[4]
+
+
 class FakeEngine:
     """Answers " Sure: apples.\\n" after "### Response:", a padded answer to ObjecQA, "" otherwise."""
 
@@ -616,14 +787,16 @@ def test_answers_and_scores_with_fake_engine_classifier_and_judge(tiny_llama, if
         return lambda prompts, words: np.array([[0.6, 0.2]] * len(prompts))
 
     monkeypatch.setattr("teachfit.scoring.judge.label_scorer", judge_factory)
-    sc = score_ifs(tmp_path / "ans.parquet", "CLF", "JUDGE", tmp_path / "scores.parquet", 4, tiny_backend())
+    (tmp_path / "cal.json").write_text(json.dumps({"method": "none", "shift": 0.0}))
+    sc = score_ifs(tmp_path / "ans.parquet", "CLF", "JUDGE", tmp_path / "cal.json", tmp_path / "scores.parquet", 4,
+                   tiny_backend())
     ifs = sc.filter(pl.col("task") == "ifs")
     assert ifs.filter(pl.col("fmt") == "suffix")["label"].to_list() == [1] * 4
     assert ifs.filter(pl.col("fmt") == "none")["label"].to_list() == [0] * 4  # empty: label 0, not scored
     assert FakeClassifier.seen == ["Sure: apples."] * 4
     obj = sc.filter(pl.col("task") == "objecqa")
     assert obj["response"].to_list() == ["\n  Apples.  "] * 3  # raw text stored
-    assert obj["judge_label"].to_list() == ["objective"] * 3
+    assert obj["judge_label"].to_list() == obj["judge_label_raw"].to_list() == ["objective"] * 3
     assert obj["p_objective"].to_list() == pytest.approx([0.75] * 3)
 
 
@@ -635,10 +808,14 @@ def test_score_ifs_with_real_classifier_and_tiny_judge(trained, tiny_llama, tmp_
         "task": ["ifs", "ifs", "objecqa"], "question": [None, None, "Tea or coffee?"],
         "model": ["m"] * 3, "checkpoint": ["base"] * 3, "step": [0] * 3, "examples_seen": [0] * 3})
     write_parquet(answers, tmp_path / "ans.parquet")
-    sc = score_ifs(tmp_path / "ans.parquet", clf, tiny_llama, tmp_path / "scores.parquet", 2, tiny_backend(), threads=1)
+    (tmp_path / "cal.json").write_text(json.dumps({"method": "contextual", "shift": 0.4}))
+    sc = score_ifs(tmp_path / "ans.parquet", clf, tiny_llama, [str(tmp_path / "cal.json")], tmp_path / "scores.parquet",
+                   2, tiny_backend(), threads=1)
     assert sc.height == 3 and sc["label"].to_list()[1] == 0 and sc["p_answer"][1] == 0.0
-    p = sc.filter(pl.col("task") == "objecqa")["p_objective"].item()
-    assert 0.0 < p < 1.0 and sc["judge_label"][2] in ("objective", "subjective")
+    obj = sc.filter(pl.col("task") == "objecqa").row(0, named=True)
+    assert 0.0 < obj["p_objective_raw"] < 1.0 and obj["judge_label"] in ("objective", "subjective")
+    raw = obj["p_objective_raw"]
+    assert obj["p_objective"] == pytest.approx(1 / (1 + math.exp(-(math.log(raw / (1 - raw)) - 0.4))))
 
 
 def test_bad_ifs_settings_fail_when_the_config_is_validated():

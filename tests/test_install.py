@@ -54,7 +54,8 @@ def test_installed_package_is_the_wheel_and_has_its_data(installed, tmp_path):
     out = _run(installed, (
         "import teachfit, teachfit.io as io\n"
         "print(teachfit.__file__)\n"
-        "for f in ['schema.yaml', 'objecqa.jsonl', 'ifs_prompts.jsonl', 'autoif_seed_instructions.txt',\n"
+        "for f in ['schema.yaml', 'objecqa.jsonl', 'objecqa_judge_set.jsonl', 'ifs_prompts.jsonl',\n"
+        "          'autoif_seed_instructions.txt',\n"
         "          'lm_eval_tasks/tf_ifeval/tf_ifeval.yaml', 'lm_eval_tasks/tf_arith/tf_arith.yaml']:\n"
         "    assert io.package_data(f).is_file(), f\n"
     ), tmp_path)

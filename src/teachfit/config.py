@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from teachfit.io import package_data
 
 SCHEMA_PATH = package_data("schema.yaml")
@@ -335,5 +336,16 @@ def check_references(config: dict[str, Any]) -> None:
             need_model(f"ifs.models[{i}]", m, ("instruct", "base"))
         need_model("ifs.classifier.encoder", f.get("classifier", {}).get("encoder"), ("encoder",))
         need_model("ifs.objecqa.judge", f.get("objecqa", {}).get("judge"), ("instruct", "base"))
+        answers = f.get("pairs", {}).get("answers", {}) or {}
+        a_set, a_gen = answers.get("seedset"), answers.get("generator")
+        if bool(a_set) != bool(a_gen):
+            problems.append("config.ifs.pairs.answers: set both seedset and generator, or neither "
+                            f"(got seedset={a_set!r}, generator={a_gen!r})")
+        if a_set and a_set not in seedsets:
+            problems.append(f"config.ifs.pairs.answers.seedset: unknown seed set {a_set!r}; "
+                            f"defined: {', '.join(sorted(seedsets))}")
+        if a_gen and a_gen not in gens:
+            problems.append(f"config.ifs.pairs.answers.generator: unknown generator {a_gen!r}; "
+                            f"defined: {', '.join(sorted(gens)) or '(none)'}")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

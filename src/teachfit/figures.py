@@ -193,16 +193,22 @@ def hist_kde(samples: Mapping[str, Sequence[float]], path_stem: str | Path, titl
 
 
 def line_curves(df: pl.DataFrame, x: str, y: str, group: str, path_stem: str | Path, title: str = "",
-                style: FigureStyle | None = None, marks: Mapping[str, float] | None = None) -> list[Path]:
+                style: FigureStyle | None = None, marks: Mapping[str, float] | None = None,
+                band: tuple[str, str] | None = None) -> list[Path]:
     """One line of ``y`` over ``x`` per ``group`` (sorted by x); ``marks`` draws labelled
-    vertical lines (e.g. ``{"IFS plateau": 300}``)."""
+    vertical lines (e.g. ``{"IFS plateau": 300}``); ``band = (lower, upper)`` names two columns
+    drawn as a shaded band around each line (e.g. a 95% interval)."""
     style = style or FigureStyle()
-    _need(df, [x, y, group], "line_curves")
+    _need(df, [x, y, group, *(band or ())], "line_curves")
     fig, ax = _figure(style)
     for name in sorted(df[group].unique().to_list(), key=str):
         sub = df.filter(pl.col(group) == name).sort(x)
-        ax.plot(sub[x].to_numpy(), sub[y].cast(pl.Float64).to_numpy(), marker="o", markersize=3,
-                label=str(name))
+        (line,) = ax.plot(sub[x].to_numpy(), sub[y].cast(pl.Float64).to_numpy(), marker="o", markersize=3,
+                          label=str(name))
+        if band:
+            ax.fill_between(sub[x].to_numpy(), sub[band[0]].cast(pl.Float64).to_numpy(),
+                            sub[band[1]].cast(pl.Float64).to_numpy(), color=line.get_color(), alpha=0.15,
+                            linewidth=0)
     for label, xv in (marks or {}).items():
         ax.axvline(float(xv), linestyle="--", color="grey", linewidth=1)
         ax.annotate(str(label), (float(xv), 1.0), xycoords=("data", "axes fraction"),

@@ -309,6 +309,8 @@ class Plan:
                 "results/tables/early_stopping.csv",
                 "results/tables/tone_classifier.csv",
             ]
+            if self.config["ifs"]["objecqa"]["activate"]:
+                out.append("results/tables/objecqa_judge.csv")
             out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs(ranked)]
         out += [f"results/eval/models/{m}.parquet" for m in self.names["eval_models"]]
         out += ["results/tables/eval_summary.csv"] if self.runs else []

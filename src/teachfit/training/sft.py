@@ -581,13 +581,16 @@ def checkpoint_list(sft_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str = "float32",
-                       device: str | None = None) -> tuple[Any, Any]:
+                       device: str | None = None, base: Any = None) -> tuple[Any, Any]:
     """Load an SFT output dir, its ``adapter/`` or a checkpoint as ``(model, tokenizer)``.
 
     LoRA weights are not merged: a LoRA run gives a ``peft.PeftModel`` over the base model
     in ``base_model_dir``; a full fine-tuning run gives the fine-tuned model itself. The
     tokenizer (the checkpoint's own if it saved one, else the base model's) is left-padded
     for batched generation. ``device`` defaults to :func:`teachfit.models.default_device`.
+    ``base``: an already loaded copy of the base model (in ``dtype``, no adapter attached, e.g.
+    the ``unload()`` of the previous checkpoint's ``PeftModel``) that a LoRA adapter is attached
+    to instead of reading the base from disk again; ignored for a full model.
     Raises :class:`DataError` when ``path`` holds neither an adapter nor a model.
     """
     import torch
@@ -601,7 +604,8 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
+        if base is None:
+            base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
         model = PeftModel.from_pretrained(base, str(path))
     elif (path / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))

@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from teachfit.io import read_parquet, write_parquet
+from teachfit.io import DataError, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,15 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     fine-tuned weights; float32) and answered with
     ``TransformersBackend.from_loaded(model, tokenizer, batch_size=backend["batch_size"])``:
     the base entry's engine settings give the batch size; a vLLM or endpoint entry is logged,
-    since a checkpoint's PEFT weights are always run with transformers. IFS prompts use the chat
-    format the run was trained on; ObjecQA as in :func:`answer_ifs_model`. Writes ``answers``
+    since a checkpoint's PEFT weights are always run with transformers. The base model is read
+    from disk once: each LoRA checkpoint's adapter is attached to it, used, and taken off again
+    (``PeftModel.unload()``), which gives the same weights as loading base + adapter afresh.
+    IFS prompts use the chat format the run was trained on; ObjecQA as in :func:`answer_ifs_model`. Writes ``answers``
     (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
     ``examples_seen``) and returns it.
     """
+    from peft import PeftModel
+
     from teachfit.generation.hf import TransformersBackend
     from teachfit.models import read_manifest
     from teachfit.studies.ifs.prompts import IfsPromptSettings
@@ -148,35 +152,44 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     prompt_df = read_parquet(prompts, required=["id", "variant", "text"])
     question_df = _questions(questions, objecqa)
     frames = []
+    base = None  # the base model, read once and reused under every LoRA checkpoint
     for ck in checkpoint_list(sft_dir):
-        model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir)
+        model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir, base=base)
         engine = TransformersBackend.from_loaded(model, tok, batch_size=int(backend["batch_size"]),
                                                  threads=threads)
         frames.append(_answers_for(engine, tok, prompt_df, question_df, ["chat"], s.max_new_tokens,
                                    int(objecqa["max_new_tokens"]),
                                    {"model": alias, "checkpoint": f"checkpoint-{ck['step']}",
                                     "step": int(ck["step"]), "examples_seen": int(ck["examples_seen"])}))
+        # a LoRA checkpoint: take its adapter off again (unload() restores the base modules
+        # unmerged) so that the next checkpoint's adapter goes onto the unchanged base
+        base = model.unload() if isinstance(model, PeftModel) else None
     out = pl.concat(frames, how="diagonal_relaxed")
     write_parquet(out, answers)
     return out
 
 
-def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path, scores: str | Path,
-              batch_size: int, backend: Mapping[str, Any], threads: int | None = None) -> pl.DataFrame:
+def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path,
+              calibration: str | Path | list[str], scores: str | Path, batch_size: int, backend: Mapping[str, Any],
+              threads: int | None = None) -> pl.DataFrame:
     """Rule ``score_ifs``: tone labels of IFS answers, objectivity labels of ObjecQA answers.
 
     ``answers``: an ``answer_ifs_*`` table. IFS rows (``task == "ifs"``) get ``p_answer``
     (P(answer-like)) and ``label`` (1 = answer-like) from the tone classifier in ``classifier``
     (:func:`teachfit.studies.ifs.tone.classify_responses`: responses stripped first; an empty
-    response is label 0 without being scored). ObjecQA rows get ``p_objective`` and
-    ``judge_label`` from :func:`teachfit.studies.ifs.objecqa.judge_objectivity`, the judge being
+    response is label 0 without being scored). ObjecQA rows get ``p_objective_raw`` /
+    ``judge_label_raw`` (the judge as it is) and ``p_objective`` / ``judge_label`` (after the
+    calibration shift stored in ``calibration`` by
+    :func:`teachfit.studies.ifs.objecqa.calibrate_objecqa_judge`; the workflow passes an empty
+    list when ObjecQA is off, and ObjecQA rows then raise :class:`DataError`) from
+    :func:`teachfit.studies.ifs.objecqa.judge_objectivity`, the judge being
     :func:`teachfit.scoring.judge.label_scorer` over ``judge_dir`` with its engine settings
     ``backend`` (loaded only when there are ObjecQA rows). ``batch_size``: texts per forward pass
     of the classifier and of a local judge. Writes ``scores`` (IFS rows, then ObjecQA rows) and
     returns it.
     """
     from teachfit.scoring.judge import label_scorer
-    from teachfit.studies.ifs.objecqa import judge_objectivity
+    from teachfit.studies.ifs.objecqa import judge_objectivity, read_calibration
     from teachfit.studies.ifs.tone import classify_responses
 
     ans = read_parquet(answers, required=["task", "response", "checkpoint"])
@@ -186,9 +199,16 @@ def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path
     frames = [ifs]
     obj = ans.filter(pl.col("task") == "objecqa")
     if obj.height:
+        if isinstance(calibration, list):
+            if len(calibration) != 1:
+                raise DataError(f"{answers}: ObjecQA answers need one judge calibration file, got {calibration}")
+            calibration = calibration[0]
+        shift = read_calibration(calibration)
         score_fn = label_scorer(judge_dir, dict(backend), batch_size, threads)
-        judged = judge_objectivity(obj["question"].to_list(), obj["response"].to_list(), score_fn)
-        frames.append(pl.concat([obj, judged.select("p_objective", "judge_label")], how="horizontal"))
+        judged = judge_objectivity(obj["question"].to_list(), obj["response"].to_list(), score_fn,
+                                   shift=shift)
+        frames.append(pl.concat([obj, judged.select("p_objective_raw", "judge_label_raw", "p_objective",
+                                                    "judge_label")], how="horizontal"))
     out = pl.concat(frames, how="diagonal_relaxed")
     write_parquet(out, scores)
     return out
