@@ -5,6 +5,7 @@ from teachfit.config import check_duplicate_keys, validate_config
 from teachfit import plan
 from teachfit.io import package_data
 from teachfit.generation.engines import backend_settings
+from teachfit.evaluation.winrate import headline_key
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -22,6 +23,8 @@ wildcard_constraints:
     evolver=PLAN.alternation("evolvers"),
     scenario=PLAN.alternation("scenarios"),
     k=r"\d+",
+    benchmark=PLAN.alternation("benchmarks"),
+    part="instructions|reference",
 
 
 def model_dir(alias):
@@ -166,7 +169,9 @@ def gpus_judge(wildcards):
 
 
 def gpus_winrate_judge(wildcards):
-    return model_gpus(config["teacher"]["winrate"]["judge"])
+    return model_gpus(
+        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"]
+    )
 
 
 def gpus_objecqa_judge(wildcards):
