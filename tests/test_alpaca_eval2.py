@@ -355,3 +355,28 @@ def test_chat_text_puts_the_system_turn_into_the_user_turn_when_the_template_rej
     NoSystem.chat_template = None
     with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
         chat_text(NoSystem(), conv)
+
+
+def test_judge_winrate_alpaca_eval2_counts_a_judge_that_never_answers_m_or_M(server, tmp_path) -> None:  # noqa: F811
+    from teachfit.evaluation.winrate import judge_winrate
+
+    def responder(payload: dict[str, Any], k: int):
+        top = [{"token": "Sure", "logprob": -0.1}, {"token": "I", "logprob": -2.5}]
+        choice = {"index": 0, "message": {"role": "assistant", "content": "Sure"}, "finish_reason": "length",
+                  "logprobs": {"content": [{"token": "Sure", "logprob": -0.1, "top_logprobs": top}]}}
+        return 200, {"choices": [choice]}, {}
+
+    server.responder = responder
+    write_parquet(pl.DataFrame({"id": ["0", "1", "2"], "instruction": INSTR[:3], "response": ["a", "b", "c"]}),
+                  tmp_path / "answers.parquet")
+    write_parquet(pl.DataFrame({"id": ["0", "1", "2"], "response": ["x", "y", "c"]}), tmp_path / "ref.parquet")
+    settings = {"name": "alpaca_eval2", "protocol": "alpaca_eval2", "judge": "j", "reference_name": "gpt4_turbo",
+                "length_controlled": "inhouse_minimal", "judge_max_new_tokens": 4096}
+    out = judge_winrate(answers=tmp_path / "answers.parquet", reference=tmp_path / "ref.parquet", judge_dir=tmp_path,
+                        judge_prompt=[], summary=tmp_path / "s.json", judged=tmp_path / "j.parquet", seed=0,
+                        backend=_api_backend(server), benchmark=settings,
+                        run={"dataset": "d", "generator": "g", "selection": "full", "base": "b"})
+    assert len(server.requests) == 2  # the identical pair "c" is not sent
+    assert out["n_unparsed"] == 2 and out["n_identical"] == 1 and out["n_total"] == 1
+    assert out["win_rate"] == 0.5  # only the identical pair is a valid preference (1.5)
+    assert math.isnan(out["lc_win_rate_minimal_inhouse"])  # one parsed row cannot be fitted

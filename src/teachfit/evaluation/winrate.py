@@ -322,7 +322,9 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     * ``vllm``: only a fully fine-tuned model (``sft.method: full``), served from its folder;
     * a LoRA adapter with a ``vllm`` entry, or an ``openai`` entry, raises ``ValueError``.
 
-    Writes ``answers`` (Parquet ``id``, ``instruction``, ``response``).
+    Writes ``answers`` (Parquet ``id``, ``instruction``, ``response``) in the instructions' order:
+    :func:`judge_winrate` reads a row's position as its index in the benchmark (AlpacaEval's
+    instruction index).
     """
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.engines import BackendConfig
@@ -482,7 +484,13 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
             result = {**head, **stats, "stderr": stats["standard_error"], "winrate_version": WINRATE_VERSION}
             if lc_on:
                 fit = table.filter(pl.col("p_win").is_not_nan())
-                result.update(inhouse_lc_fields(fit, target="p_win"))
+                if fit.height >= 2:
+                    result.update(inhouse_lc_fields(fit, target="p_win"))
+                else:  # counted in n_unparsed; the fit needs two rows
+                    log.warning("win rate %s: %d of %d judgments parsed; no in-house LC fit", settings.name,
+                                fit.height, table.height)
+                    result.update({"lc_win_rate_minimal_inhouse": float("nan"), "lc_stderr_minimal_inhouse": float("nan"),
+                                   "lc_length_coef_minimal_inhouse": float("nan"), "lc_target_minimal_inhouse": "p_win"})
         else:
             from teachfit.evaluation import arena_hard as ah
 
