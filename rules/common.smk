@@ -6,6 +6,7 @@ from teachfit import plan
 from teachfit.io import package_data, read_json
 from teachfit.generation.engines import backend_settings
 from teachfit.scoring.losses import convention_settings
+from teachfit.evaluation.winrate import headline_key
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -24,6 +25,8 @@ wildcard_constraints:
     scenario=PLAN.alternation("scenarios"),
     convention=PLAN.alternation("conventions"),
     k=r"\d+",
+    benchmark=PLAN.alternation("benchmarks"),
+    part="instructions|reference",
 
 
 def model_dir(alias):
@@ -193,7 +196,9 @@ def gpus_judge(wildcards):
 
 
 def gpus_winrate_judge(wildcards):
-    return model_gpus(config["teacher"]["winrate"]["judge"])
+    return model_gpus(
+        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"]
+    )
 
 
 def gpus_objecqa_judge(wildcards):

@@ -1,7 +1,14 @@
 # lm-eval on base/instruct models and on every (or the final / IFS-selected)
 # checkpoint of every SFT run (teachfit.evaluation.lm_eval, one function per rule).
 # The JSON is kept as lm-eval writes it; the .parquet beside it has one tidy row
-# per (model, checkpoint, task, metric).
+# per (model, checkpoint, task, metric). eval.backend picks lm-eval's hf or vllm model; vllm
+# needs the vLLM stack (envs/eval_vllm.yaml: vllm pins other torch/transformers than envs/eval.yaml).
+
+EVAL_ENV = (
+    "../envs/eval_vllm.yaml"
+    if config["eval"]["backend"] == "vllm"
+    else "../envs/eval.yaml"
+)
 
 
 rule evaluate_model:
@@ -16,13 +23,14 @@ rule evaluate_model:
     benchmark:
         "results/benchmarks/evaluate_model/{model}.tsv"
     conda:
-        "../envs/eval.yaml"
+        EVAL_ENV
     threads: 2
     resources:
         gpu=gpus_model,
     params:
         eval=config["eval"],
         model="{model}",
+        backend=lambda wildcards: backend_config(wildcards.model),
     script:
         "../scripts/evaluate_model.py"
 
@@ -40,13 +48,14 @@ rule evaluate_checkpoints:
     benchmark:
         "results/benchmarks/evaluate_checkpoints/{dataset}/{generator}/{selection}/{base}.tsv"
     conda:
-        "../envs/eval.yaml"
+        EVAL_ENV
     threads: 2
     resources:
         gpu=gpus_base,
     params:
         eval=config["eval"],
         run=run_label,
+        backend=base_backend,
     script:
         "../scripts/evaluate_checkpoints.py"
 

@@ -3,7 +3,8 @@
 # --- teacher study
 # Metadata travels as params aligned with the inputs: teacher_generators with
 # teacher_responses, teacher_score_keys with teacher_scores, teacher_winrate_runs with
-# teacher_winrates (each pair built from one list, so they cannot drift apart).
+# teacher_winrates (each pair built from one list, so they cannot drift apart). Win rates are
+# per benchmark (teacher.winrate.benchmarks; wildcard {benchmark}).
 
 
 def teacher_generators(wildcards):
@@ -55,38 +56,100 @@ def teacher_evals(wildcards):
 
 
 def teacher_winrate_runs(wildcards):
-    """One {base, generator} per win-rate summary (none when the win rate is off)."""
-    t = config["teacher"]
-    if not t["winrate"]["activate"]:
-        return []
-    return [{"base": b, "generator": g} for g in t["generators"] for b in t["bases"]]
-
-
-def teacher_winrates(wildcards):
+    """One {base, generator, benchmark, headline} per win-rate summary (none when the win rate
+    is off); headline = the summary key that counts in the performance average."""
     t = config["teacher"]
     return [
-        f"results/winrate/{t['instructions']}/{r['generator']}/full/{r['base']}.json"
-        for r in teacher_winrate_runs(wildcards)
+        {
+            "base": b,
+            "generator": g,
+            "benchmark": name,
+            "headline": headline_key(winrate_benchmark(name)["length_controlled"]),
+        }
+        for name in PLAN.winrate_benchmarks()
+        for g in t["generators"]
+        for b in t["bases"]
     ]
 
 
+def teacher_winrates(wildcards):
+    """The summary of each run of teacher_winrate_runs: the judge's, or rule alpaca_eval_lc's
+    when the benchmark reports AlpacaEval's own LC."""
+    t = config["teacher"]
+    out = []
+    for r in teacher_winrate_runs(wildcards):
+        stem = f"results/winrate/{r['benchmark']}/{t['instructions']}/{r['generator']}/full/{r['base']}"
+        lc = winrate_benchmark(r["benchmark"])["length_controlled"]
+        out.append(
+            f"{stem}.alpaca_eval.json" if lc == "alpaca_eval" else f"{stem}.json"
+        )
+    return out
+
+
+def winrate_benchmark(name):
+    return config["teacher"]["winrate"]["benchmarks"][name]
+
+
+def winrate_part_file(benchmark, part):
+    """The Parquet of a benchmark's instructions or reference outputs: a seed set's prepared
+    instructions, a generator's responses to them, or the download of a hub file."""
+    b = winrate_benchmark(benchmark)
+    source = b[part]
+    if "seedset" in source:
+        return f"results/instructions/{source['seedset']}.parquet"
+    if "generator" in source:
+        return f"results/responses/{b['instructions']['seedset']}/{source['generator']}.parquet"
+    return f"results/winrate_data/{benchmark}/{part}.parquet"
+
+
 def winrate_instructions(wildcards):
-    return (
-        f"results/instructions/{config['teacher']['winrate']['instructions']}.parquet"
-    )
+    return winrate_part_file(wildcards.benchmark, "instructions")
 
 
 def winrate_reference(wildcards):
-    w = config["teacher"]["winrate"]
-    return f"results/responses/{w['instructions']}/{w['reference_generator']}.parquet"
+    return winrate_part_file(wildcards.benchmark, "reference")
+
+
+def winrate_hub_source(wildcards):
+    return winrate_benchmark(wildcards.benchmark)[wildcards.part]["hub"]
+
+
+def winrate_max_new_tokens(wildcards):
+    return winrate_benchmark(wildcards.benchmark)["max_new_tokens"]
 
 
 def winrate_judge_dir(wildcards):
-    return model_dir(config["teacher"]["winrate"]["judge"])
+    return model_dir(winrate_benchmark(wildcards.benchmark)["judge"])
 
 
 def winrate_judge_backend(wildcards):
-    return backend_config(config["teacher"]["winrate"]["judge"])
+    return backend_config(winrate_benchmark(wildcards.benchmark)["judge"])
+
+
+def winrate_judge_prompt(wildcards):
+    path = winrate_benchmark(wildcards.benchmark)["judge_prompt"]
+    return [path] if path else []
+
+
+def winrate_judge_settings(wildcards):
+    """teachfit.evaluation.winrate.WinrateJudgeSettings of the benchmark (judging only: answer
+    lengths and data sources are other rules' params and inputs)."""
+    b = winrate_benchmark(wildcards.benchmark)
+    reference_name = b["reference_name"]
+    if reference_name is None and "generator" in b["reference"]:
+        reference_name = b["reference"]["generator"]
+    return {
+        "name": wildcards.benchmark,
+        "protocol": b["protocol"],
+        "judge": b["judge"],
+        "reference_name": reference_name,
+        "length_controlled": b["length_controlled"],
+        "judge_max_new_tokens": b["judge_max_new_tokens"],
+    }
+
+
+def winrate_glm(wildcards):
+    return winrate_benchmark(wildcards.benchmark)["alpaca_eval_glm"]
 
 
 # --- evolve study

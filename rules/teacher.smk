@@ -1,6 +1,7 @@
 # Teacher study (Xu et al. 2024): data metrics per (generator, base), CAR,
-# benchmark performance, win rates, rank correlations and figures (one function per
-# rule in teachfit.studies.teacher / teachfit.evaluation.winrate). Which generator,
+# benchmark performance, win rates per named benchmark (AlpacaEval 2, Arena-Hard, or the
+# default run's pairwise stand-in), rank correlations and figures (one function per rule in
+# teachfit.studies.teacher / teachfit.evaluation.winrate / .alpaca_eval2 / .benchmark_data). Which generator,
 # scorer or base a file belongs to travels as params aligned with the inputs
 # (rules/study_inputs.smk). Changing car.beta or car.reward_offset re-runs
 # compute_car and everything after it only.
@@ -61,24 +62,41 @@ rule compute_car:
         "../scripts/compute_car.py"
 
 
+rule download_winrate_data:
+    output:
+        table="results/winrate_data/{benchmark}/{part}.parquet",
+    log:
+        log="results/logs/download_winrate_data/{benchmark}/{part}.log",
+    benchmark:
+        "results/benchmarks/download_winrate_data/{benchmark}/{part}.tsv"
+    conda:
+        "../envs/winrate.yaml"
+    threads: 1
+    params:
+        source=winrate_hub_source,
+        part="{part}",
+    script:
+        "../scripts/download_winrate_data.py"
+
+
 rule answer_winrate:
     input:
         instructions=winrate_instructions,
         model_dir=base_dir,
         sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
     output:
-        answers="results/winrate/{dataset}/{generator}/{selection}/{base}.answers.parquet",
+        answers="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.answers.parquet",
     log:
-        log="results/logs/answer_winrate/{dataset}/{generator}/{selection}/{base}.log",
+        log="results/logs/answer_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
-        "results/benchmarks/answer_winrate/{dataset}/{generator}/{selection}/{base}.tsv"
+        "results/benchmarks/answer_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.tsv"
     conda:
         "../envs/train.yaml"
     threads: 2
     resources:
         gpu=gpus_base,
     params:
-        max_new_tokens=config["teacher"]["winrate"]["max_new_tokens"],
+        max_new_tokens=winrate_max_new_tokens,
         backend=base_backend,
         seed=config["seed"],
     script:
@@ -87,16 +105,17 @@ rule answer_winrate:
 
 rule judge_winrate:
     input:
-        answers="results/winrate/{dataset}/{generator}/{selection}/{base}.answers.parquet",
+        answers="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.answers.parquet",
         reference=winrate_reference,
         judge_dir=winrate_judge_dir,
+        judge_prompt=winrate_judge_prompt,
     output:
-        summary="results/winrate/{dataset}/{generator}/{selection}/{base}.json",
-        judged="results/winrate/{dataset}/{generator}/{selection}/{base}.parquet",
+        summary="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.json",
+        judged="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.parquet",
     log:
-        log="results/logs/judge_winrate/{dataset}/{generator}/{selection}/{base}.log",
+        log="results/logs/judge_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
-        "results/benchmarks/judge_winrate/{dataset}/{generator}/{selection}/{base}.tsv"
+        "results/benchmarks/judge_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.tsv"
     conda:
         "../envs/gen.yaml"
     threads: 2
@@ -105,8 +124,32 @@ rule judge_winrate:
     params:
         seed=config["seed"],
         backend=winrate_judge_backend,
+        benchmark=winrate_judge_settings,
+        run=run_label,
     script:
         "../scripts/judge_winrate.py"
+
+
+# AlpacaEval 2's own length-controlled win rate (alpaca-eval package): downloads df_gamed.csv
+# from the hub at call time, so it runs as a local rule (the node with network), not on a GPU node.
+rule alpaca_eval_lc:
+    input:
+        judged="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.parquet",
+        summary="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.json",
+    output:
+        result="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.alpaca_eval.json",
+    log:
+        log="results/logs/alpaca_eval_lc/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
+    benchmark:
+        "results/benchmarks/alpaca_eval_lc/{benchmark}/{dataset}/{generator}/{selection}/{base}.tsv"
+    localrule: True
+    conda:
+        "../envs/winrate.yaml"
+    threads: 1
+    params:
+        glm_name=winrate_glm,
+    script:
+        "../scripts/alpaca_eval_lc.py"
 
 
 rule build_teacher_performance:
@@ -129,7 +172,6 @@ rule build_teacher_performance:
     params:
         winrate_runs=teacher_winrate_runs,
         performance=config["performance"],
-        length_controlled=config["teacher"]["winrate"]["length_controlled"],
     script:
         "../scripts/build_teacher_performance.py"
 

@@ -1,4 +1,4 @@
-"""Rule judge_winrate: pairwise judge (both orders) of student answers vs reference outputs."""
+"""Rule judge_winrate: judge student answers against a benchmark's reference outputs (pairwise_ab, alpaca_eval2 or arena_hard)."""
 
 from teachfit.evaluation.winrate import judge_winrate
 from teachfit.workflow import run

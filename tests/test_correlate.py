@@ -109,42 +109,44 @@ def test_build_teacher_performance_and_correlations(tmp_path):
              _eval_table(tmp_path / "g2.parquet", "g2", {2: (0.4, 0.4), 4: (0.2, 0.0)})]
     winrates, runs = [], []
     for g, wr, lc in (("g1", 0.6, 0.7), ("g2", 0.2, 0.1)):
-        write_json({"win_rate": wr, "lc_win_rate": lc}, tmp_path / f"{g}.json")
+        write_json({"win_rate": wr, "lc_win_rate_minimal_inhouse": lc}, tmp_path / f"{g}.json")
         winrates.append(str(tmp_path / f"{g}.json"))
-        runs.append({"base": "b", "generator": g})
+        runs.append({"base": "b", "generator": g, "benchmark": "heldout", "headline": "lc_win_rate_minimal_inhouse"})
     perf = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "perf.csv",
-                                     winrate_runs=runs, performance=defaults("performance", include_winrate=True),
-                                     length_controlled=True)
+                                     winrate_runs=runs, performance=defaults("performance", include_winrate=True))
     assert perf.columns == ["base", "generator", "step", "tf_ifeval/prompt_level_loose_acc,none",
-                            "tf_arith/exact_match,flexible-extract", "winrate", "winrate_lc", "performance"]
+                            "tf_arith/exact_match,flexible-extract", "heldout/winrate",
+                            "heldout/winrate_lc_minimal_inhouse", "performance"]
+    assert not any("alpaca" in c or c == "winrate_lc" for c in perf.columns)  # the in-house fit is named for what it is
     g1, g2 = perf.rows(named=True)
-    assert g1["step"] == 4 and g1["winrate"] == 0.6
+    assert g1["step"] == 4 and g1["heldout/winrate"] == 0.6
     assert g1["performance"] == pytest.approx((0.5 + 0.3 + 0.7) / 3)  # final checkpoint + LC win rate
     plain = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "plain.csv",
-                                      winrate_runs=runs, performance=defaults("performance"),
-                                      length_controlled=True)
+                                      winrate_runs=runs, performance=defaults("performance"))
     assert plain["performance"][1] == pytest.approx(0.1)  # (0.2 + 0.0) / 2: the win rate is only shown
+    raw_runs = [{**r, "headline": "win_rate"} for r in runs]  # length_controlled: none
     raw = build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "raw.csv",
-                                    winrate_runs=runs, performance=defaults("performance", include_winrate=True),
-                                    length_controlled=False)
+                                    winrate_runs=raw_runs, performance=defaults("performance", include_winrate=True))
     assert raw["performance"][1] == pytest.approx((0.2 + 0.0 + 0.2) / 3)
 
     # the IFS-selected checkpoint (eval.checkpoints: final_and_selected adds the 'selected' column)
     sel = [_eval_table(tmp_path / "s1.parquet", "g1", {2: (0.1, 0.2), 4: (0.5, 0.3)}, selected=2)]
     picked = build_teacher_performance(evals=sel, winrates=[], table=tmp_path / "sel.csv", winrate_runs=[],
-                                       performance=defaults("performance", checkpoint="selected"),
-                                       length_controlled=True)
+                                       performance=defaults("performance", checkpoint="selected"))
     assert picked["step"][0] == 2 and picked["performance"][0] == pytest.approx(0.15)
     with pytest.raises(DataError, match="final_and_selected"):
         build_teacher_performance(evals=evals, winrates=[], table=tmp_path / "x.csv", winrate_runs=[],
-                                  performance=defaults("performance", checkpoint="selected"), length_controlled=True)
+                                  performance=defaults("performance", checkpoint="selected"))
     with pytest.raises(DataError, match=r"g1\.parquet: no score for performance.metrics.mmlu"):
         build_teacher_performance(evals=evals, winrates=[], table=tmp_path / "x.csv", winrate_runs=[],
-                                  performance=defaults("performance", metrics={"mmlu": "acc,none"}),
-                                  length_controlled=True)
+                                  performance=defaults("performance", metrics={"mmlu": "acc,none"}))
     with pytest.raises(ValueError, match="2 winrates files but 1 entries in params winrate_runs"):
         build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "x.csv", winrate_runs=runs[:1],
-                                  performance=defaults("performance"), length_controlled=True)
+                                  performance=defaults("performance"))
+    with pytest.raises(DataError, match=r"g1\.json: benchmark 'heldout' has no 'lc_win_rate_alpaca_eval'"):
+        build_teacher_performance(evals=evals, winrates=winrates, table=tmp_path / "x.csv",
+                                  winrate_runs=[{**r, "headline": "lc_win_rate_alpaca_eval"} for r in runs],
+                                  performance=defaults("performance", include_winrate=True))
     assert not (tmp_path / "x.csv").exists()
 
     pl.DataFrame({"generator": ["g1", "g2"], "base": ["b", "b"], "car": [2.0, 1.0],
@@ -156,3 +158,29 @@ def test_build_teacher_performance_and_correlations(tmp_path):
     assert corr.equals(correlation_table(joined, "base", ["car", "reward"], "performance"))
     assert corr["base"].to_list() == ["b", "average"] and corr["n"][0] == 2
     assert pl.read_csv(tmp_path / "corr.csv").columns == corr.columns
+
+
+def test_teacher_performance_as_the_car_paper_measures_it(tmp_path):
+    """paper.yaml: performance = mean(AlpacaEval 2 LC, Arena-Hard win rate); no lm-eval score counts
+    (performance.teacher_metrics {}), though the lm-eval columns are shown and other studies keep
+    performance.metrics."""
+    evals = [_eval_table(tmp_path / "g1.parquet", "g1", {4: (0.9, 0.9)})]
+    ae = {"win_rate": 0.30, "lc_win_rate_minimal_inhouse": 0.33, "lc_win_rate_alpaca_eval": 0.25}
+    ah = {"win_rate": 0.12, "ci_low": 0.1, "ci_high": 0.14}
+    write_json(ae, tmp_path / "ae.json")
+    write_json(ah, tmp_path / "ah.json")
+    runs = [{"base": "b", "generator": "g1", "benchmark": "alpaca_eval2", "headline": "lc_win_rate_alpaca_eval"},
+            {"base": "b", "generator": "g1", "benchmark": "arena_hard", "headline": "win_rate"}]
+    perf = build_teacher_performance(evals=evals, winrates=[str(tmp_path / "ae.json"), str(tmp_path / "ah.json")],
+                                     table=tmp_path / "perf.csv", winrate_runs=runs,
+                                     performance=defaults("performance", teacher_metrics={}, include_winrate=True))
+    row = perf.row(0, named=True)
+    assert row["performance"] == pytest.approx((0.25 + 0.12) / 2)
+    assert row["alpaca_eval2/winrate_lc_alpaca_eval"] == 0.25 and row["alpaca_eval2/winrate_lc_minimal_inhouse"] == 0.33
+    assert row["arena_hard/winrate"] == 0.12 and "arena_hard/winrate_lc_minimal_inhouse" not in perf.columns
+    assert row["tf_ifeval/prompt_level_loose_acc,none"] == 0.9  # shown, not counted
+    # teacher_metrics null falls back to performance.metrics (the default run)
+    both = build_teacher_performance(evals=evals, winrates=[str(tmp_path / "ae.json"), str(tmp_path / "ah.json")],
+                                     table=tmp_path / "both.csv", winrate_runs=runs,
+                                     performance=defaults("performance", include_winrate=True))
+    assert both["performance"][0] == pytest.approx((0.9 + 0.9 + 0.25 + 0.12) / 4)

@@ -22,9 +22,12 @@ from teachfit.evaluation.lm_eval import (
     ensure_punkt_tab,
     evaluate_checkpoints,
     evaluate_model,
+    lm_eval_model_args,
     summarize_evals,
     tidy_results,
+    vllm_max_lora_rank,
 )
+from teachfit.generation.engines import backend_settings
 from teachfit.io import DataError, write_json
 
 IFEVAL_METRICS = {"prompt_level_strict_acc,none", "inst_level_strict_acc,none",
@@ -35,6 +38,8 @@ FAST = {"limit": 2, "max_gen_toks": 4, "num_fewshot": 1, "batch_size": 2}
 MODEL_LABEL = {"model": "tiny", "dataset": "", "generator": "", "selection": "", "base": "tiny",
                "checkpoint": "base", "step": 0, "examples_seen": 0}
 RUN = {"dataset": "d", "generator": "g", "selection": "full", "base": "tiny"}
+# the model's engine settings, as rules/eval.smk passes them (backend_config of the model entry)
+ENGINE = backend_settings(defaults("models.*", source="random"), defaults("generation"))
 
 
 def _eval(**overrides) -> dict:
@@ -68,7 +73,7 @@ def tiny_model(tmp_path_factory):
 def base_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_base")
     table = evaluate_model(model_dir=tiny_model, results=out / "tiny.json", samples=out / "tiny.samples.jsonl",
-                           tidy=out / "tiny.parquet", eval=_eval(), model="tiny", threads=1)
+                           tidy=out / "tiny.parquet", eval=_eval(), model="tiny", backend=ENGINE, threads=1)
     return out, table
 
 
@@ -276,7 +281,8 @@ def test_tidy_results(base_run):
 def test_unknown_task_names_it(tiny_model, tmp_path):
     with pytest.raises(EvalError, match="tf_ifevall"):
         evaluate_model(model_dir=tiny_model, results=tmp_path / "x.json", samples=tmp_path / "x.jsonl",
-                       tidy=tmp_path / "x.parquet", eval=_eval(tasks=["tf_arith", "tf_ifevall"]), model="tiny")
+                       tidy=tmp_path / "x.parquet", eval=_eval(tasks=["tf_arith", "tf_ifevall"]), model="tiny",
+                       backend=ENGINE)
     assert not (tmp_path / "x.json").exists()
 
 
@@ -299,7 +305,7 @@ def _checkpoints(tiny_model, sft, tmp_path, name, selected=(), **overrides):
     settings = _eval(**{"tasks": ["tf_arith"], "limit": 1, **overrides})
     return evaluate_checkpoints(sft_dir=sft, model_dir=tiny_model, selected=[str(p) for p in selected],
                                 eval_dir=tmp_path / name, tidy=tmp_path / f"{name}.parquet", eval=settings,
-                                run=RUN, threads=1)
+                                run=RUN, backend=ENGINE, threads=1)
 
 
 def test_evaluate_checkpoints(tiny_model, sft_dir, tmp_path):
@@ -352,7 +358,7 @@ def test_no_chat_template_and_peft_adapter(tiny_model, sft_dir, base_run, tmp_pa
     # same base model without the adapter (no chat template) gives other generations
     evaluate_model(model_dir=tiny_model, results=tmp_path / "b.json", samples=tmp_path / "b.samples.jsonl",
                    tidy=tmp_path / "b.parquet", eval=_eval(tasks=["tf_arith"], apply_chat_template=False),
-                   model="tiny", threads=1)
+                   model="tiny", backend=ENGINE, threads=1)
     plain = [json.loads(x) for x in (tmp_path / "b.samples.jsonl").read_text().splitlines()]
     assert [s["arguments"] for s in plain] == [s["arguments"] for s in lora_samples]
     assert [s["resps"] for s in plain] != [s["resps"] for s in lora_samples]
@@ -378,3 +384,125 @@ def test_hub_offline_switch_restores():
         assert os.environ["HF_HUB_OFFLINE"] == "1" and hc.HF_HUB_OFFLINE is True
     assert (os.environ.get("HF_HUB_OFFLINE"), hc.HF_HUB_OFFLINE) == before
 
+
+
+# --------------------------------------------------------------------------- eval.backend: hf | vllm
+
+
+def test_backend_setting_defaults_to_hf_and_rejects_others():
+    assert EvalSettings.from_dict(defaults("eval")).backend == "hf"
+    assert EvalSettings.from_dict(defaults("eval", backend="vllm")).backend == "vllm"
+    with pytest.raises(EvalError, match="eval.backend: 'sglang' not one of hf, vllm"):
+        EvalSettings.from_dict({**defaults("eval"), "backend": "sglang"})
+
+
+def _adapter_dir(tmp_path: Path, r: int, rank_pattern: dict | None = None, tokenizer: bool = False) -> Path:
+    d = tmp_path / f"adapter_r{r}"
+    d.mkdir()
+    write_json({"r": r, "rank_pattern": rank_pattern or {}, "peft_type": "LORA"}, d / "adapter_config.json")
+    if tokenizer:
+        (d / "tokenizer_config.json").write_text("{}")
+    return d
+
+
+def test_model_args_hf(tmp_path):
+    cfg = EvalSettings.from_dict(defaults("eval"))
+    assert lm_eval_model_args(cfg, tmp_path / "base", None, ENGINE, "cpu") == (
+        "hf", {"pretrained": str(tmp_path / "base"), "dtype": "float32", "trust_remote_code": False})
+    adapter = _adapter_dir(tmp_path, 8, tokenizer=True)
+    model, args = lm_eval_model_args(cfg, tmp_path / "base", adapter, ENGINE, "cuda:0")
+    assert model == "hf" and args == {"pretrained": str(tmp_path / "base"), "dtype": "bfloat16",
+                                      "trust_remote_code": False, "peft": str(adapter), "tokenizer": str(adapter)}
+
+
+def test_model_args_vllm_serves_a_lora_checkpoint_with_its_adapter(tmp_path):
+    cfg = EvalSettings.from_dict(defaults("eval", backend="vllm", seed=7))
+    engine = {**ENGINE, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "max_model_len": 4096}
+    adapter = _adapter_dir(tmp_path, 4)
+    model, args = lm_eval_model_args(cfg, tmp_path / "base", adapter, engine, "cuda:0")
+    assert model == "vllm"
+    assert args == {"pretrained": str(tmp_path / "base"), "dtype": "bfloat16", "trust_remote_code": False, "seed": 7,
+                    "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "max_model_len": 4096,
+                    "lora_local_path": str(adapter), "max_lora_rank": 8}
+    assert "peft" not in args and "enable_lora" not in args  # lm-eval sets enable_lora from lora_local_path
+    # a full checkpoint is loaded directly; max_model_len only when the model entry sets it
+    model, args = lm_eval_model_args(cfg, tmp_path / "checkpoint-9", None, ENGINE, "cpu")
+    assert args == {"pretrained": str(tmp_path / "checkpoint-9"), "dtype": "bfloat16", "trust_remote_code": False,
+                    "seed": 7, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9}
+
+
+@pytest.mark.parametrize(("r", "pattern", "expected"), [(8, None, 8), (16, None, 16), (17, None, 32),
+                                                        (8, {"q_proj": 64}, 64), (300, None, 320), (512, None, 512)])
+def test_vllm_max_lora_rank(tmp_path, r, pattern, expected):
+    assert vllm_max_lora_rank(_adapter_dir(tmp_path, r, pattern)) == expected
+
+
+def test_vllm_max_lora_rank_errors_name_the_file(tmp_path):
+    with pytest.raises(EvalError, match=r"adapter_r600/adapter_config.json: LoRA rank 600 exceeds"):
+        vllm_max_lora_rank(_adapter_dir(tmp_path, 600))
+    d = tmp_path / "norank"
+    d.mkdir()
+    write_json({"peft_type": "LORA"}, d / "adapter_config.json")
+    with pytest.raises(EvalError, match="norank/adapter_config.json: no LoRA rank"):
+        vllm_max_lora_rank(d)
+
+
+@pytest.fixture()
+def fake_lm_eval(monkeypatch):
+    """lm_eval.simple_evaluate replaced by a recorder returning a fixed result (the argument mapping
+    of the rule functions is tested here; vLLM itself does not run on this machine)."""
+    import lm_eval
+
+    calls = []
+
+    def simple_evaluate(**kw):
+        calls.append(kw)
+        return {"results": {"tf_arith": {"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.1}},
+                "versions": {"tf_arith": 1}, "n-shot": {"tf_arith": 1},
+                "higher_is_better": {"tf_arith": {"exact_match": True}},
+                "n-samples": {"tf_arith": {"original": 3, "effective": 2}},
+                "config": {"model": kw["model"], "model_args": kw["model_args"]}, "samples": {}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    return calls
+
+
+def test_evaluate_checkpoints_through_vllm_keeps_the_tidy_output(tiny_model, sft_dir, tmp_path, fake_lm_eval):
+    """Rule evaluate_checkpoints with eval.backend vllm: each LoRA checkpoint is served with its
+    adapter on the base model; the tidy table is the hf backend's, column for column."""
+    vllm = _checkpoints(tiny_model, sft_dir, tmp_path, "vllm", checkpoints="all", backend="vllm")
+    hf = _checkpoints(tiny_model, sft_dir, tmp_path, "hf", checkpoints="all", backend="hf")
+    assert [c["model"] for c in fake_lm_eval] == ["vllm", "vllm", "hf", "hf"]
+    first, final = fake_lm_eval[0]["model_args"], fake_lm_eval[1]["model_args"]
+    assert first["pretrained"] == str(tiny_model) and first["lora_local_path"] == str(sft_dir / "checkpoints" / "checkpoint-2")
+    assert first["max_lora_rank"] == 8 and "tokenizer" not in first
+    assert final["lora_local_path"] == str(sft_dir / "adapter") and final["tokenizer"] == str(sft_dir / "adapter")
+    assert fake_lm_eval[0]["device"] is None and fake_lm_eval[2]["device"] == "cpu"
+    assert vllm.columns == hf.columns and vllm.drop("value").equals(hf.drop("value"))
+    payload = json.loads((tmp_path / "vllm" / "checkpoint-4.json").read_text())
+    assert payload["teachfit"]["lm_eval_model"] == "vllm" and payload["teachfit"]["settings"]["backend"] == "vllm"
+
+
+def test_evaluate_checkpoints_through_vllm_loads_a_full_checkpoint_directly(tiny_model, tmp_path, fake_lm_eval):
+    import shutil
+
+    sft = tmp_path / "full_run"
+    shutil.copytree(tiny_model, sft / "final")
+    write_json([{"step": 3, "examples_seen": 12, "path": "final"}], sft / "checkpoints.json")
+    _checkpoints(tiny_model, sft, tmp_path, "full", checkpoints="final", backend="vllm")
+    args = fake_lm_eval[0]["model_args"]
+    assert fake_lm_eval[0]["model"] == "vllm" and args["pretrained"] == str(sft / "final")
+    assert "lora_local_path" not in args and "max_lora_rank" not in args
+
+
+def test_vllm_backend_without_vllm_fails_clearly(tiny_model, tmp_path):
+    """On this machine vLLM is not installed: the vllm backend must fail (lm-eval's own message), not
+    fall back to transformers, and leave no outputs."""
+    pytest.importorskip("lm_eval")
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here; make test-vllm runs it for real")
+    with pytest.raises(Exception, match="vllm"):
+        evaluate_model(model_dir=tiny_model, results=tmp_path / "v.json", samples=tmp_path / "v.jsonl",
+                       tidy=tmp_path / "v.parquet", eval=_eval(tasks=["tf_arith"], backend="vllm"), model="tiny",
+                       backend=ENGINE)
+    assert not (tmp_path / "v.json").exists() and not (tmp_path / "v.parquet").exists()

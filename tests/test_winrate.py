@@ -1,4 +1,6 @@
-"""Pairwise win rate with fake judges (hand-checkable cases)."""
+"""Win rates: the pairwise_ab protocol with fake judges (hand-checkable cases), the in-house LC fit
+against an independent scikit-learn fit of the same formula, and rule judge_winrate on a tiny model
+for every protocol."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import polars as pl
 import pytest
 
 from teachfit.evaluation.winrate import (
+    WinrateJudgeSettings,
+    headline_key,
     judge_pairs,
-    length_controlled_win_rate,
+    length_controlled_minimal_inhouse,
     pairwise_prompt,
     summarize,
     win_rate,
@@ -142,7 +146,7 @@ def _synthetic(b0: float, b1: float, n: int, seed: int) -> tuple[pl.DataFrame, n
 
 def test_lc_recovers_soft_targets_exactly() -> None:
     df, p = _synthetic(0.0, 3.0, 400, seed=0)
-    lc = length_controlled_win_rate(df, target="p_win", l2=0.0)
+    lc = length_controlled_minimal_inhouse(df, target="p_win", l2=0.0)
     assert lc["intercept"] == pytest.approx(0.0, abs=1e-5)
     assert lc["length_coef"] == pytest.approx(3.0, abs=1e-4)
     assert lc["lc_win_rate"] == pytest.approx(0.5, abs=1e-5)
@@ -152,7 +156,7 @@ def test_lc_recovers_soft_targets_exactly() -> None:
 def test_lc_removes_pure_length_effect_from_wins() -> None:
     df, _ = _synthetic(0.0, 3.0, 3000, seed=1)
     raw = win_rate(df)["win_rate"]
-    lc = length_controlled_win_rate(df)
+    lc = length_controlled_minimal_inhouse(df)
     assert raw > 0.7  # the length-biased judge inflates the raw rate
     assert abs(lc["lc_win_rate"] - 0.5) < 3 * lc["stderr"] + 0.01
     assert 0.005 < lc["stderr"] < 0.05
@@ -161,36 +165,39 @@ def test_lc_removes_pure_length_effect_from_wins() -> None:
 
 def test_lc_keeps_quality_effect() -> None:
     df, _ = _synthetic(1.0, 2.0, 3000, seed=2)
-    lc = length_controlled_win_rate(df)
+    lc = length_controlled_minimal_inhouse(df)
     assert lc["lc_win_rate"] == pytest.approx(1.0 / (1.0 + math.exp(-1.0)), abs=0.04)
 
 
 def test_lc_without_length_difference_equals_raw() -> None:
     df = pl.DataFrame({"win": [1.0, 0.0, 1.0, 0.5], "p_win": [0.9, 0.2, 0.7, 0.5],
                        "len_model": [10] * 4, "len_ref": [10] * 4})
-    lc = length_controlled_win_rate(df)
+    lc = length_controlled_minimal_inhouse(df)
     assert lc["lc_win_rate"] == pytest.approx(0.625, abs=1e-6)
     assert lc["length_coef"] == 0.0
 
 
 def test_lc_degenerate_all_wins() -> None:
     df = pl.DataFrame({"win": [1.0] * 3, "p_win": [0.9] * 3, "len_model": [5, 9, 30], "len_ref": [10] * 3})
-    lc = length_controlled_win_rate(df)
+    lc = length_controlled_minimal_inhouse(df)
     assert lc["lc_win_rate"] == 1.0 and lc["stderr"] == 0.0
 
 
 def test_lc_errors() -> None:
     df, _ = _synthetic(0.0, 1.0, 10, seed=3)
     with pytest.raises(ValueError, match="target"):
-        length_controlled_win_rate(df, target="wins")
+        length_controlled_minimal_inhouse(df, target="wins")
     with pytest.raises(ValueError, match="no column 'len_ref'"):
-        length_controlled_win_rate(df.drop("len_ref"))
+        length_controlled_minimal_inhouse(df.drop("len_ref"))
 
 
 def test_summarize_end_to_end() -> None:
     df = judge_pairs(INSTR, MODEL, REF, prefers_model)
     s = summarize(df)
-    assert s["win_rate"] == 1.0 and s["lc_win_rate"] == 1.0 and s["n"] == 6
+    assert s["win_rate"] == 1.0 and s["lc_win_rate_minimal_inhouse"] == 1.0 and s["n"] == 6
+    assert s["lc_target_minimal_inhouse"] == "win"
+    assert "lc_win_rate" not in s and not any("alpaca" in k for k in s)  # never named AlpacaEval's LC
+    assert "lc_win_rate_minimal_inhouse" not in summarize(df, length_controlled=False)
     assert s["avg_len_model"] == pytest.approx(np.mean([len(m) for m in MODEL]))
 
 
@@ -248,9 +255,100 @@ def test_answer_and_judge_winrate_rules(tiny_llama, lora_sft_dir, tmp_path) -> N
     # the reference misses id "c": that pair is dropped
     write_parquet(pl.DataFrame({"id": ["a", "b"], "response": REF[:2]}), tmp_path / "ref.parquet")
     summary = judge_winrate(answers=tmp_path / "answers.parquet", reference=tmp_path / "ref.parquet",
-                            judge_dir=tiny_llama, summary=tmp_path / "summary.json", judged=tmp_path / "judged.parquet",
-                            seed=0, backend=_backend(), threads=1)
+                            judge_dir=tiny_llama, judge_prompt=[], summary=tmp_path / "summary.json",
+                            judged=tmp_path / "judged.parquet", seed=0, backend=_backend(),
+                            benchmark=_settings(), run=RUN, threads=1)
     judged = pl.read_parquet(tmp_path / "judged.parquet")
     assert judged["id"].to_list() == ["a", "b"] and summary["n"] == 2
-    assert 0.0 <= summary["win_rate"] <= 1.0 and 0.0 <= summary["lc_win_rate"] <= 1.0
+    assert 0.0 <= summary["win_rate"] <= 1.0 and 0.0 <= summary["lc_win_rate_minimal_inhouse"] <= 1.0
+    assert summary["benchmark"] == "heldout" and summary["model_name"] == "d/g/full/b"
+    assert summary["reference_name"] == "t_greedy" and summary["protocol"] == "pairwise_ab"
     assert json.loads((tmp_path / "summary.json").read_text()) == pytest.approx(summary, nan_ok=True)
+    with pytest.raises(ValueError, match="judge_prompt file applies to protocols alpaca_eval2 and arena_hard"):
+        judge_winrate(answers=tmp_path / "answers.parquet", reference=tmp_path / "ref.parquet", judge_dir=tiny_llama,
+                      judge_prompt=[str(tmp_path / "p.yaml")], summary=tmp_path / "s2.json",
+                      judged=tmp_path / "j2.parquet", seed=0, backend=_backend(), benchmark=_settings(), run=RUN)
+    from teachfit.io import DataError
+
+    with pytest.raises(DataError, match="sets no reference_name"):
+        judge_winrate(answers=tmp_path / "answers.parquet", reference=tmp_path / "ref.parquet", judge_dir=tiny_llama,
+                      judge_prompt=[], summary=tmp_path / "s2.json", judged=tmp_path / "j2.parquet", seed=0,
+                      backend=_backend(), benchmark=_settings(reference_name=None), run=RUN)
+
+
+RUN = {"dataset": "d", "generator": "g", "selection": "full", "base": "b"}
+
+
+def _settings(**overrides) -> dict:
+    return {"name": "heldout", "protocol": "pairwise_ab", "judge": "tiny", "reference_name": "t_greedy",
+            "length_controlled": "inhouse_minimal", "judge_max_new_tokens": 16, **overrides}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"protocol": "mt_bench"}, "protocol 'mt_bench' is not known"),
+    ({"length_controlled": "yes"}, "length_controlled 'yes' is not known"),
+    ({"length_controlled": "alpaca_eval"}, "'alpaca_eval' needs protocol 'alpaca_eval2'"),
+    ({"protocol": "arena_hard"}, "protocol 'arena_hard' has no length control"),
+    ({"judge_max_new_tokens": 0}, "judge_max_new_tokens must be >= 1"),
+    ({"temperature": 0.0}, r"unknown key\(s\) \['temperature'\]"),
+])
+def test_judge_settings_reject_bad_values(bad, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        WinrateJudgeSettings.from_dict(_settings(**bad))
+    assert WinrateJudgeSettings.from_dict(_settings(protocol="arena_hard", length_controlled="none")).protocol == \
+        "arena_hard"
+
+
+def test_headline_keys_name_what_counts() -> None:
+    assert headline_key("alpaca_eval") == "lc_win_rate_alpaca_eval"
+    assert headline_key("inhouse_minimal") == "lc_win_rate_minimal_inhouse"
+    assert headline_key("none") == "win_rate"
+
+
+# --------------------------------------------------------------------------- in-house LC vs an independent fit
+
+
+def _sklearn_fit(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, float]:
+    """The same model fitted by scikit-learn: each row duplicated into a y=1 row of weight p and a
+    y=0 row of weight 1-p (AlpacaEval's soft-label trick, glm_winrate.fit_LogisticRegressionCV),
+    intercept unpenalised, L2 on the slope with C = 1 / (n * l2) (our loss is the mean, sklearn's the
+    sum), or no penalty (C = inf) for l2 = 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = x.size
+    X = np.concatenate([x, x])[:, None]
+    Y = np.concatenate([np.ones(n), np.zeros(n)])
+    W = np.concatenate([y, 1.0 - y])
+    C = np.inf if l2 == 0 else 1.0 / (n * l2)
+    clf = LogisticRegression(C=C, fit_intercept=True, solver="lbfgs", tol=1e-12, max_iter=100_000)
+    clf.fit(X, Y, sample_weight=W)
+    return float(clf.intercept_[0]), float(clf.coef_[0, 0])
+
+
+@pytest.mark.parametrize(("target", "l2", "seed"), [("win", 1e-3, 0), ("win", 0.0, 1), ("p_win", 1e-3, 2),
+                                                    ("p_win", 0.0, 3), ("win", 0.05, 4)])
+def test_inhouse_lc_equals_an_independent_sklearn_fit(target, l2, seed) -> None:
+    """The in-house fit (scipy L-BFGS on the mean soft-label loss) equals scikit-learn's
+    LogisticRegression on AlpacaEval's duplicated rows, to 1e-6: intercept, slope and LC rate."""
+    df, _ = _synthetic(0.3, 1.5, 300, seed=seed)
+    if target == "win":  # add exact ties, as judge_pairs produces them
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(0.5).otherwise(pl.col("win")).alias("win"))
+    lc = length_controlled_minimal_inhouse(df, target=target, l2=l2)
+    d = (df["len_model"] - df["len_ref"]).to_numpy().astype(float)
+    x = np.tanh(d / d.std(ddof=1))
+    b0, b1 = _sklearn_fit(x, df[target].to_numpy(), l2)
+    assert lc["intercept"] == pytest.approx(b0, abs=1e-6)
+    assert lc["length_coef"] == pytest.approx(b1, abs=1e-6)
+    assert lc["lc_win_rate"] == pytest.approx(1.0 / (1.0 + np.exp(-b0)), abs=1e-6)
+
+
+def test_inhouse_lc_is_not_the_raw_rate_when_length_drives_wins() -> None:
+    """A control for the test above: the two fits agree because both fit the same model, not
+    because the LC rate collapses to something trivial."""
+    df, _ = _synthetic(0.0, 3.0, 2000, seed=5)
+    lc = length_controlled_minimal_inhouse(df, target="p_win", l2=0.0)
+    assert lc["win_rate"] - lc["lc_win_rate"] > 0.2
+    assert abs(lc["lc_win_rate"] - 0.5) < 0.01

@@ -244,6 +244,57 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
 
+def winrate_problems(benchmarks: dict[str, Any], seedsets: dict[str, Any], gens: dict[str, Any],
+                     need_model: Any) -> list[str]:
+    """Cross-field checks of ``teacher.winrate.benchmarks`` (active ones only): sources valid for
+    their role (instructions: seedset or hub; reference: generator, only with seed-set instructions,
+    or hub), hub formats that hold that part, a judge model, and length control / protocol /
+    judge_prompt combinations the judge supports."""
+    from teachfit.evaluation.benchmark_data import FORMAT_PARTS
+
+    problems: list[str] = []
+    active = {k: v for k, v in benchmarks.items() if v.get("activate", True)}
+    if not active:
+        problems.append("config.teacher.winrate: activate is true but no benchmark is active "
+                        "(teacher.winrate.benchmarks)")
+    for name, b in active.items():
+        where = f"config.teacher.winrate.benchmarks.{name}"
+        need_model(f"teacher.winrate.benchmarks.{name}.judge", b.get("judge"))
+        ins, ref = b.get("instructions", {}), b.get("reference", {})
+        if "generator" in ins:
+            problems.append(f"{where}.instructions: a generator gives reference outputs, not instructions; "
+                            "use {seedset: ...} or {hub: ...}")
+        if "seedset" in ref:
+            problems.append(f"{where}.reference: a seed set has no outputs; use {{generator: ...}} or {{hub: ...}}")
+        if "seedset" in ins and ins["seedset"] not in seedsets:
+            problems.append(f"{where}.instructions.seedset: unknown seed set {ins['seedset']!r}")
+        if "generator" in ref:
+            if ref["generator"] not in gens:
+                problems.append(f"{where}.reference.generator: unknown generator {ref['generator']!r}")
+            if "seedset" not in ins:
+                problems.append(f"{where}.reference.generator: a generator answers seed-set instructions; "
+                                "hub instructions need hub reference outputs")
+        for part, src in (("instructions", ins), ("reference", ref)):
+            hub = src.get("hub")
+            if hub and part not in FORMAT_PARTS.get(hub.get("format"), ()):
+                problems.append(f"{where}.{part}.hub.format: {hub.get('format')!r} does not hold {part}")
+        protocol, lc = b.get("protocol", "pairwise_ab"), b.get("length_controlled", "inhouse_minimal")
+        if lc == "alpaca_eval":
+            if protocol != "alpaca_eval2":
+                problems.append(f"{where}.length_controlled: 'alpaca_eval' needs protocol alpaca_eval2")
+            if (ins.get("hub") or {}).get("format") != "alpaca_eval":
+                problems.append(f"{where}.length_controlled: 'alpaca_eval' needs AlpacaEval's instructions "
+                                "(instructions.hub.format alpaca_eval): its GLM looks up each instruction's "
+                                "difficulty by position")
+        if protocol == "arena_hard" and lc != "none":
+            problems.append(f"{where}.length_controlled: protocol arena_hard reports the raw win rate; set none")
+        if protocol == "pairwise_ab" and b.get("judge_prompt"):
+            problems.append(f"{where}.judge_prompt: applies to alpaca_eval2 and arena_hard only")
+        if b.get("judge_prompt") and not Path(b["judge_prompt"]).is_file():
+            problems.append(f"{where}.judge_prompt: {b['judge_prompt']} is not a file")
+    return problems
+
+
 def check_references(config: dict[str, Any]) -> None:
     """Cross-field checks that JSON Schema cannot express."""
     problems: list[str] = []
@@ -286,12 +337,7 @@ def check_references(config: dict[str, Any]) -> None:
                             f"defined: {', '.join(sorted(seedsets))}")
         w = t.get("winrate", {})
         if w.get("activate"):
-            need_model("teacher.winrate.judge", w.get("judge"))
-            if w.get("instructions") not in seedsets:
-                problems.append(f"config.teacher.winrate.instructions: unknown seed set {w.get('instructions')!r}")
-            if w.get("reference_generator") not in gens:
-                problems.append(f"config.teacher.winrate.reference_generator: unknown generator "
-                                f"{w.get('reference_generator')!r}")
+            problems += winrate_problems(w.get("benchmarks", {}), seedsets, gens, need_model)
             # the students answer with their base model's engine (teachfit.evaluation.winrate.answer_winrate)
             lora = config.get("sft", {}).get("method") == "lora"
             for i, b in enumerate(t.get("bases", [])):

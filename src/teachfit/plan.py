@@ -269,6 +269,13 @@ class Plan:
         """The model alias of :meth:`reward_settings`."""
         return self.reward_settings(dataset)["model"]
 
+    def winrate_benchmarks(self) -> list[str]:
+        """Names of the active win-rate benchmarks (``teacher.winrate.benchmarks``), in config
+        order; none when the teacher study or its win rates are off."""
+        if not self.teacher_on() or not self.config["teacher"]["winrate"]["activate"]:
+            return []
+        return [name for name, b in self.config["teacher"]["winrate"]["benchmarks"].items() if b["activate"]]
+
     def ifs_runs(self, ranked: Ranked | None = None) -> list[Run]:
         """The runs whose checkpoints the IFS study scores (the trained runs, :meth:`trained_runs`)."""
         if not (self.ifs_on() and self.config["ifs"].get("checkpoints", True)):
@@ -378,6 +385,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "selections": list(selections),
         "eval_models": eval_models,
         "ifs_models": ifs_models,
+        "benchmarks": p.winrate_benchmarks() or ["none"],
     }
     p.runs = sorted(runs)
     p.scores = scores

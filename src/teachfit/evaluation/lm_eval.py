@@ -1,8 +1,8 @@
 """Evaluation: lm-eval-harness on a model (optionally + LoRA adapter), offline; the rules of
 ``rules/eval.smk``.
 
-* :func:`evaluate_model` (rule) runs ``lm_eval.simple_evaluate`` with the HF backend on a base
-  or instruct model and writes ``results``, ``configs``, ``versions``, ``n-shot`` and
+* :func:`evaluate_model` (rule) runs ``lm_eval.simple_evaluate`` on a base or instruct model,
+  with lm-eval's ``hf`` or ``vllm`` model (``eval.backend``, :func:`lm_eval_model_args`), and writes ``results``, ``configs``, ``versions``, ``n-shot`` and
   ``higher_is_better`` to one declared JSON file (atomic; no timestamped names), the per-sample
   logs to a JSONL and the tidy table to Parquet.
 * :func:`evaluate_checkpoints` (rule) does the same for the checkpoints of one SFT run listed in
@@ -68,6 +68,10 @@ TIDY_COLUMNS = ("task", "metric", "value", "stderr", "task_version", "higher_is_
 
 
 CHECKPOINT_MODES = ("all", "final", "final_and_selected")
+EVAL_BACKENDS = ("hf", "vllm")
+# LoRA ranks vLLM accepts for --max-lora-rank (vllm/config LoRAConfig; lm-eval passes max_lora_rank
+# through to vllm.LLM): the smallest one >= the adapter's r is used.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # Fixed choices of every evaluation (no config sets them): few-shot examples as earlier chat turns
 # when a chat template is applied, lm-eval's default bootstrap for non-mean metrics' stderrs, and
 # bfloat16 weights on a GPU (float32 on CPU).
@@ -112,6 +116,10 @@ class EvalSettings:
     offline: bool = field(metadata={
         "help": "Set HF_HUB_OFFLINE/HF_DATASETS_OFFLINE during the run (no hub look-ups). Hub tasks need false."})
     seed: int = field(metadata={"help": "Seed for python/numpy/torch and the few-shot sampler."})
+    backend: str = field(metadata={
+        "help": "lm-eval model: hf (transformers; a LoRA checkpoint through peft=) or vllm (vLLM; a LoRA "
+                "checkpoint served with the adapter through lora_local_path=, a full one loaded directly).",
+        "choices": list(EVAL_BACKENDS)})
     version: int = field(metadata={
         "help": "Bump when teachfit.evaluation.lm_eval's semantics change (reruns the stage)."})
 
@@ -136,6 +144,8 @@ class EvalSettings:
         if self.apply_chat_template not in (True, False, "auto"):
             raise EvalError("eval.apply_chat_template: must be true, false or 'auto', "
                             f"got {self.apply_chat_template!r}")
+        if self.backend not in EVAL_BACKENDS:
+            raise EvalError(f"eval.backend: {self.backend!r} not one of {', '.join(EVAL_BACKENDS)}")
         if self.checkpoints not in CHECKPOINT_MODES:
             raise EvalError(f"eval.checkpoints: {self.checkpoints!r} not one of {', '.join(CHECKPOINT_MODES)}")
 
@@ -335,6 +345,73 @@ def _json_default(o: Any) -> Any:
     return handle_non_serializable(o)
 
 
+def vllm_max_lora_rank(peft_dir: str | Path) -> int:
+    """The ``max_lora_rank`` vLLM needs for the adapter in ``peft_dir``: the smallest of
+    :data:`VLLM_LORA_RANKS` that is >= the adapter's rank (``r`` in ``adapter_config.json``, or the
+    largest value of its ``rank_pattern``). Raises :class:`EvalError` naming the file when it has
+    no usable rank or the rank exceeds vLLM's largest."""
+    path = Path(peft_dir) / "adapter_config.json"
+    cfg = read_json(path)
+    ranks = [cfg.get("r"), *(cfg.get("rank_pattern") or {}).values()]
+    ranks = [r for r in ranks if isinstance(r, int) and not isinstance(r, bool) and r > 0]
+    if not ranks:
+        raise EvalError(f"{path}: no LoRA rank 'r' (a positive integer)")
+    r = max(ranks)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= r:
+            return allowed
+    raise EvalError(f"{path}: LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
+
+def lm_eval_model_args(cfg: EvalSettings, model_dir: str | Path, peft_dir: str | Path | None,
+                       engine: Mapping[str, Any], device: str) -> tuple[str, dict[str, Any]]:
+    """``(model, model_args)`` for ``lm_eval.simple_evaluate``: which lm-eval model evaluates
+    ``model_dir`` (plus the LoRA adapter ``peft_dir``) and its arguments. A pure function of the
+    settings and the checkpoint (tests check the mapping without running lm-eval).
+
+    ``cfg.backend == "hf"`` (lm-eval ``HFLM``): ``pretrained``, ``dtype`` (bfloat16 on a CUDA
+    ``device``, float32 otherwise), ``trust_remote_code=False``; an adapter adds ``peft`` (the
+    adapter is applied by peft, not merged).
+
+    ``cfg.backend == "vllm"`` (lm-eval ``VLLM``, ``lm_eval/models/vllm_causallms.py``, 0.4.12+):
+    ``pretrained``, ``dtype=bfloat16`` (vLLM's advice for CPU and GPU alike), ``trust_remote_code
+    =False``, ``seed`` (``cfg.seed``), and from the model's engine settings ``engine``
+    (:func:`teachfit.generation.engines.backend_settings`) ``tensor_parallel_size``,
+    ``gpu_memory_utilization`` (passed through to ``vllm.LLM``) and ``max_model_len`` when set. A
+    LoRA adapter is served with the base model: ``lora_local_path`` (lm-eval then sets vLLM's
+    ``enable_lora`` and sends a ``LoRARequest`` with every request) and ``max_lora_rank``
+    (:func:`vllm_max_lora_rank`); a full checkpoint is loaded directly (``pretrained`` = the
+    checkpoint).
+
+    Both: an adapter folder that saved its own tokenizer (its chat template was used in SFT) sets
+    ``tokenizer``. Raises :class:`EvalError` for an unknown backend or an adapter without a rank.
+    """
+    model_dir = Path(model_dir)
+    peft_path = Path(peft_dir) if peft_dir else None
+    if cfg.backend == "hf":
+        args: dict[str, Any] = {"pretrained": str(model_dir),
+                                "dtype": "bfloat16" if device.startswith("cuda") else "float32",
+                                "trust_remote_code": False}
+        if peft_path is not None:
+            args["peft"] = str(peft_path)
+        model = "hf"
+    elif cfg.backend == "vllm":
+        args = {"pretrained": str(model_dir), "dtype": "bfloat16", "trust_remote_code": False,
+                "seed": cfg.seed, "tensor_parallel_size": int(engine["tensor_parallel_size"]),
+                "gpu_memory_utilization": float(engine["gpu_memory_utilization"])}
+        if engine["max_model_len"] is not None:
+            args["max_model_len"] = int(engine["max_model_len"])
+        if peft_path is not None:
+            args["lora_local_path"] = str(peft_path)
+            args["max_lora_rank"] = vllm_max_lora_rank(peft_path)
+        model = "vllm"
+    else:
+        raise EvalError(f"eval.backend: {cfg.backend!r} not one of {', '.join(EVAL_BACKENDS)}")
+    if peft_path is not None and _tokenizer_dir(model_dir, peft_path) == peft_path:
+        args["tokenizer"] = str(peft_path)
+    return model, args
+
+
 def _lm_eval(
     model_dir: str | Path,
     out_json: str | Path,
@@ -343,15 +420,19 @@ def _lm_eval(
     peft_dir: str | Path | None,
     label: Mapping[str, Any],
     threads: int | None,
+    engine: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Evaluate ``model_dir`` (plus the LoRA adapter ``peft_dir``) with ``lm_eval.simple_evaluate``.
+    """Evaluate ``model_dir`` (plus the LoRA adapter ``peft_dir``) with ``lm_eval.simple_evaluate``,
+    through the lm-eval model and arguments of :func:`lm_eval_model_args` (``engine``: the model's
+    engine settings, read by the vLLM backend).
 
     Writes the per-sample logs to ``out_samples_jsonl``, then (last: it marks a complete
     evaluation) the JSON ``out_json``: lm-eval's ``results``, ``configs``, ``versions``,
     ``n-shot``, ``higher_is_better`` ... plus a ``teachfit`` block (``label``, the settings,
     device, dtype, apply_chat_template, seconds). ``label`` keys become the leading columns of
     :func:`tidy_results`. ``threads`` sets torch's CPU threads. Device: a CUDA GPU when one is
-    visible (:func:`teachfit.models.default_device`), bfloat16 there, float32 on CPU. Raises
+    visible (:func:`teachfit.models.default_device`), bfloat16 there, float32 on CPU (the hf backend;
+    vLLM places the model itself). Raises
     :class:`EvalError` for a folder that is not a model / adapter, unknown task names or label
     keys that clash with result columns. Returns the dict written to ``out_json``.
     """
@@ -375,33 +456,25 @@ def _lm_eval(
         torch.set_num_threads(int(threads))
     ensure_punkt_tab()  # before lm-eval's IFEval module is imported anywhere
     device = default_device()
-    dtype = "bfloat16" if device.startswith("cuda") else "float32"
     chat = (_has_chat_template(model_dir, peft_path) if cfg.apply_chat_template == "auto"
             else bool(cfg.apply_chat_template))
-    model_args: dict[str, Any] = {
-        "pretrained": str(model_dir),
-        "dtype": dtype,
-        "trust_remote_code": False,
-    }
-    if peft_path is not None:
-        model_args["peft"] = str(peft_path)
-        if _tokenizer_dir(model_dir, peft_path) == peft_path:
-            model_args["tokenizer"] = str(peft_path)
+    lm_model, model_args = lm_eval_model_args(cfg, model_dir, peft_path, engine, device)
+    dtype = model_args["dtype"]
 
     import lm_eval
 
     t0 = time.time()
     with _hub_offline(cfg.offline):
         manager = task_manager(cfg.tasks, tasks_dir)
-        log.info("lm-eval: tasks=%s model_args=%s chat_template=%s device=%s",
-                 cfg.tasks, model_args, chat, device)
+        log.info("lm-eval: tasks=%s model=%s model_args=%s chat_template=%s device=%s",
+                 cfg.tasks, lm_model, model_args, chat, device)
         raw = lm_eval.simple_evaluate(
-            model="hf",
+            model=lm_model,
             model_args=model_args,
             tasks=list(cfg.tasks),
             num_fewshot=cfg.num_fewshot,
             batch_size=cfg.batch_size,
-            device=device,
+            device=device if lm_model == "hf" else None,
             limit=cfg.limit,
             bootstrap_iters=BOOTSTRAP_ITERS,
             log_samples=True,
@@ -428,6 +501,8 @@ def _lm_eval(
         "tasks_dir": str(tasks_dir),
         "apply_chat_template": chat,
         "device": device,
+        "lm_eval_model": lm_model,
+        "model_args": model_args,
         "dtype": dtype,
         "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
         "seconds": round(seconds, 2),
@@ -517,11 +592,15 @@ def tidy_results(json_path: str | Path, label: Mapping[str, Any] | None = None) 
 
 
 def evaluate_model(model_dir: str | Path, results: str | Path, samples: str | Path, tidy: str | Path,
-                   eval: Mapping[str, Any], model: str, threads: int | None = None) -> pl.DataFrame:
+                   eval: Mapping[str, Any], model: str, backend: Mapping[str, Any],
+                   threads: int | None = None) -> pl.DataFrame:
     """lm-eval on a base or instruct model; rule ``evaluate_model``.
 
     ``model_dir``: a materialized model (``model`` its alias); ``eval``: the ``eval`` config
-    section (:class:`EvalSettings`). Writes ``results`` (lm-eval's JSON), ``samples`` (per-sample
+    section (:class:`EvalSettings`; ``eval.backend`` picks lm-eval's hf or vllm model, see
+    :func:`lm_eval_model_args`); ``backend``: the model's engine settings
+    (:func:`teachfit.generation.engines.backend_settings`; the vllm backend reads
+    ``tensor_parallel_size``, ``gpu_memory_utilization`` and ``max_model_len``). Writes ``results`` (lm-eval's JSON), ``samples`` (per-sample
     JSONL) and ``tidy`` (Parquet, :func:`tidy_results`: one row per task and metric, label
     columns ``model``, ``dataset``, ``generator``, ``selection`` (empty), ``base`` (= model),
     ``checkpoint`` (``base``), ``step`` and ``examples_seen`` (0)) and returns the tidy table.
@@ -529,7 +608,7 @@ def evaluate_model(model_dir: str | Path, results: str | Path, samples: str | Pa
     cfg = EvalSettings.from_dict(eval)
     label = {"model": model, "dataset": "", "generator": "", "selection": "", "base": model,
              "checkpoint": "base", "step": 0, "examples_seen": 0}
-    _lm_eval(model_dir, results, samples, cfg, peft_dir=None, label=label, threads=threads)
+    _lm_eval(model_dir, results, samples, cfg, peft_dir=None, label=label, threads=threads, engine=backend)
     table = tidy_results(results, label)
     write_parquet(table, tidy)
     return table
@@ -559,7 +638,8 @@ def _checkpoints_to_evaluate(sft_dir: str | Path, mode: str, selected: list[str]
 
 def evaluate_checkpoints(sft_dir: str | Path, model_dir: str | Path, selected: list[str],
                          eval_dir: str | Path, tidy: str | Path, eval: Mapping[str, Any],
-                         run: Mapping[str, str], threads: int | None = None) -> pl.DataFrame:
+                         run: Mapping[str, str], backend: Mapping[str, Any],
+                         threads: int | None = None) -> pl.DataFrame:
     """lm-eval on the checkpoints of one SFT run; rule ``evaluate_checkpoints``.
 
     ``sft_dir``: a :func:`teachfit.training.sft.train_sft` output on the base model
@@ -567,8 +647,10 @@ def evaluate_checkpoints(sft_dir: str | Path, model_dir: str | Path, selected: l
     :func:`teachfit.training.sft.checkpoint_list`. Which checkpoints: ``eval["checkpoints"]``
     (``all``, ``final``, or ``final_and_selected`` with the IFS ``selected`` JSONs, each
     ``{"step": ...}``). A checkpoint with ``adapter_config.json`` is a LoRA adapter on
-    ``model_dir`` (lm-eval's ``peft=``, with the adapter's own tokenizer when it saved one);
-    one with ``config.json`` a full model. ``run`` = ``{dataset, generator, selection, base}``.
+    ``model_dir`` (``eval.backend`` hf: lm-eval's ``peft=``; vllm: served with the adapter through
+    ``lora_local_path=``; with the adapter's own tokenizer when it saved one); one with
+    ``config.json`` a full model, loaded directly (:func:`lm_eval_model_args`). ``run`` =
+    ``{dataset, generator, selection, base}``; ``backend``: the base model's engine settings.
 
     Writes ``eval_dir`` atomically (:func:`teachfit.io.atomic_dir`) with
     ``checkpoint-<step>.json`` + ``.samples.jsonl`` per checkpoint, and ``tidy`` (Parquet, the
@@ -596,7 +678,7 @@ def evaluate_checkpoints(sft_dir: str | Path, model_dir: str | Path, selected: l
             peft_dir = ck_path if (ck_path / "adapter_config.json").is_file() else None
             log.info("evaluating %s (%s)", name, "adapter" if peft_dir else "full model")
             _lm_eval(model_dir if peft_dir else ck_path, tmp / f"{name}.json", tmp / f"{name}.samples.jsonl",
-                     cfg, peft_dir=peft_dir, label=label, threads=threads)
+                     cfg, peft_dir=peft_dir, label=label, threads=threads, engine=backend)
             frames.append(tidy_results(tmp / f"{name}.json", label))
     table = pl.concat(frames, how="diagonal_relaxed")
     write_parquet(table, tidy)

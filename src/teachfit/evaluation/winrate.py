@@ -1,28 +1,44 @@
-"""AlpacaEval-style pairwise win rate of a model against reference outputs.
+"""Win rates of the teacher study's students against reference outputs, per named benchmark
+(``teacher.winrate.benchmarks``); rules ``answer_winrate`` and ``judge_winrate``.
 
-A judge reads an instruction and two outputs (:func:`pairwise_prompt`) and the
-next-token probabilities of the label words ``"A"`` and ``"B"`` say which output it
-prefers. The judge is injected, as in :mod:`teachfit.studies.ifs.objecqa`:
-``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any
-non-negative scores) of each label word as the next token after the prompt (the
-score_fn adds the leading space its tokenizer needs; the workflow's comes from
-:func:`teachfit.scoring.judge.label_scorer`).
+Three judging protocols (``protocol`` of a benchmark):
 
-Position bias is controlled by judging every pair in both orders (model output as
-A, then as B) and averaging the probability that the model's output wins
-(:func:`judge_pairs`). :func:`win_rate` is the AlpacaEval win rate (ties count
-one half) with its standard error; :func:`length_controlled_win_rate` is a
-simplified length-controlled win rate (see its docstring). Rates are fractions in
-[0, 1], not percentages. Lengths are counted in characters, as AlpacaEval does.
-Nothing here imports torch except the two rule functions, :func:`answer_winrate` (the
-student's answers) and :func:`judge_winrate` (the judge's verdicts and the summary).
+* ``pairwise_ab`` (the default run's CPU stand-in, our own protocol): a judge reads an
+  instruction and two outputs (:func:`pairwise_prompt`) and the next-token probabilities of the
+  label words ``"A"`` and ``"B"`` say which output it prefers. Position bias is controlled by
+  judging every pair in both orders (model output as A, then as B) and averaging the
+  probability that the model's output wins (:func:`judge_pairs`). The judge is injected:
+  ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any non-negative
+  scores) of each label word as the next token after the prompt (the workflow's comes from
+  :func:`teachfit.scoring.judge.label_scorer`). :func:`win_rate` is the win rate (ties count one
+  half) with its standard error.
+* ``alpaca_eval2``: AlpacaEval 2's annotator conventions (:mod:`teachfit.evaluation.alpaca_eval2`).
+* ``arena_hard``: Arena-Hard v0.1's judge and scoring (:mod:`teachfit.evaluation.arena_hard`).
+
+Length control (``length_controlled`` of a benchmark):
+
+* ``inhouse_minimal`` (:func:`length_controlled_minimal_inhouse`, reported as
+  ``lc_win_rate_minimal_inhouse``): the project's own offline fit of the formula of AlpacaEval's
+  ``length_controlled_minimal`` GLM, i.e. AlpacaEval 2's LC model *without* its
+  instruction-difficulty term and *without* its regularisation towards the gamed (verbose /
+  concise) baseline annotations, fitted by plain maximum likelihood with a small L2 penalty on
+  the length slope instead of AlpacaEval's L1-penalised, 5-fold cross-validated fit. It is not
+  AlpacaEval's LC and is never labelled so.
+* ``alpaca_eval`` (protocol ``alpaca_eval2`` only): AlpacaEval 2's own LC from the ``alpaca-eval``
+  package (:func:`teachfit.evaluation.alpaca_eval2.alpaca_eval_lc`, rule ``alpaca_eval_lc``,
+  needs the hub); the in-house value is reported beside it.
+* ``none``: the raw win rate only (Arena-Hard).
+
+Rates are fractions in [0, 1], not percentages. Lengths are counted in characters, as AlpacaEval
+does. Nothing here imports torch except the two rule functions.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +47,13 @@ import polars as pl
 
 from teachfit.io import content_id, read_parquet, write_json, write_parquet
 from teachfit.scoring.judge import first_label_share
+from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
 
-WINRATE_VERSION = 1  # bump when prompts or estimators change
+WINRATE_VERSION = 2  # bump when prompts, estimators or summary keys change
+PROTOCOLS = ("pairwise_ab", "alpaca_eval2", "arena_hard")
+LENGTH_CONTROL = ("none", "inhouse_minimal", "alpaca_eval")
 LABEL_WORDS = ("A", "B")
 TIE_TOL = 1e-9
 TARGETS = ("win", "p_win")
@@ -169,27 +188,36 @@ def _sigmoid(z: np.ndarray | float) -> Any:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z)))  # overflow-free
 
 
-def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float = 1e-3) -> dict[str, float]:
-    """Length-controlled win rate: the predicted win rate at zero length difference.
+def length_controlled_minimal_inhouse(df: pl.DataFrame, target: str = "win",
+                                     l2: float = 1e-3) -> dict[str, float]:
+    """The project's in-house length-controlled win rate: the predicted win rate at zero length
+    difference. Not AlpacaEval's LC (see the module docstring); reported as
+    ``lc_win_rate_minimal_inhouse``.
 
-    A simplification of AlpacaEval-LC (Dubois et al. 2024, ``length_controlled_minimal``
-    without the instruction-difficulty term and the regularisation towards the GPT-4
-    baseline): fit the logistic model
+    Fits the formula of AlpacaEval's ``length_controlled_minimal`` GLM
+    (alpaca_eval ``metrics/glm_winrate.py``: ``np.tanh(std_delta_len) + not_gamed_baseline - 1``)
+    without the instruction-difficulty term and the gamed-baseline rows of
+    ``length_controlled_v1``:
 
-        P(model wins) = sigmoid(b0 + b1 * tanh(d / sd(d))),  d = len_model - len_ref,
+        P(model wins) = sigmoid(b0 + b1 * tanh(d / sd(d))),  d = len_model - len_ref
 
-    (``sd`` = sample std of ``d``, not centred, so d = 0 still means equal lengths) to
-    the ``target`` column (``"win"``: the 1 / 0.5 / 0 indicator; ``"p_win"``: the
-    judge's probability; both as soft labels with binary cross-entropy), by
-    ``scipy.optimize.minimize`` with a small L2 penalty ``l2 * b1**2 / 2`` on the
-    length slope only (finite under separation). The LC win rate is ``sigmoid(b0)``:
-    what the judge would prefer if both outputs had the same length. ``stderr`` is
-    the delta-method standard error from the sandwich covariance of (b0, b1).
+    (``sd`` = sample std of ``d``, not centred, so d = 0 still means equal lengths; AlpacaEval uses
+    ``len_ref - len_model``, which only flips the sign of b1), to the ``target`` column as soft
+    labels with binary cross-entropy (AlpacaEval's duplication of each row into a y = 1 row of
+    weight p and a y = 0 row of weight 1 - p minimises the same loss). ``"win"``: the
+    1 / 0.5 / 0 indicator (protocol ``pairwise_ab``); ``"p_win"``: the judge's probability (for
+    ``alpaca_eval2``, AlpacaEval's ``preference - 1``). Fitted by ``scipy.optimize.minimize``
+    (L-BFGS-B) on the mean loss plus ``l2 * b1**2 / 2`` (the slope only, so the fit stays finite
+    under separation), where AlpacaEval uses an L1-penalised, 5-fold cross-validated
+    ``LogisticRegressionCV``. The rate is ``sigmoid(b0)``: what the judge would prefer if both
+    outputs had the same length. ``stderr`` is the delta-method standard error from the sandwich
+    covariance of (b0, b1).
 
     Degenerate cases: if every target is 0 (or every one is 1) the rate is that value
     (stderr 0); if ``d`` does not vary the length effect cannot be separated from
     the intercept, the length feature is dropped and the rate equals the raw mean
-    (logged as a warning).
+    (logged as a warning). Raises ``ValueError`` for an unknown target, l2 < 0, fewer than 2
+    rows, targets outside [0, 1] or missing columns.
 
     Returns ``lc_win_rate, stderr, n, win_rate`` (raw mean of ``target``),
     ``intercept, length_coef, len_scale`` (= sd(d)).
@@ -197,15 +225,15 @@ def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float 
     from scipy.optimize import minimize
 
     if target not in TARGETS:
-        raise ValueError(f"length_controlled_win_rate: target {target!r} is not known; allowed: {', '.join(TARGETS)}")
+        raise ValueError(f"length_controlled_minimal_inhouse: target {target!r} is not known; allowed: {', '.join(TARGETS)}")
     if l2 < 0:
-        raise ValueError(f"length_controlled_win_rate: l2 must be >= 0, got {l2}")
+        raise ValueError(f"length_controlled_minimal_inhouse: l2 must be >= 0, got {l2}")
     y = _column(df, target)
     n = y.size
     if n < 2:
-        raise ValueError(f"length_controlled_win_rate: need at least 2 pairs, got {n}")
+        raise ValueError(f"length_controlled_minimal_inhouse: need at least 2 pairs, got {n}")
     if (y < 0).any() or (y > 1).any():
-        raise ValueError(f"length_controlled_win_rate: column {target!r} must lie in [0, 1]")
+        raise ValueError(f"length_controlled_minimal_inhouse: column {target!r} must lie in [0, 1]")
     d = _column(df, "len_model") - _column(df, "len_ref")
     scale = float(d.std(ddof=1))
     raw = float(y.mean())
@@ -216,7 +244,7 @@ def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float 
     if scale > 0:
         x = np.tanh(d / scale)
     else:
-        log.warning("length_controlled_win_rate: the length difference is the same for all %d pairs; "
+        log.warning("length_controlled_minimal_inhouse: the length difference is the same for all %d pairs; "
                     "the length effect is not identifiable, LC win rate = raw win rate", n)
         x = np.zeros(n)
     X = np.column_stack([np.ones(n), x])
@@ -230,9 +258,9 @@ def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float 
         return value, grad
 
     b0 = np.array([math.log(raw / (1.0 - raw)), 0.0])
-    res = minimize(loss, b0, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-10})
+    res = minimize(loss, b0, jac=True, method="L-BFGS-B", options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12})
     if not res.success:
-        log.warning("length_controlled_win_rate: optimiser did not converge: %s", res.message)
+        log.warning("length_controlled_minimal_inhouse: optimiser did not converge: %s", res.message)
     b = res.x
     p = _sigmoid(X @ b)
     # sandwich covariance of b: H^-1 M H^-1 (robust to soft labels / misspecification)
@@ -249,19 +277,28 @@ def length_controlled_win_rate(df: pl.DataFrame, target: str = "win", l2: float 
             "intercept": float(b[0]), "length_coef": float(b[1])}
 
 
-def summarize(df: pl.DataFrame, l2: float = 1e-3) -> dict[str, Any]:
-    """Win rate and LC win rate of a :func:`judge_pairs` table in one JSON-ready dict."""
-    wr = win_rate(df)
-    lc = length_controlled_win_rate(df, target="win", l2=l2)
-    return {
-        **wr,
-        "lc_win_rate": lc["lc_win_rate"],
-        "lc_stderr": lc["stderr"],
-        "lc_length_coef": lc["length_coef"],
+def inhouse_lc_fields(df: pl.DataFrame, target: str, l2: float = 1e-3) -> dict[str, Any]:
+    """:func:`length_controlled_minimal_inhouse` of ``df`` as summary fields, named for what they
+    are: ``lc_win_rate_minimal_inhouse``, ``lc_stderr_minimal_inhouse``,
+    ``lc_length_coef_minimal_inhouse``, ``lc_target_minimal_inhouse``."""
+    lc = length_controlled_minimal_inhouse(df, target=target, l2=l2)
+    return {"lc_win_rate_minimal_inhouse": lc["lc_win_rate"], "lc_stderr_minimal_inhouse": lc["stderr"],
+            "lc_length_coef_minimal_inhouse": lc["length_coef"], "lc_target_minimal_inhouse": target}
+
+
+def summarize(df: pl.DataFrame, l2: float = 1e-3, length_controlled: bool = True) -> dict[str, Any]:
+    """Win rate (and, with ``length_controlled``, the in-house LC win rate on the 1 / 0.5 / 0
+    ``win`` target) of a :func:`judge_pairs` table (protocol ``pairwise_ab``) in one JSON-ready
+    dict."""
+    out = {
+        **win_rate(df),
         "avg_len_model": float(df["len_model"].mean()),
         "avg_len_ref": float(df["len_ref"].mean()),
         "winrate_version": WINRATE_VERSION,
     }
+    if length_controlled:
+        out.update(inhouse_lc_fields(df, target="win", l2=l2))
+    return out
 
 
 # --------------------------------------------------------------------------- rules answer_winrate, judge_winrate
@@ -285,7 +322,9 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     * ``vllm``: only a fully fine-tuned model (``sft.method: full``), served from its folder;
     * a LoRA adapter with a ``vllm`` entry, or an ``openai`` entry, raises ``ValueError``.
 
-    Writes ``answers`` (Parquet ``id``, ``instruction``, ``response``).
+    Writes ``answers`` (Parquet ``id``, ``instruction``, ``response``) in the instructions' order:
+    :func:`judge_winrate` reads a row's position as its index in the benchmark (AlpacaEval's
+    instruction index).
     """
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.engines import BackendConfig
@@ -316,33 +355,152 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     return out
 
 
-def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | Path,
+@dataclass(frozen=True)
+class WinrateJudgeSettings:
+    """How one benchmark's answers are judged: the rule's ``benchmark`` param, built from
+    ``teacher.winrate.benchmarks.<name>`` by ``rules/study_inputs.smk`` (no defaults here; they
+    live in the config schema). Raises ``ValueError`` naming the field on a bad value."""
+
+    name: str = field(metadata={"help": "Benchmark name (key of teacher.winrate.benchmarks)."})
+    protocol: str = field(metadata={"help": "Judging protocol.", "choices": PROTOCOLS})
+    judge: str = field(metadata={"help": "Judge model alias (AlpacaEval's annotator name)."})
+    reference_name: str | None = field(metadata={
+        "help": "Name of the reference outputs (AlpacaEval generator_1, Arena-Hard baseline); null = the "
+                "reference table's 'generator' column."})
+    length_controlled: str = field(metadata={"help": "Length control.", "choices": LENGTH_CONTROL})
+    judge_max_new_tokens: int = field(metadata={"help": "Arena-Hard: tokens per judgment."})
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is not known; allowed: {', '.join(PROTOCOLS)}")
+        if self.length_controlled not in LENGTH_CONTROL:
+            raise ValueError(f"length_controlled {self.length_controlled!r} is not known; allowed: "
+                             f"{', '.join(LENGTH_CONTROL)}")
+        if self.length_controlled == "alpaca_eval" and self.protocol != "alpaca_eval2":
+            raise ValueError("length_controlled 'alpaca_eval' needs protocol 'alpaca_eval2' (AlpacaEval's GLM "
+                             f"reads its annotations), got {self.protocol!r}")
+        if self.protocol == "arena_hard" and self.length_controlled != "none":
+            raise ValueError("protocol 'arena_hard' has no length control (Arena-Hard v0.1 reports the raw "
+                             "win rate); set length_controlled: none")
+        if self.judge_max_new_tokens < 1:
+            raise ValueError(f"judge_max_new_tokens must be >= 1, got {self.judge_max_new_tokens}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WinrateJudgeSettings:
+        return settings_from_dict(cls, dict(d), "winrate benchmark")
+
+
+def headline_key(length_controlled: str) -> str:
+    """The summary key a benchmark contributes to the teacher study's performance: the LC win rate
+    it reports (``lc_win_rate_alpaca_eval`` / ``lc_win_rate_minimal_inhouse``) or the raw
+    ``win_rate`` (``none``)."""
+    return {"alpaca_eval": "lc_win_rate_alpaca_eval", "inhouse_minimal": "lc_win_rate_minimal_inhouse",
+            "none": "win_rate"}[length_controlled]
+
+
+def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | Path, judge_prompt: list[str],
                   summary: str | Path, judged: str | Path, seed: int, backend: dict[str, Any],
+                  benchmark: Mapping[str, Any], run: Mapping[str, str],
                   threads: int | None = None) -> dict[str, Any]:
-    """AlpacaEval-style pairwise judgement of a student's answers against reference outputs;
-    rule ``judge_winrate``.
+    """Pairwise judgement of a student's answers against one benchmark's reference outputs; rule
+    ``judge_winrate``.
 
-    ``answers``: :func:`answer_winrate`'s Parquet; ``reference``: the reference generator's
-    responses (Parquet ``id``, ``response``), joined on ``id`` (instructions without a reference
-    are dropped with a warning). The judge (``judge_dir``, engine settings ``backend``) scores
-    every pair in both orders through :func:`teachfit.scoring.judge.label_scorer`
-    (:func:`judge_pairs`, order shuffled with ``seed``). Writes ``judged`` (Parquet, one row per
-    pair) and ``summary`` (JSON, :func:`summarize`: raw and length-controlled win rate,
-    fractions in [0, 1]) and returns the summary.
+    ``answers``: :func:`answer_winrate`'s Parquet, in the benchmark's instruction order (a row's
+    position is its ``index``, AlpacaEval's instruction index for its 805 instructions);
+    ``reference``: the reference outputs (Parquet ``id``, ``response``, optional ``generator``),
+    joined on ``id`` (instructions without a reference are dropped with a warning). ``benchmark``:
+    :class:`WinrateJudgeSettings`; ``run``: ``{dataset, generator, selection, base}`` (the model's
+    name in the annotations is ``dataset/generator/selection/base``). The judge (``judge_dir``,
+    engine settings ``backend``) follows the benchmark's protocol:
+
+    * ``pairwise_ab``: every pair in both orders through
+      :func:`teachfit.scoring.judge.label_scorer` (:func:`judge_pairs`, order shuffled with
+      ``seed``); summary :func:`summarize`.
+    * ``alpaca_eval2``: :func:`teachfit.evaluation.alpaca_eval2.annotate` with the judge's top-5
+      first-token log-probabilities (:mod:`teachfit.evaluation.judges`); summary
+      :func:`teachfit.evaluation.alpaca_eval2.summarize_annotations` (``stderr`` = its
+      ``standard_error``), in-house LC on ``p_win``.
+    * ``arena_hard``: :func:`teachfit.evaluation.arena_hard.judge_games` (greedy judgments of
+      ``judge_max_new_tokens`` tokens); summary :func:`teachfit.evaluation.arena_hard.arena_hard_score`
+      (bootstrap seeded with ``seed``).
+
+    ``judge_prompt``: an optional YAML file (0 or 1 path) with the ``system`` / ``user`` templates
+    replacing the project's wording (``alpaca_eval2`` and ``arena_hard`` only;
+    :func:`teachfit.evaluation.judges.load_judge_prompt`).
+
+    Writes ``judged`` (Parquet, one row per pair, or per game for Arena-Hard) and ``summary``
+    (JSON: ``benchmark, protocol, judge, reference_name, model_name, n, win_rate`` and the
+    protocol's own fields, in-house LC fields unless ``length_controlled: none``; fractions in
+    [0, 1]) and returns the summary. Raises ``ValueError`` for a bad setting or a prompt file with
+    ``pairwise_ab``, :class:`teachfit.io.DataError` when no reference name can be found.
     """
-    from teachfit.scoring.judge import label_scorer
+    from teachfit.io import DataError
 
+    settings = WinrateJudgeSettings.from_dict(benchmark)
+    if len(judge_prompt) > 1:
+        raise ValueError(f"judge_winrate: at most one judge_prompt file, got {judge_prompt}")
+    if judge_prompt and settings.protocol == "pairwise_ab":
+        raise ValueError("judge_winrate: a judge_prompt file applies to protocols alpaca_eval2 and arena_hard, "
+                         f"not pairwise_ab (benchmark {settings.name!r})")
     ans = read_parquet(answers, required=["id", "instruction", "response"])
-    ref = read_parquet(reference, required=["id", "response"]).select(
-        "id", pl.col("response").alias("reference"))
+    ref_raw = read_parquet(reference, required=["id", "response"])
+    ref = ref_raw.select("id", pl.col("response").alias("reference"))
     df = ans.join(ref, on="id", how="inner")
     if df.height < ans.height:
         log.warning("win rate: %d of %d instructions have no reference output", ans.height - df.height,
                     ans.height)
-    score_fn = label_scorer(judge_dir, backend, backend["batch_size"], threads)
-    table = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
-                        score_fn, seed=seed, ids=df["id"].to_list())
-    result = summarize(table)
+    model_name = "/".join(str(run[k]) for k in ("dataset", "generator", "selection", "base"))
+    reference_name = settings.reference_name
+    if reference_name is None:
+        if "generator" not in ref_raw.columns or ref_raw["generator"].n_unique() != 1:
+            raise DataError(f"{reference}: benchmark {settings.name!r} sets no reference_name and the reference "
+                            "table has no single-valued 'generator' column to take it from")
+        reference_name = str(ref_raw["generator"][0])
+    head = {"benchmark": settings.name, "protocol": settings.protocol, "judge": settings.judge,
+            "reference_name": reference_name, "model_name": model_name}
+    lc_on = settings.length_controlled != "none"
+
+    if settings.protocol == "pairwise_ab":
+        from teachfit.scoring.judge import label_scorer
+
+        score_fn = label_scorer(judge_dir, backend, backend["batch_size"], threads)
+        table = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
+                            score_fn, seed=seed, ids=df["id"].to_list())
+        result = {**head, **summarize(table, length_controlled=lc_on)}
+    else:
+        from teachfit.evaluation.judges import chat_judge, load_judge_prompt
+
+        prompt = load_judge_prompt(judge_prompt[0]) if judge_prompt else None
+        df = ans.with_row_index("index").join(ref, on="id", how="inner").sort("index")
+        judge = chat_judge(judge_dir, backend, threads=threads, seed=seed)
+        if settings.protocol == "alpaca_eval2":
+            from teachfit.evaluation import alpaca_eval2 as ae
+
+            table = ae.annotate(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
+                                lambda convs: judge.top_logprobs(convs, ae.TOP_LOGPROBS, ae.JUDGE_TEMPERATURE),
+                                ids=df["id"].to_list(), indices=df["index"].to_list(), generator_1=reference_name,
+                                generator_2=model_name, annotator=settings.judge, prompt=prompt)
+            stats = ae.summarize_annotations(table)
+            result = {**head, **stats, "stderr": stats["standard_error"], "winrate_version": WINRATE_VERSION}
+            if lc_on:
+                fit = table.filter(pl.col("p_win").is_not_nan())
+                if fit.height >= 2:
+                    result.update(inhouse_lc_fields(fit, target="p_win"))
+                else:  # counted in n_unparsed; the fit needs two rows
+                    log.warning("win rate %s: %d of %d judgments parsed; no in-house LC fit", settings.name,
+                                fit.height, table.height)
+                    result.update({"lc_win_rate_minimal_inhouse": float("nan"), "lc_stderr_minimal_inhouse": float("nan"),
+                                   "lc_length_coef_minimal_inhouse": float("nan"), "lc_target_minimal_inhouse": "p_win"})
+        else:
+            from teachfit.evaluation import arena_hard as ah
+
+            table = ah.judge_games(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
+                                   lambda convs: judge.chat(convs, settings.judge_max_new_tokens, ah.JUDGE_TEMPERATURE),
+                                   ids=df["id"].to_list(), prompt=prompt)
+            result = {**head, **ah.arena_hard_score(table, seed=seed), "n": df.height,
+                      "avg_len_model": float(df["response"].str.len_chars().mean()),
+                      "avg_len_ref": float(df["reference"].str.len_chars().mean()),
+                      "winrate_version": WINRATE_VERSION}
     write_parquet(table, judged)
     write_json(result, summary)
     return result

@@ -277,6 +277,29 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ judging
 
+    def chat_completions(self, payloads: list[dict[str, Any]], desc: str = "chat") -> list[Any]:
+        """The SDK's answer to each request, in input order: ``payloads[i]`` holds the keyword
+        arguments of ``chat.completions.create`` except ``model`` (``messages`` with system /
+        user / assistant turns, ``temperature``, the :attr:`max_tokens_field`, ``logprobs``,
+        ``top_logprobs`` ...); ``model`` is this backend's ``api_model``.
+
+        For callers that need more than one user turn or read fields :meth:`generate` does not
+        return: the judges of :mod:`teachfit.evaluation.judges` (AlpacaEval 2's system prompt
+        and first-token ``top_logprobs``, Arena-Hard's system prompt and its "continue your
+        judgment" turn). Errors as :meth:`generate` (:class:`APIError`, key never shown)."""
+        for i, p in enumerate(payloads):
+            if not isinstance(p, dict) or not isinstance(p.get("messages"), list) or "model" in p:
+                raise ValueError(f"payloads[{i}] must be a dict with a 'messages' list and no 'model' "
+                                 f"(the backend sets it), got {str(p)[:200]}")
+        if not payloads:
+            return []
+        key = self._api_key()
+        with self._client(key) as client:
+            def one(i: int, payload: dict[str, Any]) -> Any:
+                return self._create(client, {"model": self.api_model, **payload}, key, f"{desc} request {i}")
+
+            return self._map(one, list(payloads), desc)
+
     def score_labels(self, prompts: list[str], label_words: list[str], top_logprobs: int = 20) -> np.ndarray:
         """Probability of each label word as the first answer token: array ``(n, len(label_words))``.
 

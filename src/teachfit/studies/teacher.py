@@ -183,32 +183,42 @@ def compute_car(metrics: str | Path, table: str | Path, car: Mapping[str, Any]) 
     return df
 
 
+WINRATE_COLUMNS = (("win_rate", "winrate"), ("lc_win_rate_minimal_inhouse", "winrate_lc_minimal_inhouse"),
+                   ("lc_win_rate_alpaca_eval", "winrate_lc_alpaca_eval"))
+
+
 def build_teacher_performance(evals: list[str], winrates: list[str], table: str | Path,
-                              winrate_runs: list[Mapping[str, str]], performance: Mapping[str, Any],
-                              length_controlled: bool) -> pl.DataFrame:
+                              winrate_runs: list[Mapping[str, str]], performance: Mapping[str, Any]) -> pl.DataFrame:
     """Benchmark scores per (base, generator) and their average; rule ``build_teacher_performance``.
 
     ``evals`` are the tidy lm-eval tables of the runs (one per run; columns ``base``,
     ``generator``, ``step``, ``task``, ``metric``, ``value``, ``is_final``, see
     :func:`teachfit.evaluation.lm_eval.evaluate_checkpoints`); ``winrates[i]`` the win-rate
-    summary JSON (:func:`teachfit.evaluation.winrate.judge_winrate`) of run
-    ``winrate_runs[i]`` (``{base, generator}``). ``performance`` is the top-level
-    ``performance`` config: ``metrics`` (task -> lm-eval metric key), ``checkpoint``
-    (``final``, or ``selected``: the IFS-selected checkpoint, which needs
+    summary JSON (:func:`teachfit.evaluation.winrate.judge_winrate`, or
+    :func:`teachfit.evaluation.alpaca_eval2.alpaca_eval_lc` for AlpacaEval's LC) of run
+    ``winrate_runs[i]`` = ``{base, generator, benchmark, headline}`` (``headline``: the summary key
+    that counts, :func:`teachfit.evaluation.winrate.headline_key`). ``performance`` is the
+    top-level ``performance`` config: ``metrics`` (task -> lm-eval metric key), ``teacher_metrics``
+    (the same for this study only; null = ``metrics``; ``{}`` = no lm-eval score counts),
+    ``checkpoint`` (``final``, or ``selected``: the IFS-selected checkpoint, which needs
     ``eval.checkpoints: final_and_selected``) and ``include_winrate``.
 
     Writes ``table`` (CSV), one row per run sorted by base, generator: ``step``, one column per
-    ``task/metric`` of that checkpoint, ``winrate`` / ``winrate_lc`` (fractions in [0, 1]) when
-    win rates are given, and ``performance`` = the mean of the configured metrics (plus the
-    win rate, length-controlled when ``length_controlled``, with ``include_winrate``).
-    Raises :class:`DataError` naming the file when a configured metric is missing.
+    ``task/metric`` of that checkpoint, per benchmark ``<benchmark>/winrate`` (the raw win rate:
+    AlpacaEval's, Arena-Hard's or the pairwise one), ``<benchmark>/winrate_lc_minimal_inhouse``
+    (the in-house fit, when computed) and ``<benchmark>/winrate_lc_alpaca_eval`` (AlpacaEval 2's
+    LC, when computed), all fractions in [0, 1], and ``performance`` = the mean of the teacher's
+    lm-eval metrics plus, with ``include_winrate``, each benchmark's headline (the CAR paper:
+    the mean of AlpacaEval 2 LC and Arena-Hard). NaN when nothing counts. Raises
+    :class:`DataError` naming the file when a configured metric or a headline key is missing.
     """
     _aligned(winrates, winrate_runs, "winrates", "winrate_runs")
-    metric_keys: Mapping[str, str] = performance["metrics"]
+    metric_keys: Mapping[str, str] = (performance["teacher_metrics"] if performance["teacher_metrics"] is not None
+                                      else performance["metrics"])
     which = performance["checkpoint"]
-    by_run: dict[tuple[str, str], dict[str, Any]] = {
-        (run["base"], run["generator"]): read_json(p)
-        for run, p in zip(winrate_runs, winrates)}
+    by_run: dict[tuple[str, str], list[tuple[Mapping[str, str], str, dict[str, Any]]]] = {}
+    for run, p in zip(winrate_runs, winrates):
+        by_run.setdefault((run["base"], run["generator"]), []).append((run, p, read_json(p)))
     rows = []
     for p in evals:
         tidy = read_parquet(p, required=["task", "metric", "value", "base", "generator", "step", "is_final"])
@@ -230,13 +240,15 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
                 raise DataError(f"{p}: no score for performance.metrics.{task} = {metric!r}; "
                                 f"available: {sorted(k for k in row if '/' in k)}")
             picked.append(row[key])
-        wr = by_run.get((row["base"], row["generator"]))
-        if wr is not None:
-            row["winrate"] = wr["win_rate"]
-            row["winrate_lc"] = wr["lc_win_rate"]
+        for run, path, wr in by_run.get((row["base"], row["generator"]), []):
+            for key, column in WINRATE_COLUMNS:
+                if key in wr:
+                    row[f"{run['benchmark']}/{column}"] = wr[key]
             if performance["include_winrate"]:
-                lc = length_controlled and row["winrate_lc"] is not None
-                picked.append(row["winrate_lc"] if lc else row["winrate"])
+                if run["headline"] not in wr:
+                    raise DataError(f"{path}: benchmark {run['benchmark']!r} has no {run['headline']!r} "
+                                    f"(its length_controlled setting); has {sorted(wr)}")
+                picked.append(wr[run["headline"]])
         row["performance"] = float(np.mean(picked)) if picked else float("nan")
         rows.append(row)
     df = pl.DataFrame(rows).sort(["base", "generator"])
