@@ -83,6 +83,10 @@ class Plan:
     def teacher_on(self) -> bool:
         return bool(self.config.get("teacher", {}).get("activate"))
 
+    def teacher_configured(self) -> bool:
+        """The teacher section is set up (study on, or candidates listed for rank_teachers alone)."""
+        return self.teacher_on() or "generators" in self.config.get("teacher", {})
+
     def evolver_on(self) -> bool:
         return bool(self.config["evolver"]["activate"])
 
@@ -192,15 +196,16 @@ class Plan:
         Each study owns its reward model: an evolved set (:meth:`evolved_datasets`) is rated
         with ``evolver.reward`` (``model: null`` = ``evolver.judge``); every other data set
         (the teacher study's instructions, its win-rate reference answers, IFS tone pairs)
-        with ``teacher.reward``, or with ``evolver.reward`` when the teacher study is off.
-        Raises PlanError when neither study is on.
+        with ``teacher.reward`` when the teacher section is set up (:meth:`teacher_configured`:
+        the study is on, or its candidates are listed for rank_teachers alone), else with
+        ``evolver.reward``. Raises PlanError when neither applies.
         """
-        if dataset in self.evolved_datasets() or (self.evolver_on() and not self.teacher_on()):
+        if dataset in self.evolved_datasets() or (self.evolver_on() and not self.teacher_configured()):
             e = self.config["evolver"]
             reward = dict(e["reward"])
             reward["model"] = reward["model"] or e["judge"]
             return reward
-        if self.teacher_on():
+        if self.teacher_configured():
             return dict(self.config["teacher"]["reward"])
         raise PlanError(f"no reward model rates data set {dataset!r}: neither the teacher study "
                         "(teacher.reward) nor the evolver study (evolver.reward) is on")
@@ -208,6 +213,13 @@ class Plan:
     def reward_model(self, dataset: str) -> str:
         """The model alias of :meth:`reward_settings`."""
         return self.reward_settings(dataset)["model"]
+
+    def ranking_measured(self) -> bool:
+        """Whether rank_teachers compares its predicted ranks with the full teacher study's
+        measured ones (``teacher.ranking.measured``; null = ``teacher.activate``). Only then is
+        ``teacher_performance.csv`` (and so SFT and evaluation) part of its DAG."""
+        measured = self.config.get("teacher", {}).get("ranking", {}).get("measured")
+        return self.teacher_on() if measured is None else bool(measured)
 
     def ifs_runs(self) -> list[Run]:
         return self.runs if self.ifs_on() and self.config["ifs"].get("checkpoints", True) else []
@@ -224,6 +236,8 @@ class Plan:
                 "results/figures/teacher/best_generator.png",
                 "results/figures/teacher/scatter_car.png",
             ]
+        if self.teacher_configured():  # the ranking without fine-tuning (also with the study off)
+            out += ["results/tables/teacher_ranking.csv", "results/figures/teacher/ranking.png"]
         if self.evolver_on():
             out += [
                 "results/tables/evolver_comparison.csv",
@@ -244,6 +258,8 @@ class Plan:
                 "results/tables/tone_classifier.csv",
             ]
             out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs()]
+        for name in self.names["select_data"]:
+            out += [f"results/select_data/{name}/selected.jsonl", f"results/tables/select_data_{name}.csv"]
         out += [f"results/eval/models/{m}.parquet" for m in self.names["eval_models"]]
         out += ["results/tables/eval_summary.csv"] if self.runs else []
         return out
@@ -298,6 +314,9 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "models": models,
         "seedsets": seedsets,
         "generators": gens,
+        "model_generators": [g for g in gens if config["generators"][g].get("kind", "model") == "model"],
+        "dataset_generators": [g for g in gens if config["generators"][g].get("kind") == "dataset"],
+        "select_data": list(config.get("select_data", {})),
         "datasets": datasets,
         "students": sorted(students) or models,
         "evolvers": evolvers or ["none"],
