@@ -236,7 +236,7 @@ def plot_ranking(df: pl.DataFrame, path: str | Path, style: Mapping[str, Any]) -
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 ax.text(j, i, "-" if not np.isfinite(grid[i, j]) else f"{int(grid[i, j])}",
-                        ha="center", va="center", color="white" if grid[i, j] <= part.height / 2 else "black")
+                        ha="center", va="center", color="black" if grid[i, j] <= part.height / 2 else "white")
         labels = []
         for c in cols:
             if c == "performance":
