@@ -30,6 +30,7 @@ report: "rules/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/study_inputs.smk"
+include: "rules/recommend_inputs.smk"
 include: "rules/models.smk"
 include: "rules/seeds.smk"
 include: "rules/responses.smk"
