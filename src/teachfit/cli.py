@@ -270,8 +270,9 @@ def report_after(command: str, workdir: Path, targets: Sequence[str]) -> None:
         verdict = workdir / "results" / "recommend" / "teacher_verdict.rst"
         print("\nteachfit: ranking in results/tables/teacher_ranking.csv, figure in "
               "results/figures/teacher/ranking.png\n")
-        if verdict.exists():
-            print(verdict.read_text(encoding="utf-8"))
+        if verdict.exists():  # reStructuredText -> plain text for the terminal
+            text = verdict.read_text(encoding="utf-8")
+            print(re.sub(r"``([^`]*)``", r"\1", text).replace("**", ""))
     elif command == "select-data":
         selected, summary = targets
         print(f"\nteachfit: selected pairs (chat messages JSONL) in {selected}; what was kept and dropped, "
