@@ -126,7 +126,7 @@ def test_rank_teachers_dry_run_has_no_sft_or_evaluation(wf, capfd, data):
     assert jobs["rank_teachers"] == 1 and jobs["import_responses"] == 1 and jobs["generate_responses"] == 3
     assert not SFT_OR_EVAL & set(jobs), jobs
     overlay = yaml.safe_load((wf / "results" / "cli" / "rank_teachers.yaml").read_text())
-    assert overlay == {"teacher": {"ranking": {"measured": False},
+    assert overlay == {"teacher": {"ranking": {"activate": True, "measured": False},
                                    "generators": ["t_greedy", "t_best2", "t_fewshot", "mine"]},
                        "generators": {"mine": {"kind": "dataset", "dataset": {"path": str(data)}}}}
     assert "--configfile" in err and "rank_teachers.yaml -n -- rank_teachers" in err

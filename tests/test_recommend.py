@@ -220,10 +220,13 @@ def test_plan_generators_ranking_and_selection_outputs():
             "results/tables/select_data_mine.csv"} <= set(outs)
     cfg["teacher"]["ranking"]["measured"] = False
     assert plan.build_plan(cfg).ranking_measured() is False
-    off = validate_config(tiny_config(teacher={"activate": False}))
-    assert plan.build_plan(off).ranking_measured() is False
-    assert "results/tables/teacher_ranking.csv" in plan.build_plan(off).final_outputs()
-    assert "results/tables/teacher_performance.csv" not in plan.build_plan(off).final_outputs()
+    off = validate_config(tiny_config(teacher={"activate": False}))  # the teacher section stays unused
+    assert "results/tables/teacher_ranking.csv" not in plan.build_plan(off).final_outputs()
+    rank_only = validate_config(tiny_config(teacher={"activate": False, "ranking": {"activate": True}}))
+    p = plan.build_plan(rank_only)
+    assert p.ranking_measured() is False and p.reward_model("tiny") == "tiny_inst"
+    assert "results/tables/teacher_ranking.csv" in p.final_outputs()
+    assert "results/tables/teacher_performance.csv" not in p.final_outputs()
 
 
 # --------------------------------------------------------------------------- ranking

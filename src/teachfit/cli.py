@@ -136,7 +136,7 @@ def plan_rank_teachers(args: argparse.Namespace, config: dict[str, Any], workdir
                        "the reference model and the reward model")
     models = list(config.get("models", {}))
     gens = dict(config.get("generators", {}))
-    overlay: dict[str, Any] = {"teacher": {"ranking": {"measured": bool(args.measured)}}}
+    overlay: dict[str, Any] = {"teacher": {"ranking": {"activate": True, "measured": bool(args.measured)}}}
     candidates = split_list(args.generators) or list(teacher["generators"])
     for g in candidates:
         need_alias("generator", g, list(gens), "--generators")

@@ -273,9 +273,8 @@ def check_references(config: dict[str, Any]) -> None:
             problems.append(f"config.generators.{name}: n={g['n']} samples with temperature 0 "
                             "would be identical; set temperature > 0")
     t = config.get("teacher", {})
-    # a configured teacher section is checked also when the full study is off: rank_teachers
-    # (`teachfit rank-teachers`) uses it without fine-tuning
-    if t.get("activate") or "generators" in t:
+    # checked also when only the ranking without fine-tuning is on (rank_teachers, `teachfit rank-teachers`)
+    if t.get("activate") or t.get("ranking", {}).get("activate"):
         for i, g in enumerate(t.get("generators", [])):
             if g not in gens:
                 problems.append(f"config.teacher.generators[{i}]: unknown generator {g!r}; "

@@ -84,8 +84,10 @@ class Plan:
         return bool(self.config.get("teacher", {}).get("activate"))
 
     def teacher_configured(self) -> bool:
-        """The teacher section is set up (study on, or candidates listed for rank_teachers alone)."""
-        return self.teacher_on() or "generators" in self.config.get("teacher", {})
+        """The teacher section is in use: the full study, or only its ranking without fine-tuning
+        (``teacher.ranking.activate``, set by ``teachfit rank-teachers``)."""
+        t = self.config.get("teacher", {})
+        return self.teacher_on() or bool(t.get("ranking", {}).get("activate"))
 
     def evolver_on(self) -> bool:
         return bool(self.config["evolver"]["activate"])
@@ -196,9 +198,9 @@ class Plan:
         Each study owns its reward model: an evolved set (:meth:`evolved_datasets`) is rated
         with ``evolver.reward`` (``model: null`` = ``evolver.judge``); every other data set
         (the teacher study's instructions, its win-rate reference answers, IFS tone pairs)
-        with ``teacher.reward`` when the teacher section is set up (:meth:`teacher_configured`:
-        the study is on, or its candidates are listed for rank_teachers alone), else with
-        ``evolver.reward``. Raises PlanError when neither applies.
+        with ``teacher.reward`` when the teacher section is in use (:meth:`teacher_configured`:
+        the study, or its ranking alone, is on), else with ``evolver.reward``. Raises PlanError
+        when neither applies.
         """
         if dataset in self.evolved_datasets() or (self.evolver_on() and not self.teacher_configured()):
             e = self.config["evolver"]
