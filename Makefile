@@ -61,6 +61,12 @@ dryrun-paper: setup
 report: setup
 	$(SNAKEMAKE) --cores 1 --configfile config/config.yaml --report results/report.html
 
+# Debian's chromium for the report's browser test (tests/test_report_browser.py skips without it);
+# needs root; about 100 s to install here.
+.PHONY: chromium
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # Real one-node SLURM cluster on localhost (needs root; installs slurm-wlm, slurmdbd, munge and
 # mariadb-server from Debian when missing), then the SLURM tests through profiles/slurm.
 # The cluster is stopped afterwards unless TEACHFIT_SLURM_KEEP=1.

@@ -12,6 +12,8 @@
 #   results/sft/{dataset}/{generator}/{selection}/{base}/     adapter + checkpoints
 #   results/eval/{dataset}/{generator}/{selection}/{base}/    lm-eval JSON per checkpoint (+ .parquet tidy table)
 #   results/eval/models/{model}/                              lm-eval JSON of a base/instruct model
+#   results/generations/{dataset}/{generator}.join.json      a dataset generator's join counts
+#   results/select_data/{name}/                               a user data set: pairs, scores, selected.jsonl
 #   results/ifs/..., results/tables/..., results/figures/...
 #   logs and benchmarks mirror outputs under results/logs/<rule>/ and results/benchmarks/<rule>/
 
@@ -28,6 +30,7 @@ report: "rules/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/study_inputs.smk"
+include: "rules/recommend_inputs.smk"
 include: "rules/models.smk"
 include: "rules/seeds.smk"
 include: "rules/responses.smk"
@@ -36,6 +39,7 @@ include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/analysis.smk"
 include: "rules/teacher.smk"
+include: "rules/recommend.smk"
 include: "rules/evolve.smk"
 include: "rules/ifs.smk"
 

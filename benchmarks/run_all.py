@@ -4,7 +4,10 @@
    one prompt at a time (target >= 3x tokens/s);
 2. scoring: batched L(Q), L(A|Q), L(A) vs a naive per-example loop on SmolLM2-135M
    (must agree to 1e-4 relative; target >= 3x);
-3. scale: `snakemake -n --configfile config/paper.yaml` wall time (target < 20 s).
+3. scale: `snakemake -n --configfile config/paper.yaml` wall time (target < 20 s);
+4. recommendation: `teachfit rank-teachers` on the default config (4 generators x 1 base, 16
+   instructions, materialised models; target <= 300 s, "a few minutes"), then with a dataset
+   generator added (benchmarks/bench_rank_teachers.py; skipped with --skip-rank-teachers).
 
 Each benchmark runs in its own process; the summary JSON collects their results.
 """
@@ -73,6 +76,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads for the model benchmarks (use 1 on a shared, loaded machine)")
     ap.add_argument("--json-out", default="results/benchmarks/bench_summary.json")
+    ap.add_argument("--skip-rank-teachers", action="store_true",
+                    help="skip benchmark 4 (teachfit rank-teachers on the real models, a few minutes)")
     args = ap.parse_args()
     py = sys.executable
     summary: dict[str, dict] = {}
@@ -85,6 +90,11 @@ def main() -> None:
         summary["scoring"] = _run_json(
             [py, "benchmarks/bench_scoring.py", "--model-dir", args.model_dir,
              "--threads", str(args.threads), "--out", str(s_out)], s_out)
+        if not args.skip_rank_teachers:
+            r_out = Path(tmp) / "rank.json"
+            summary["rank_teachers"] = _run_json(
+                [py, "benchmarks/bench_rank_teachers.py", "--models-from", str(Path(args.model_dir).parent),
+                 "--json-out", str(r_out)], r_out)
     summary["paper_dry_run"] = dry_run_paper()
     out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +111,12 @@ def main() -> None:
           f"({s['batched_gflop_s']} vs {s['naive_gflop_s']} GFLOP/s)")
     print(f"scale       paper dry-run:            {d['seconds']:.1f} s for {d['jobs']} jobs "
           f"(target < 20 s) {'PASS' if d['passed'] else 'MISS'}")
+    if "rank_teachers" in summary:
+        r = summary["rank_teachers"]
+        sec = r["default_4_generators"]["seconds"]
+        print(f"recommend   teachfit rank-teachers:   {sec:.0f} s, {r['default_4_generators']['jobs']} jobs "
+              f"(4 generators x 1 base, 16 instructions; target <= 300 s) {'PASS' if sec <= 300 else 'MISS'}; "
+              f"+ a dataset generator: {r['plus_dataset_generator']['seconds']:.0f} s")
     print(f"summary: {out}")
 
 

@@ -13,6 +13,8 @@ rule generate_responses:
         log="results/logs/generate_responses/{dataset}/{generator}.log",
     benchmark:
         "results/benchmarks/generate_responses/{dataset}/{generator}.tsv"
+    wildcard_constraints:
+        generator=PLAN.alternation("model_generators"),
     conda:
         "../envs/gen.yaml"
     threads: 2

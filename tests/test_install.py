@@ -79,3 +79,27 @@ def test_default_config_validates_and_dry_runs_without_src(installed, tmp_path):
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "materialize_model" in proc.stdout + proc.stderr
+
+
+def test_console_script_ranks_teachers_without_src(installed, tmp_path):
+    """The wheel installs the `teachfit` command; it dry-runs rank_teachers (no SFT, no evaluation)
+    in a copy of the workflow files that has no src/ folder."""
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    for item in WORKFLOW:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, wf / item, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, wf / item)
+    exe = installed.parent / "teachfit"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    help_ = subprocess.run([str(exe), "--help"], cwd=wf, capture_output=True, text=True, timeout=120, env=env,
+                           check=False)
+    assert help_.returncode == 0 and "rank-teachers" in help_.stdout
+    proc = subprocess.run([str(exe), "rank-teachers", "-n", "--cores", "1"], cwd=wf, capture_output=True,
+                          text=True, timeout=600, env=env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "rank_teachers" in out and "generate_responses" in out
+    assert "train_sft" not in out and "evaluate_checkpoints" not in out

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 TINY = "tests/configs/tiny.yaml"
 GENERATORS = ("t_greedy", "t_best2", "t_fewshot")
-TEACHER_TABLES = {"compute_car": 1, "correlate_teacher_metrics": 1, "plot_teacher_figures": 1, "all": 1}
+TEACHER_TABLES = {"compute_car": 1, "correlate_teacher_metrics": 1, "plot_teacher_figures": 1, "rank_teachers": 1,
+                  "all": 1}
 
 _JOB = re.compile(r"^(?:local)?rule (\w+):$")
 
@@ -117,7 +118,7 @@ def test_learning_rate_reruns_training_not_generation(tiny_run, tmp_path):
     assert counts == {
         "train_sft": 3, "evaluate_checkpoints": 3, "answer_winrate": 3, "judge_winrate": 3,
         "build_teacher_performance": 1, "summarize_evals": 1,
-        "correlate_teacher_metrics": 1, "plot_teacher_figures": 1, "all": 1,
+        "correlate_teacher_metrics": 1, "plot_teacher_figures": 1, "rank_teachers": 1, "all": 1,
     }
     assert sorted(j["wildcards"]["generator"] for j in jobs if j["rule"] == "train_sft") == sorted(GENERATORS)
     assert params_changed(jobs, "train_sft", "'learning_rate': 0.001")
@@ -127,5 +128,6 @@ def test_learning_rate_reruns_training_not_generation(tiny_run, tmp_path):
 
 def test_figure_dpi_reruns_plots_only(tiny_run, tmp_path):
     counts, jobs = dry(tiny_run, tmp_path, "analysis: {figures: {dpi: 72}}\n")
-    assert counts == {"plot_teacher_figures": 1, "all": 1}
+    assert counts == {"plot_teacher_figures": 1, "rank_teachers": 1, "all": 1}
     assert params_changed(jobs, "plot_teacher_figures", "'dpi': 72")
+    assert params_changed(jobs, "rank_teachers", "'dpi': 72")

@@ -44,6 +44,13 @@ def tiny_studies_jobs() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def recommend_jobs() -> list[dict]:
+    """The tiny config with the recommendation rules (issue 14): a dataset generator, rank_teachers
+    without the full study, select_data on a user file."""
+    return dag_jobs(ROOT, "tests/configs/tiny.yaml", "tests/configs/tiny_recommend.yaml")
+
+
+@pytest.fixture(scope="module")
 def models() -> dict:
     cfg = load_yaml(ROOT / "config" / "config.yaml")
     cfg["models"].update(load_yaml(ROOT / "config" / "paper.yaml")["models"])
@@ -97,12 +104,24 @@ def test_rule_envs_install_what_their_functions_import(paper_jobs):
     assert problems == {}
 
 
-def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs):
+def test_recommend_rules_request_a_gpu_and_have_their_imports(recommend_jobs):
+    """The recommendation DAG (not in paper.yaml): the same two checks, with the tiny models."""
+    tiny_models = load_yaml(ROOT / "tests" / "configs" / "tiny.yaml")["models"]
+    assert {"import_responses", "rank_teachers", "prepare_select_data", "score_select_data",
+            "select_data"} <= {j["rule"] for j in recommend_jobs}
+    assert gpu_violations(recommend_jobs, tiny_models) == {}
+    problems = {rule: sorted(missing_in_env(Path(job["script"]), Path(job["conda"])))
+                for rule, job in sorted(rules_of(recommend_jobs).items())
+                if missing_in_env(Path(job["script"]), Path(job["conda"]))}
+    assert problems == {}
+
+
+def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, recommend_jobs):
     """Each script calls one package function through teachfit.workflow.run; every job's named
     input/output/params keys must bind to that function's signature (checked without running it)."""
     from teachfit.workflow import bind
 
-    jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs] if j["script"]}
+    jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs, *recommend_jobs] if j["script"]}
     problems = []
     for script in sorted((ROOT / "scripts").glob("*.py")):
         tree = ast.parse(script.read_text())
@@ -115,7 +134,7 @@ def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs):
         fn = getattr(importlib.import_module(module), fn_name)
         users = [j for j in jobs.values() if Path(j["script"]).name == script.name]
         if not users:
-            problems.append(f"{script.name}: no rule of the paper or tiny-studies DAG uses it")
+            problems.append(f"{script.name}: no rule of the paper, tiny-studies or recommend DAG uses it")
         for job in users:
             try:
                 bind(fn, dict.fromkeys(job["keys"]), threads=1, rule=job["rule"])

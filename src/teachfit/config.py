@@ -313,6 +313,15 @@ def check_references(config: dict[str, Any]) -> None:
                             f"{models[alias].get('kind')!r}; need one of {list(kinds)}")
 
     for name, g in gens.items():
+        if g.get("kind") == "dataset":
+            # responses come from a file: no model, one response per instruction
+            if "model" in g:
+                problems.append(f"config.generators.{name}: a dataset generator takes its responses from "
+                                f"generators.{name}.dataset; remove 'model' ({g['model']!r}) or set kind: model")
+            if g.get("n", 1) != 1 or g.get("select", "first") != "first":
+                problems.append(f"config.generators.{name}: a dataset generator has one response per "
+                                "instruction; n must be 1 and select 'first'")
+            continue
         need_model(f"generators.{name}.model", g.get("model"), ("instruct", "base"))
         if g.get("select", "first") != "first" and g.get("n", 1) < 2:
             problems.append(f"config.generators.{name}: select={g['select']!r} needs n >= 2")
@@ -320,7 +329,8 @@ def check_references(config: dict[str, Any]) -> None:
             problems.append(f"config.generators.{name}: n={g['n']} samples with temperature 0 "
                             "would be identical; set temperature > 0")
     t = config.get("teacher", {})
-    if t.get("activate"):
+    # checked also when only the ranking without fine-tuning is on (rank_teachers, `teachfit rank-teachers`)
+    if t.get("activate") or t.get("ranking", {}).get("activate"):
         for i, g in enumerate(t.get("generators", [])):
             if g not in gens:
                 problems.append(f"config.teacher.generators[{i}]: unknown generator {g!r}; "
@@ -354,6 +364,9 @@ def check_references(config: dict[str, Any]) -> None:
             need_model(f"evolver.evolvers[{i}]", m, ("instruct", "base"))
         if e.get("teacher") not in gens:
             problems.append(f"config.evolver.teacher: unknown generator {e.get('teacher')!r}")
+        elif gens[e["teacher"]].get("kind") == "dataset":
+            problems.append(f"config.evolver.teacher: generator {e['teacher']!r} is a dataset generator; "
+                            "the evolver teacher must answer newly evolved instructions (kind model)")
         evs = set(e.get("evolvers", []))
         subsets = {f"evolver.scenarios.{sc}.evolvers": (e.get("scenarios", {}).get(sc, {}) or {}).get("evolvers")
                    for sc in ("evol_instruct", "auto_evol", "autoif")}
@@ -376,6 +389,8 @@ def check_references(config: dict[str, Any]) -> None:
                    ("reward",) if reward.get("type") == "classifier" else ("instruct", "base"))
         need_model("evolver.embedding_model", e.get("embedding_model"), ("encoder",))
         need_model("evolver.scoring_model", e.get("scoring_model"), ("instruct", "base"))
+    for name, entry in config.get("select_data", {}).items():
+        need_model(f"select_data.{name}.student", entry.get("student"), ("instruct", "base"))
     f = config.get("ifs", {})
     if f.get("activate"):
         for i, m in enumerate(f.get("models", [])):

@@ -103,6 +103,12 @@ class Plan:
     def teacher_on(self) -> bool:
         return bool(self.config.get("teacher", {}).get("activate"))
 
+    def teacher_configured(self) -> bool:
+        """The teacher section is in use: the full study, or only its ranking without fine-tuning
+        (``teacher.ranking.activate``, set by ``teachfit rank-teachers``)."""
+        t = self.config.get("teacher", {})
+        return self.teacher_on() or bool(t.get("ranking", {}).get("activate"))
+
     def evolver_on(self) -> bool:
         return bool(self.config["evolver"]["activate"])
 
@@ -251,16 +257,17 @@ class Plan:
         Each study owns its reward model: an evolved set (:meth:`evolved_datasets`) is rated
         with ``evolver.reward`` (``model: null`` = ``evolver.judge``); every other data set
         (the teacher study's instructions, its win-rate reference answers, IFS tone pairs)
-        with ``teacher.reward``, or with ``evolver.reward`` when the teacher study is off.
-        Raises PlanError when neither study is on.
+        with ``teacher.reward`` when the teacher section is in use (:meth:`teacher_configured`:
+        the study, or its ranking alone, is on), else with ``evolver.reward``. Raises PlanError
+        when neither applies.
         """
         evolved = {*self.evolved_datasets(), *self.evolver_pools()}
-        if dataset in evolved or (self.evolver_on() and not self.teacher_on()):
+        if dataset in evolved or (self.evolver_on() and not self.teacher_configured()):
             e = self.config["evolver"]
             reward = dict(e["reward"])
             reward["model"] = reward["model"] or e["judge"]
             return reward
-        if self.teacher_on():
+        if self.teacher_configured():
             return dict(self.config["teacher"]["reward"])
         raise PlanError(f"no reward model rates data set {dataset!r}: neither the teacher study "
                         "(teacher.reward) nor the evolver study (evolver.reward) is on")
@@ -275,6 +282,13 @@ class Plan:
         if not self.teacher_on() or not self.config["teacher"]["winrate"]["activate"]:
             return []
         return [name for name, b in self.config["teacher"]["winrate"]["benchmarks"].items() if b["activate"]]
+
+    def ranking_measured(self) -> bool:
+        """Whether rank_teachers compares its predicted ranks with the full teacher study's
+        measured ones (``teacher.ranking.measured``; null = ``teacher.activate``). Only then is
+        ``teacher_performance.csv`` (and so SFT and evaluation) part of its DAG."""
+        measured = self.config.get("teacher", {}).get("ranking", {}).get("measured")
+        return self.teacher_on() if measured is None else bool(measured)
 
     def ifs_runs(self, ranked: Ranked | None = None) -> list[Run]:
         """The runs whose checkpoints the IFS study scores (the trained runs, :meth:`trained_runs`)."""
@@ -296,6 +310,8 @@ class Plan:
                 "results/figures/teacher/best_generator.png",
                 "results/figures/teacher/scatter_car.png",
             ]
+        if self.teacher_configured():  # the ranking without fine-tuning (also with the study off)
+            out += ["results/tables/teacher_ranking.csv", "results/figures/teacher/ranking.png"]
         if self.evolver_on():
             out += [
                 "results/tables/evolver_comparison.csv",
@@ -319,6 +335,8 @@ class Plan:
             if self.config["ifs"]["objecqa"]["activate"]:
                 out.append("results/tables/objecqa_judge.csv")
             out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs(ranked)]
+        for name in self.names["select_data"]:
+            out += [f"results/select_data/{name}/selected.jsonl", f"results/tables/select_data_{name}.csv"]
         out += [f"results/eval/models/{m}.parquet" for m in self.names["eval_models"]]
         out += ["results/tables/eval_summary.csv"] if self.runs else []
         return out
@@ -374,6 +392,9 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "models": models,
         "seedsets": seedsets,
         "generators": gens,
+        "model_generators": [g for g in gens if config["generators"][g].get("kind", "model") == "model"],
+        "dataset_generators": [g for g in gens if config["generators"][g].get("kind") == "dataset"],
+        "select_data": list(config.get("select_data", {})),
         "datasets": datasets,
         # the data sets the generic answer rules answer (select_responses): all but the evolved
         # sets, whose responses come from their pool's (rule split_evolved)
