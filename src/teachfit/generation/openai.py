@@ -28,6 +28,9 @@ Semantics, compared with the local backends:
   ``len(token_ids)`` is the completion length: counted from the logprobs when they
   were requested, otherwise from ``usage.completion_tokens`` when ``n == 1``; with
   ``n > 1`` and no logprobs the per-choice count is unknown and the list is empty.
+* The server tokenizes, so the backend cannot cut an over-long prompt to fit:
+  ``Completion.prompt_tokens_cut`` is ``None`` (unknown) and such a prompt fails with the
+  server's HTTP 400 (:class:`APIError`).
 * ``finish_reason`` ``"stop"`` (or TGI's ``"eos_token"``) and ``"length"`` map to
   the same values; any other reason (``content_filter``, ``tool_calls``) is an
   error naming the prompt. Stop strings are also applied to the returned text, in
@@ -250,7 +253,7 @@ class OpenAIBackend:
             else:
                 n_tokens = None
             out.append(Completion(text=text, token_ids=[API_TOKEN_ID] * (n_tokens or 0),
-                                  finish_reason=finish, top1_logprobs=top1))
+                                  finish_reason=finish, top1_logprobs=top1, prompt_tokens_cut=None))
         return out
 
     def generate(
