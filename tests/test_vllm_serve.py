@@ -67,8 +67,9 @@ class Server:
         self.starts: list[float] = []
 
     def start(self) -> None:
-        vllm_exe = Path(sys.executable).parent / "vllm"
-        cmd = [str(vllm_exe), "serve", str(self.model_dir), "--served-model-name", SERVED,
+        # the `vllm` command of .venv-vllm (it needs envs/vllm_cpu_alias, installed by make setup-vllm)
+        cmd = [str(Path(sys.executable).parent / "vllm"), "serve", str(self.model_dir),
+               "--served-model-name", SERVED,
                "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
                "--max-model-len", "1024", "--enforce-eager", "--seed", "0", "--max-logprobs", "20"]
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
@@ -158,8 +159,13 @@ def test_sampling_n_and_seed(server):
 
 
 def test_judge_labels_from_top_logprobs(server, hf):
-    """score_labels (the endpoint judge: top_logprobs of the first answer token) agrees with the
-    transformers judge on the same chat-formatted prompts."""
+    """score_labels (the endpoint judge: the first answer token's top_logprobs, every surface form
+    of a label word summed, e.g. "A" and " A") equals the same sum computed from the transformers
+    model's full next-token distribution on the same chat-formatted prompts. The project's local
+    judge (label_word_probs: only each word's first token id, renormalised) is recorded beside it."""
+    import torch
+
+    from teachfit.generation.base import encode_prompts
     from teachfit.prompts import format_prompt
     from teachfit.scoring.judge import label_word_probs
 
@@ -167,12 +173,19 @@ def test_judge_labels_from_top_logprobs(server, hf):
     words = ["A", "B"]
     api = be.score_labels(JUDGE_PROMPTS, words, top_logprobs=20)
     assert api.shape == (3, 2) and (api > 0).all() and (api.sum(1) <= 1 + 1e-6).all()
-    local = label_word_probs(hf.model, hf.tokenizer,
-                             [format_prompt(hf.tokenizer, p, fmt="chat") for p in JUDGE_PROMPTS], words)
-    api_norm = api / api.sum(1, keepdims=True)
-    record("judge_P(A)_endpoint", np.round(api_norm[:, 0], 5).tolist())
-    record("judge_P(A)_transformers", np.round(local[:, 0], 5).tolist())
-    assert np.allclose(api_norm, local, atol=1e-3)
+    chat = [format_prompt(hf.tokenizer, p, fmt="chat") for p in JUDGE_PROMPTS]
+    forms = {w: [i for i in range(len(hf.tokenizer)) if hf.tokenizer.decode([i]).strip() == w] for w in words}
+    ref = []
+    with torch.inference_mode():
+        for ids in encode_prompts(hf.tokenizer, chat):
+            probs = torch.softmax(hf.model(torch.tensor([ids])).logits[0, -1].double(), -1)
+            ref.append([float(probs[forms[w]].sum()) for w in words])
+    ref = np.array(ref)
+    record("judge_P(label)_endpoint", np.round(api, 5).tolist())
+    record("judge_P(label)_transformers_same_sum", np.round(ref, 5).tolist())
+    record("judge_P(A|A,B)_label_word_probs_first_token_only",
+           np.round(label_word_probs(hf.model, hf.tokenizer, chat, words)[:, 0], 5).tolist())
+    assert np.allclose(api, ref, atol=1e-4, rtol=1e-3)
 
 
 def test_retries_carry_requests_across_a_server_restart(server, reference, caplog):
