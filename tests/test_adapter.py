@@ -88,3 +88,118 @@ def test_unnamed_or_repeated_keys_fail(tmp_path):
     twice = Job(tmp_path, input={"table": "a"}, output={"table": "b"})
     with pytest.raises(WiringError, match="'table' is used twice"):
         run(lambda table: None, twice)
+
+
+SPAWN_HELPER = '''
+import multiprocessing
+from pathlib import Path
+
+
+def child(path):
+    Path(path).write_text("written by a spawned child\\n")
+
+
+def spawn_job(out, calls):
+    """A job function that starts a child with 'spawn' (as vLLM's engine start does)."""
+    with open(calls, "a") as fh:
+        fh.write("called\\n")
+    proc = multiprocessing.get_context("spawn").Process(target=child, args=(out,))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"spawned child failed with exit code {proc.exitcode}")
+'''
+
+SPAWN_SNAKEFILE = '''
+rule all:
+    input:
+        "out.txt",
+        "plain.txt",
+
+
+rule spawn:
+    output:
+        out="out.txt",
+    params:
+        calls="calls.txt",
+    log:
+        log="spawn.log",
+    script:
+        "spawn_script.py"
+
+
+# negative control: the same job function called without teachfit.workflow.run
+rule spawn_plain:
+    output:
+        out="plain.txt",
+    params:
+        calls="plain_calls.txt",
+    script:
+        "plain_script.py"
+'''
+
+
+def test_run_is_spawn_safe_in_a_snakemake_script(tmp_path):
+    """Issue 13 fault 3 (the kind): a rule script is ``run(fn, snakemake)``, executed by Snakemake as
+    the main module with ``__file__`` set to the original script; a child started with ``spawn``
+    re-runs that file as ``__mp_main__`` (without Snakemake's preamble). Through run() the job
+    function runs once and the child starts; the same function called plainly (negative
+    control) fails in the child with NameError."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "spawn_helper.py").write_text(SPAWN_HELPER)
+    (tmp_path / "spawn_script.py").write_text(
+        "from spawn_helper import spawn_job\nfrom teachfit.workflow import run\n\n"
+        "run(spawn_job, snakemake)  # noqa: F821\n")
+    (tmp_path / "plain_script.py").write_text(
+        "from spawn_helper import spawn_job\n\n"
+        "spawn_job(snakemake.output.out, snakemake.params.calls)  # noqa: F821\n")
+    (tmp_path / "Snakefile").write_text(SPAWN_SNAKEFILE)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--keep-going"], check=False,
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "spawn.log").read_text() if (tmp_path / "spawn.log").exists() else ""
+    assert (tmp_path / "out.txt").is_file(), proc.stderr[-3000:] + log
+    assert (tmp_path / "out.txt").read_text() == "written by a spawned child\n"
+    assert (tmp_path / "calls.txt").read_text() == "called\n"  # once: not again in the child
+    # without run(): the child re-runs the original script, which has no `snakemake` object
+    assert proc.returncode != 0 and not (tmp_path / "plain.txt").exists()
+    assert "NameError: name 'snakemake' is not defined" in proc.stderr
+
+
+def test_in_spawn_reimport_is_false_in_a_normal_process():
+    from teachfit.workflow import in_spawn_reimport
+
+    assert in_spawn_reimport() is False
+
+
+def test_in_spawn_reimport_is_true_while_a_spawned_child_reruns_main(tmp_path):
+    """What VLLMBackend checks before building an engine: an unguarded script re-run by a spawned
+    child (as ``__mp_main__``) sees in_spawn_reimport() True; the child's target then runs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing, sys\n"
+        "from teachfit.workflow import in_spawn_reimport\n"
+        "if in_spawn_reimport():\n"
+        "    sys.stderr.write('child re-imports main\\n')\n"
+        "else:\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=print, args=('target ran',))\n"
+        "    p.start()\n"
+        "    p.join()\n"
+        "    sys.stderr.write(f'parent: child exit {p.exitcode}\\n')\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("child re-imports main") == 1 and "parent: child exit 0" in proc.stderr
+    assert "target ran" in proc.stdout

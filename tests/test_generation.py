@@ -4,6 +4,7 @@ select_responses (teachfit.generation) on a tiny random llama."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,7 +107,14 @@ def test_backend_config_from_model_entry():
     cfg = BackendConfig.from_dict(backend_dict())
     assert (cfg.backend, cfg.batch_size, cfg.tensor_parallel_size, cfg.gpu_memory_utilization) == \
         ("transformers", 4, 1, 0.9)
-    assert cfg.dtype is None  # the entry's dtype is the materialized copy's, not an engine setting
+    # the entry's dtype is the compute dtype of both local engines (never vLLM's "auto")
+    assert (cfg.dtype, cfg.cpu_kvcache_gib, cfg.enforce_eager) == ("float32", 2, False)
+    bf16 = BackendConfig.from_dict(backend_dict(backend="vllm", dtype="bfloat16", cpu_kvcache_gib=3))
+    assert (bf16.dtype, bf16.cpu_kvcache_gib) == ("bfloat16", 3)
+    with pytest.raises(ValueError, match=r"dtype 'auto' is not allowed"):
+        BackendConfig.from_dict({**backend_dict(backend="vllm"), "dtype": "auto"})
+    with pytest.raises(ValueError, match="cpu_kvcache_gib must be an integer >= 1"):
+        BackendConfig.from_dict({**backend_dict(backend="vllm"), "cpu_kvcache_gib": 0.5})
     vllm = BackendConfig.from_dict(backend_dict(backend="vllm", tensor_parallel_size=2, max_model_len=512,
                                                 gpu_memory_utilization=0.5))
     assert (vllm.tensor_parallel_size, vllm.max_model_len, vllm.gpu_memory_utilization) == (2, 512, 0.5)
@@ -270,9 +278,10 @@ def test_top1_logprobs_match_teacher_forced_scores(backend, prompts):
 
 def test_vllm_sampling_kwargs_mapping():
     kw = vllm_sampling_kwargs(SamplingConfig(temperature=0.7, top_p=0.9, n=2, max_new_tokens=33,
-                                             stop=["###"], logprobs=True), seed=123)
+                                             stop=["###"], logprobs=True), seed=123, stop_token_ids=[30, 2])
     assert kw == {"n": 2, "temperature": 0.7, "top_p": 0.9, "top_k": -1, "max_tokens": 33,
-                  "seed": 123, "stop": ["###"], "logprobs": 1, "skip_special_tokens": True}
+                  "seed": 123, "stop": ["###"], "stop_token_ids": [2, 30], "logprobs": 1,
+                  "skip_special_tokens": True}
     greedy = vllm_sampling_kwargs(SamplingConfig(max_new_tokens=4), seed=5)
     assert greedy["seed"] is None and greedy["logprobs"] is None and greedy["stop"] is None
 
@@ -280,46 +289,95 @@ def test_vllm_sampling_kwargs_mapping():
 def test_completion_from_vllm_output():
     lp = SimpleNamespace
     out = SimpleNamespace(
-        text="Hi", token_ids=[5, 6, 2], finish_reason="stop",
+        text="Hi", token_ids=[5, 6, 2], finish_reason="stop", stop_reason=None,
         logprobs=[{5: lp(logprob=-0.5, rank=1)},
                   {6: lp(logprob=-2.0, rank=2), 9: lp(logprob=-0.3, rank=1)},
                   {2: lp(logprob=-0.1, rank=1)}],
     )
-    c = completion_from_vllm(out, eos_ids={2}, want_logprobs=True)
-    assert c == Completion(text="Hi", token_ids=[5, 6], finish_reason="stop", top1_logprobs=[-0.5, -0.3])
-    long = SimpleNamespace(text="x", token_ids=[5], finish_reason="length", logprobs=None)
+    c = completion_from_vllm(out, eos_ids={2}, want_logprobs=True, prompt_tokens_cut=3)
+    assert c == Completion(text="Hi", token_ids=[5, 6], finish_reason="stop", top1_logprobs=[-0.5, -0.3],
+                           prompt_tokens_cut=3)
+    long = SimpleNamespace(text="x", token_ids=[5], finish_reason="length", stop_reason=None, logprobs=None)
     assert completion_from_vllm(long, {2}, want_logprobs=False).finish_reason == "length"
     with pytest.raises(RuntimeError, match="abort"):
         completion_from_vllm(SimpleNamespace(text="", token_ids=[], finish_reason="abort", logprobs=None),
                              {2}, False)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")
-def test_vllm_backend_matches_transformers(tmp_path):
-    import torch
+def test_completion_from_vllm_strips_every_kept_stop_token():
+    """Issue 13 fault 1 (the kind): vLLM keeps the token it stopped on, whether the tokenizer's EOS,
+    a generation_config.json EOS id (``stop_reason`` = that id) or any stop token id; none is
+    returned, and neither is its log-probability (6 ids and 6 logprobs, not 7)."""
+    lp = SimpleNamespace
+    ids = [11, 12, 13, 14, 15, 7042]
+    rows = [{t: lp(logprob=-0.1 * (k + 1), rank=1)} for k, t in enumerate([*ids, 30])]
+    gen_cfg_eos = SimpleNamespace(text="abc", token_ids=[*ids, 30], finish_reason="stop", stop_reason=30,
+                                  logprobs=rows)
+    for eos_ids in ({2}, {2, 30}):  # known from generation_config.json, or only from stop_reason
+        c = completion_from_vllm(gen_cfg_eos, eos_ids, want_logprobs=True)
+        assert c.token_ids == ids and len(c.top1_logprobs) == 6 and c.finish_reason == "stop"
+    # the EOS is the last allowed token: vLLM may report "length"; it is still an EOS stop
+    at_limit = SimpleNamespace(text="a", token_ids=[5, 2], finish_reason="length", stop_reason=None,
+                               logprobs=None)
+    c = completion_from_vllm(at_limit, {2}, want_logprobs=False)
+    assert (c.token_ids, c.finish_reason) == ([5], "stop")
+    # a stop *string* (str stop_reason) keeps its tokens: the text is cut, as in transformers
+    s = SimpleNamespace(text="Hello ###", token_ids=[5, 6, 7], finish_reason="stop", stop_reason="###",
+                        logprobs=None)
+    c = completion_from_vllm(s, {2}, want_logprobs=False, stop=["###"])
+    assert (c.token_ids, c.text) == ([5, 6, 7], "Hello ")
 
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    out = tmp_path / "tiny"
-    materialize("tiny", {"source": "random", "arch": "llama",
-                         "size": {"hidden_size": 128, "num_heads": 2}}, out)
-    vllm = backend_dict(backend="vllm", gpu_memory_utilization=0.3, max_model_len=512)
-    be = BackendConfig.from_dict({**vllm, "dtype": "float32"}).build(out)
-    ref = TransformersBackend(out, dtype="float32", device="cuda")
-    ps = [format_prompt(ref.tokenizer, x, fmt="chat") for x in INSTRUCTIONS]
-    s = SamplingConfig(max_new_tokens=8, logprobs=True)
-    got, want = be.generate(ps, s), ref.generate(ps, s)
-    assert len(got) == len(ps)
-    agree = sum(g[0].token_ids == w[0].token_ids for g, w in zip(got, want))
-    assert agree >= len(ps) - 1
-    for g in got:
-        assert len(g[0].top1_logprobs) == len(g[0].token_ids)
-        assert all(x <= 0 for x in g[0].top1_logprobs)
-    multi = be.generate(ps[:2], SamplingConfig(temperature=1.0, n=3, max_new_tokens=6, seed=1))
-    assert [len(o) for o in multi] == [3, 3]
-    assert ids_of(multi) == ids_of(be.generate(ps[:2], SamplingConfig(temperature=1.0, n=3,
-                                                                       max_new_tokens=6, seed=1)))
+
+def test_fit_prompts_cuts_from_the_left_and_counts(caplog):
+    """Issue 13 fault 5 (the kind, shared by both local backends): a prompt longer than the
+    context minus max_new_tokens is cut from the left, the cut is counted, nothing fails."""
+    from teachfit.generation.base import fit_prompts
+
+    encoded = [list(range(153)), list(range(73)), list(range(10))]
+    with caplog.at_level("WARNING"):
+        fitted, cut = fit_prompts(encoded, 128, 64, where="test")
+    assert cut == [89, 9, 0]
+    assert [len(x) for x in fitted] == [64, 64, 10]
+    assert fitted[0] == list(range(89, 153)) and fitted[2] == list(range(10))
+    assert "2 of 3 prompt(s)" in caplog.text
+    assert fit_prompts(encoded, None, 64, where="test") == (encoded, [0, 0, 0])
+    with pytest.raises(ValueError, match="max_new_tokens=128 leaves no room.*max_length=128"):
+        fit_prompts(encoded, 128, 128, where="test")
+
+
+def test_transformers_trims_long_prompts_and_counts(model_dir, prompts):
+    """The transformers side of fault 5: a prompt cut to fit generates what its kept (left-cut)
+    token ids generate on their own, and the completion reports how many tokens were cut."""
+    short = TransformersBackend(model_dir, batch_size=4, max_length=24, threads=1)
+    s = SamplingConfig(max_new_tokens=8)
+    ids = encode_prompts(short.tokenizer, [prompts[2]])[0]
+    first = encode_prompts(short.tokenizer, [prompts[0]])[0]
+    assert len(ids) > 16
+    out = short.generate([prompts[2], prompts[0]], s)
+    assert out[0][0].prompt_tokens_cut == len(ids) - 16
+    assert out[1][0].prompt_tokens_cut == max(0, len(first) - 16)
+    kept = short._generate_rows([(ids[-16:], 0)], s)[0]
+    assert kept.token_ids == out[0][0].token_ids
+
+
+def test_eos_ids_include_generation_config(model_dir, tmp_path):
+    """Fault 1 on the transformers side: both backends build their EOS set with eos_token_ids, so
+    generation_config.json's ids count (vLLM gets the same set as stop_token_ids)."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from teachfit.generation.base import eos_token_ids
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    path = copy / "generation_config.json"
+    cfg = json.loads(path.read_text()) if path.exists() else {}
+    cfg["eos_token_id"] = [2, 30]
+    path.write_text(json.dumps(cfg))
+    be = TransformersBackend(copy, batch_size=2, threads=1)
+    assert {2, 30} <= be.eos_ids
+    assert {2, 30} <= eos_token_ids(be.tokenizer, None, GenerationConfig.from_pretrained(copy))
 
 
 # --------------------------------------------------------------------------- driver
@@ -360,9 +418,10 @@ def test_generate_to_parquet_table(backend, tmp_path):
     assert df.equals(pl.read_parquet(tmp_path / "out.parquet"))
     for col in ("id", "instruction", "sample_idx", "prompt", "response", "n_response_tokens",
                 "finish_reason", "generator", "model", "gen_temperature", "gen_top_p", "gen_n",
-                "gen_max_new_tokens", "gen_seed", "gen_stop", "gen_key"):
+                "gen_max_new_tokens", "gen_seed", "gen_stop", "gen_key", "n_prompt_tokens_cut"):
         assert col in df.columns, col
     assert "top1_logprobs" not in df.columns
+    assert df.schema["n_prompt_tokens_cut"] == pl.Int64 and df["n_prompt_tokens_cut"].to_list() == [0] * 30
     assert df["id"].to_list() == [f"r{i}" for i in range(10) for _ in range(SAMPLED.n)]
     assert df["sample_idx"].to_list() == list(range(SAMPLED.n)) * 10
     assert set(df["finish_reason"]) <= {"stop", "length"}
@@ -494,3 +553,21 @@ def test_select_responses_rule(tmp_path):
     rewards.head(5).write_parquet(tmp_path / "r.parquet")
     with pytest.raises(DataError, match="1 generated responses have no reward"):
         kept("best")
+
+
+def test_set_cpu_kvcache_exports_the_configured_size(monkeypatch, caplog):
+    """Fault 4 (the kind): the CPU KV cache comes from the model entry (cpu_kvcache_gib), exported
+    as VLLM_CPU_KVCACHE_SPACE before the engine starts; a different value already set is replaced
+    with a warning naming both (the config wins); non-integer or < 1 GiB sizes are errors."""
+    from teachfit.generation.vllm import KVCACHE_ENV, set_cpu_kvcache
+
+    monkeypatch.delenv(KVCACHE_ENV, raising=False)
+    set_cpu_kvcache(3)
+    assert os.environ[KVCACHE_ENV] == "3"
+    monkeypatch.setenv(KVCACHE_ENV, "40")
+    with caplog.at_level("WARNING"):
+        set_cpu_kvcache(2)
+    assert os.environ[KVCACHE_ENV] == "2" and "VLLM_CPU_KVCACHE_SPACE=40" in caplog.text
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="cpu_kvcache_gib must be an integer >= 1"):
+            set_cpu_kvcache(bad)

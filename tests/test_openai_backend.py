@@ -195,6 +195,26 @@ def test_logprobs_parsing(server: FakeServer) -> None:
         assert c.token_ids == [API_TOKEN_ID] * 3
 
 
+def test_eos_logprob_entry_is_dropped(server: FakeServer) -> None:
+    """vLLM's server reports the EOS it stopped on as a last logprobs entry (found against a real
+    vllm serve, tests/test_vllm_serve.py); the local backends never return the EOS, so it is
+    dropped with its logprob. A length stop or entries that do not spell the text keep all."""
+    def answer(finish: str, tokens: list[str]) -> dict[str, Any]:
+        content = [{"token": t, "logprob": -0.5, "top_logprobs": [{"token": t, "logprob": -0.25}]}
+                   for t in tokens]
+        return {"id": "x", "object": "chat.completion", "model": "m", "usage": {"completion_tokens": 4},
+                "choices": [{"index": 0, "finish_reason": finish, "logprobs": {"content": content},
+                             "message": {"role": "assistant", "content": "Paris."}}]}
+
+    s = SamplingConfig(logprobs=True, max_new_tokens=16)
+    cases = [("stop", ["Par", "is", ".", "<|im_end|>"], 3), ("stop", ["Par", "is", ".", ""], 3),
+             ("length", ["Par", "is", ".", "<|im_end|>"], 4), ("stop", ["Par", "is", "."], 3)]
+    for finish, tokens, n in cases:
+        server.responder = lambda p, k, f=finish, t=tokens: (200, answer(f, t), {})
+        c = backend(server).generate(["q"], s)[0][0]
+        assert len(c.token_ids) == len(c.top1_logprobs) == n, (finish, tokens)
+
+
 def test_missing_logprobs_is_an_error(server: FakeServer) -> None:
     server.responder = lambda p, k: (200, echo_choices({**p, "logprobs": False}), {})
     with pytest.raises(APIError, match="no logprobs"):

@@ -13,12 +13,27 @@ when the function takes it). A rule's keys therefore *are* the function's parame
 names: a key the function does not take, a parameter no key supplies, an unnamed
 (positional) input or output, or one key used twice raises :class:`WiringError`
 before any work is done. Tests call the same function with the same keywords.
+
+Spawn safety: Snakemake runs a script as the main module (``python <tmp copy of the script>``
+whose preamble unpickles the ``snakemake`` object) and sets the module's ``__file__`` to the
+*original* script. A child process started with ``spawn`` (vLLM's engine process always is, on
+CPU) re-runs the main module's ``__file__`` as ``__mp_main__``: the original two lines, without
+the preamble, so the child dies with ``NameError: name 'snakemake' is not defined`` (or, in a
+script that had the object, would run the job again and start engines during bootstrapping).
+No ``if __name__ == "__main__":`` guard can sit in a two-line script, so :func:`run` hides the
+main module's ``__file__`` while the job runs: a spawned child then imports nothing from the
+script (job functions and engine targets are importable by their module names) and goes
+straight to its target. Tested with a real Snakemake job that spawns a child
+(``tests/test_adapter.py``) and with a vLLM generation job (``tests/test_vllm.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+import multiprocessing
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from teachfit.logs import log_to
@@ -79,9 +94,37 @@ def bind(fn: Callable[..., Any], kwargs: Mapping[str, Any], threads: int | None,
     return call
 
 
+def in_spawn_reimport() -> bool:
+    """True while this process is a child started with ``spawn`` (or ``forkserver``) that is still
+    bootstrapping, i.e. re-running the parent's main module as ``__mp_main__`` before its target
+    runs (the flag ``multiprocessing`` itself checks before refusing to start processes then)."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+@contextlib.contextmanager
+def main_not_reimported() -> Iterator[None]:
+    """While active, children started with ``spawn`` do not re-run the main script:
+    ``multiprocessing`` re-imports ``__main__`` from its ``__file__`` (or its ``__spec__`` name,
+    which a script has not), so the attribute is removed and restored afterwards."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or "__file__" not in vars(main):
+        yield
+        return
+    saved = main.__file__
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = saved
+
+
 def run(fn: Callable[..., Any], smk: Any) -> Any:
-    """Run ``fn`` for the Snakemake job ``smk`` (the ``snakemake`` object of a script)."""
+    """Run ``fn`` for the Snakemake job ``smk`` (the ``snakemake`` object of a script) and
+    return its result; spawned children of the job do not re-run the script (see the module
+    docstring, :func:`main_not_reimported`)."""
     log_path = smk.log["log"] if "log" in dict(getattr(smk.log, "_names", {})) else None
     log_to(log_path, smk.threads)
     rule = getattr(smk, "rule", "?")
-    return fn(**bind(fn, job_kwargs(smk), smk.threads, rule))
+    kwargs = bind(fn, job_kwargs(smk), smk.threads, rule)
+    with main_not_reimported():
+        return fn(**kwargs)

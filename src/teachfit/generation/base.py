@@ -19,7 +19,12 @@ Sampling semantics (every backend):
   prompt's samples do not depend on which other prompts share its batch.
 * a completion ends at an EOS token (``finish_reason="stop"``, EOS not returned),
   at the first stop string (text cut before it, ``"stop"``), or after
-  ``max_new_tokens`` tokens (``"length"``).
+  ``max_new_tokens`` tokens (``"length"``). The EOS tokens are the same set for every local
+  engine (:func:`eos_token_ids`: the tokenizer's, ``config.json``'s and
+  ``generation_config.json``'s).
+* a prompt longer than the engine's context minus ``max_new_tokens`` is cut from the left
+  (:func:`fit_prompts`); ``Completion.prompt_tokens_cut`` counts the removed tokens (never a
+  failed batch).
 * ``top1_logprobs[i]`` = max over the vocabulary of log softmax(raw logits) at
   generated position ``i`` (nats; temperature/top-p not applied); for greedy decoding
   this is the chosen token's log-probability.
@@ -40,8 +45,10 @@ from teachfit.settings import from_dict as settings_from_dict
 log = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "vllm", "openai")
+DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes of the local engines (= models.*.dtype)
 FINISH_REASONS = ("stop", "length")
-GENERATION_VERSION = 1  # bump when the semantics of generated rows change
+# bump when the semantics of generated rows change (2: rows carry n_prompt_tokens_cut)
+GENERATION_VERSION = 2
 
 
 # --------------------------------------------------------------------------- settings
@@ -121,6 +128,9 @@ class Completion:
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS or stop string) | "length"
     top1_logprobs: list[float] | None = None
+    # tokens cut from the left of the prompt to fit the context (fit_prompts); None = unknown
+    # (an API endpoint, which tokenizes on the server)
+    prompt_tokens_cut: int | None = 0
 
 
 @runtime_checkable
@@ -157,6 +167,36 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return out
 
 
+def fit_prompts(encoded: list[list[int]], max_length: int | None, max_new_tokens: int,
+                where: str) -> tuple[list[list[int]], list[int]]:
+    """Cut prompts from the left so that prompt + ``max_new_tokens`` fits ``max_length`` tokens.
+
+    ``encoded``: token ids per prompt; ``max_length``: the engine's context length in tokens
+    (``None``: no limit); ``where`` names the engine / model in messages. Returns the fitted
+    ids and, per prompt, how many tokens were removed (0 = untouched). Cutting from the left
+    keeps the end of the prompt (the instruction's last words and the assistant turn start),
+    as the transformers backend always did; one warning counts the cut prompts. Raises
+    ``ValueError`` when ``max_new_tokens`` alone leaves no room for a prompt. Every local
+    backend uses this, so a too-long prompt never fails a batch or a shard.
+    """
+    if not max_length:
+        return encoded, [0] * len(encoded)
+    budget = int(max_length) - int(max_new_tokens)
+    if budget < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt within "
+            f"max_length={max_length} ({where})"
+        )
+    cut = [max(0, len(ids) - budget) for ids in encoded]
+    n_cut = sum(c > 0 for c in cut)
+    if n_cut:
+        first = next(i for i, c in enumerate(cut) if c)
+        log.warning("%s: %d of %d prompt(s) longer than %d tokens (context %d - max_new_tokens %d) "
+                    "were cut from the left (first: #%d, %d tokens removed)", where, n_cut, len(encoded),
+                    budget, max_length, max_new_tokens, first, cut[first])
+    return [ids[c:] for ids, c in zip(encoded, cut, strict=True)], cut
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` before the earliest occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
@@ -171,7 +211,9 @@ def row_seed(seed: int, prompt_ids: Sequence[int], sample_idx: int) -> int:
 
 
 def eos_token_ids(tokenizer: Any, model_config: Any = None, generation_config: Any = None) -> set[int]:
-    """All token ids that end a completion (tokenizer EOS + model/generation config EOS)."""
+    """All token ids that end a completion: the tokenizer's EOS, ``config.json``'s
+    ``eos_token_id`` (``model_config``) and ``generation_config.json``'s (an int or a list).
+    Both local backends stop on exactly this set (vLLM gets it as ``stop_token_ids``)."""
     ids: set[int] = set()
     for src in (generation_config, model_config):
         value = getattr(src, "eos_token_id", None) if src is not None else None

@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 
 
 
-OUTPUT_COLUMNS = ("sample_idx", "prompt", "response", "n_response_tokens", "finish_reason")
+OUTPUT_COLUMNS = ("sample_idx", "prompt", "response", "n_response_tokens", "finish_reason",
+                  "n_prompt_tokens_cut")
 
 
-def _sampling_columns(s: SamplingConfig) -> dict[str, Any]:
+def _sampling_columns(s: SamplingConfig, backend_info: dict[str, Any]) -> dict[str, Any]:
     return {
+        "gen_dtype": backend_info.get("dtype"),  # what the engine computed in (None: an API)
         "gen_temperature": s.temperature,
         "gen_top_p": s.top_p,
         "gen_n": s.n,
@@ -55,12 +57,14 @@ def _shard_rows(records: Sequence[dict[str, Any]], prompts: Sequence[str],
         for j, c in enumerate(outs):
             row = dict(rec)
             row.update(sample_idx=j, prompt=prompt, response=c.text,
-                       n_response_tokens=len(c.token_ids), finish_reason=c.finish_reason)
+                       n_response_tokens=len(c.token_ids), finish_reason=c.finish_reason,
+                       n_prompt_tokens_cut=c.prompt_tokens_cut)
             if sampling.logprobs:
                 row["top1_logprobs"] = [float(x) for x in (c.top1_logprobs or [])]
             row.update(const)
             rows.append(row)
-    overrides: dict[str, Any] = {"gen_stop": pl.List(pl.String)}
+    overrides: dict[str, Any] = {"gen_stop": pl.List(pl.String), "n_prompt_tokens_cut": pl.Int64,
+                                 "gen_dtype": pl.String}
     if sampling.logprobs:
         overrides["top1_logprobs"] = pl.List(pl.Float64)
     return pl.DataFrame(rows, infer_schema_length=None, schema_overrides=overrides)
@@ -102,9 +106,13 @@ def generate_to_parquet(
     valid shards under the same key are reused, corrupt or incomplete ones are
     regenerated, and folders of other keys are deleted (use one ``shard_dir``
     per output). Output: one row per (record, sample) with the record's columns,
-    ``sample_idx, prompt, response, n_response_tokens, finish_reason``
+    ``sample_idx, prompt, response, n_response_tokens, finish_reason, n_prompt_tokens_cut``
     (+ ``top1_logprobs``), the sampling parameters as ``gen_*`` columns,
-    ``gen_key`` and the ``provenance`` entries as constant columns.
+    ``gen_key`` and the ``provenance`` entries as constant columns. ``gen_dtype`` is the
+    compute dtype the engine reports (``backend.info["dtype"]``; null for an API endpoint).
+    ``n_prompt_tokens_cut`` counts the tokens the engine cut from the left of a prompt that did
+    not fit its context (0: the whole prompt was used; null: not known, an API endpoint); the
+    number of such prompts is logged.
     """
     provenance = dict(provenance or {})
     out_path, shard_dir = Path(out_path), Path(shard_dir)
@@ -114,7 +122,7 @@ def generate_to_parquet(
         raise ValueError(f"{len(records)} records but {len(prompts)} prompts; they must align")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    const = {**_sampling_columns(sampling), **provenance}
+    const = {**_sampling_columns(sampling, getattr(backend, "info", {})), **provenance}
     generated = set(OUTPUT_COLUMNS) | {"top1_logprobs", "gen_key"} | set(const)
     clashes = sorted({k for rec in records for k in rec} & generated)
     if clashes:
@@ -149,5 +157,9 @@ def generate_to_parquet(
         write_parquet(_shard_rows(records[start:end], prompts[start:end], comps, sampling, const), paths[k])
     log.info("%s: %d shard(s), %d reused, %.1fs", out_path, len(starts), reused, time.time() - t0)
     df = pl.concat([read_parquet(p) for p in paths], how="vertical_relaxed")
+    n_cut = df.filter((pl.col("sample_idx") == 0) & (pl.col("n_prompt_tokens_cut") > 0)).height
+    if n_cut:
+        log.warning("%s: %d of %d prompt(s) were cut from the left to fit the model's context "
+                    "(column n_prompt_tokens_cut)", out_path, n_cut, len(records))
     write_parquet(df, out_path)
     return df

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teachfit.generation.base import BACKENDS, Backend
+from teachfit.generation.base import BACKENDS, DTYPES, Backend
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,12 @@ class BackendConfig:
     """Which backend to build and how; built from :func:`backend_settings`.
 
     Fields without a default come from the config (the model entry and ``generation``);
-    their defaults live in the schema only. ``dtype``, ``device`` and ``max_length`` are not
-    config keys: ``None`` means the engine's own choice (transformers computes in float32 on
-    :func:`teachfit.models.default_device` up to the model's context length; vLLM uses its
-    ``auto`` dtype). Raises ``ValueError`` naming the field on a bad value or an unsupported
-    combination (an ``openai`` backend without ``api_base`` / ``api_model``).
+    their defaults live in the schema only. ``dtype`` is the model entry's ``dtype``: the
+    compute dtype of both local engines (never vLLM's ``auto``). ``device`` and ``max_length``
+    are not config keys: ``None`` means the engine's own choice (transformers runs on
+    :func:`teachfit.models.default_device` up to the model's context length). Raises
+    ``ValueError`` naming the field on a bad value or an unsupported combination (an ``openai``
+    backend without ``api_base`` / ``api_model``).
     """
 
     backend: str = field(metadata={"help": "Engine: transformers | vllm | openai.", "choices": BACKENDS})
@@ -39,14 +40,17 @@ class BackendConfig:
     tensor_parallel_size: int = field(metadata={"help": "vllm: GPUs per model."})
     gpu_memory_utilization: float = field(metadata={"help": "vllm: fraction of GPU memory to use."})
     max_model_len: int | None = field(metadata={"help": "vllm: context length; null = the model's."})
+    dtype: str = field(metadata={
+        "help": "Compute dtype of the local engines (the model entry's dtype).", "choices": DTYPES})
+    cpu_kvcache_gib: int = field(metadata={
+        "help": "vllm on CPU: KV-cache size in GiB (exported as VLLM_CPU_KVCACHE_SPACE)."})
+    enforce_eager: bool = field(metadata={"help": "vllm: no torch.compile / CUDA graphs at start-up."})
     api_base: str | None = field(metadata={"help": "openai: endpoint URL incl. the version prefix."})
     api_model: str | None = field(metadata={"help": "openai: model name at the endpoint."})
     api_key_env: str | None = field(metadata={"help": "openai: NAME of the env variable holding the key."})
     api_max_retries: int = field(
         metadata={"help": "openai: SDK retries on HTTP 408/409/429/5xx, timeouts and dropped connections."})
     api_timeout_s: float = field(metadata={"help": "openai: per-request timeout in seconds."})
-    dtype: str | None = field(
-        default=None, metadata={"help": "Compute dtype; null = float32 (transformers) / auto (vllm)."})
     device: str | None = field(
         default=None, metadata={"help": "transformers: torch device; null = models.default_device()."})
     max_length: int | None = field(
@@ -59,6 +63,11 @@ class BackendConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+        if isinstance(self.cpu_kvcache_gib, bool) or not isinstance(self.cpu_kvcache_gib, int) \
+                or self.cpu_kvcache_gib < 1:
+            raise ValueError(f"cpu_kvcache_gib must be an integer >= 1 (GiB), got {self.cpu_kvcache_gib!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.backend == "openai" and not (self.api_base and self.api_model):
@@ -83,13 +92,14 @@ class BackendConfig:
         if self.backend == "transformers":
             from teachfit.generation.hf import TransformersBackend
 
-            return TransformersBackend(model_dir, batch_size=self.batch_size, dtype=self.dtype or "float32",
+            return TransformersBackend(model_dir, batch_size=self.batch_size, dtype=self.dtype,
                                        device=self.device, max_length=self.max_length, threads=threads)
         from teachfit.generation.vllm import VLLMBackend
 
-        return VLLMBackend(model_dir, tensor_parallel_size=self.tensor_parallel_size,
-                           dtype=self.dtype or "auto", gpu_memory_utilization=self.gpu_memory_utilization,
-                           max_model_len=self.max_model_len, seed=seed)
+        return VLLMBackend(model_dir, tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype,
+                           gpu_memory_utilization=self.gpu_memory_utilization,
+                           max_model_len=self.max_model_len, cpu_kvcache_gib=self.cpu_kvcache_gib,
+                           enforce_eager=self.enforce_eager, seed=seed)
 
 
 def backend_settings(entry: dict[str, Any], generation: dict[str, Any]) -> dict[str, Any]:
@@ -98,15 +108,18 @@ def backend_settings(entry: dict[str, Any], generation: dict[str, Any]) -> dict[
     becomes engine settings; every rule that runs a model (generators, evolvers, judges, IFS
     and win-rate answers) passes this dict as its ``backend`` param.
 
-    The entry's ``dtype`` is the dtype of the materialized copy, not an engine setting, so it is
-    not passed: engines compute in their own default dtype (see :class:`BackendConfig`).
-    Raises ``KeyError`` naming the key when the entry was not filled from the schema."""
+    The entry's ``dtype`` (the dtype of the materialized copy) is the engines' compute dtype, so
+    a float32 checkpoint runs in float32 on vLLM as on transformers (vLLM's ``auto`` would run
+    it in bfloat16). Raises ``KeyError`` naming the key when the entry was not filled from the schema."""
     return {
         "backend": entry["backend"],
         "batch_size": generation["batch_size"],
         "tensor_parallel_size": entry["tensor_parallel_size"],
         "max_model_len": entry["max_model_len"],
         "gpu_memory_utilization": entry["gpu_memory_utilization"],
+        "dtype": entry["dtype"],
+        "cpu_kvcache_gib": entry["cpu_kvcache_gib"],
+        "enforce_eager": entry["enforce_eager"],
         "api_base": entry["api_base"],
         "api_model": entry["api_model"],
         "api_key_env": entry["api_key_env"],

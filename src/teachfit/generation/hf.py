@@ -14,6 +14,8 @@ Greedy decoding reproduces ``model.generate(do_sample=False)`` token for token (
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from teachfit.generation.base import (
     SamplingConfig,
     encode_prompts,
     eos_token_ids,
+    fit_prompts,
     model_fingerprint,
     row_seed,
     truncate_at_stop,
@@ -30,12 +33,35 @@ from teachfit.generation.base import (
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class GenerationStats:
+    """Where a :class:`TransformersBackend`'s decoding time went (cumulative; reset with
+    ``backend.stats = GenerationStats()``). Prefill = the forward pass over the (left-padded)
+    prompts of a batch; a decode step = one forward pass of one new token for every active row.
+    ``benchmarks/bench_generation.py`` reports these to explain its batched / one-at-a-time ratio.
+    Wall-clock seconds; exact on CPU (on CUDA the prefill's kernels may finish inside the first
+    decode step, since launches are asynchronous)."""
+
+    prefill_s: float = 0.0
+    prefill_positions: int = 0      # rows x padded width (what the forward computes)
+    prefill_tokens: int = 0         # real prompt tokens (padding excluded)
+    decode_s: float = 0.0
+    decode_steps: int = 0           # forward passes after the prefill
+    decode_rows: int = 0            # sum over steps of the active rows (= tokens fed)
+
+    def add_prefill(self, positions: int, tokens: int, seconds: float) -> None:
+        self.prefill_positions += positions
+        self.prefill_tokens += tokens
+        self.prefill_s += seconds
+
+
 class TransformersBackend:
     """Batched generation with ``transformers`` (left padding, length-sorted batches).
 
     ``batch_size`` counts sequences (rows): with ``n`` samples per prompt a batch
     holds ``max(1, batch_size // n)`` prompts. Prompts longer than
-    ``max_length - max_new_tokens`` tokens are cut from the left (with a warning).
+    ``max_length - max_new_tokens`` tokens are cut from the left (:func:`fit_prompts`; a warning,
+    and ``Completion.prompt_tokens_cut`` counts the removed tokens).
     ``dtype`` is the compute dtype (float32 unless asked otherwise, as every transformers
     job of the workflow); ``device`` defaults to :func:`teachfit.models.default_device`.
     Raises ``FileNotFoundError`` when ``model_dir`` has no ``config.json``.
@@ -106,6 +132,7 @@ class TransformersBackend:
         self.eos_ids = eos_token_ids(tokenizer, model.config, getattr(model, "generation_config", None))
         self.pad_id = tokenizer.pad_token_id
         self.info = {"backend": self.name, **info}
+        self.stats = GenerationStats()
 
     # -- public ------------------------------------------------------------
 
@@ -118,7 +145,8 @@ class TransformersBackend:
 
         if not prompts:
             return []
-        encoded = self._fit_lengths(encode_prompts(self.tokenizer, prompts), sampling.max_new_tokens)
+        encoded, cut = fit_prompts(encode_prompts(self.tokenizer, prompts), self.max_length,
+                                   sampling.max_new_tokens, where=f"transformers {self.model_dir}")
         order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
         per_batch = max(1, self.batch_size // sampling.n)
         batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
@@ -129,24 +157,11 @@ class TransformersBackend:
                 comps = self._generate_rows(rows, sampling)
                 for k, i in enumerate(batch):
                     results[i] = comps[k * sampling.n : (k + 1) * sampling.n]
+                    for c in results[i]:
+                        c.prompt_tokens_cut = cut[i]
         return results  # type: ignore[return-value]
 
     # -- internals ---------------------------------------------------------
-
-    def _fit_lengths(self, encoded: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        if not self.max_length:
-            return encoded
-        budget = self.max_length - max_new_tokens
-        if budget < 1:
-            raise ValueError(
-                f"max_new_tokens={max_new_tokens} leaves no room for a prompt within "
-                f"max_length={self.max_length} ({self.model_dir})"
-            )
-        cut = [i for i, ids in enumerate(encoded) if len(ids) > budget]
-        if cut:
-            log.warning("%d prompt(s) longer than %d tokens were cut from the left (first: #%d)",
-                        len(cut), budget, cut[0])
-        return [ids[-budget:] if len(ids) > budget else ids for ids in encoded]
 
     def _forward(self, **kwargs: Any) -> Any:
         return self.model(use_cache=True, logits_to_keep=1, **kwargs).logits[:, -1, :].float()
@@ -178,8 +193,11 @@ class TransformersBackend:
                 generators.append(g)
 
         cache = DynamicCache(config=self.model.config)
+        t0 = time.perf_counter()
         logits = self._forward(input_ids=input_ids, attention_mask=mask,
                                position_ids=positions, past_key_values=cache)
+        self.stats.add_prefill(n_rows * width, int(mask.sum()), time.perf_counter() - t0)
+        t0 = time.perf_counter()
         active = list(range(n_rows))  # current batch position -> row index
         tokens: list[list[int]] = [[] for _ in range(n_rows)]
         lps: list[list[float]] = [[] for _ in range(n_rows)]
@@ -219,6 +237,9 @@ class TransformersBackend:
             logits = self._forward(input_ids=chosen[:, None], attention_mask=mask,
                                    position_ids=next_pos[:, None], past_key_values=cache)
             next_pos = next_pos + 1
+            self.stats.decode_steps += 1
+            self.stats.decode_rows += len(active)
+        self.stats.decode_s += time.perf_counter() - t0
 
         out = []
         for r in range(n_rows):

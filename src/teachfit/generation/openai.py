@@ -26,8 +26,14 @@ Semantics, compared with the local backends:
 * The API returns text, not token ids. ``Completion.token_ids`` therefore holds
   ``API_TOKEN_ID`` (-1) placeholders, one per generated token, so that
   ``len(token_ids)`` is the completion length: counted from the logprobs when they
-  were requested, otherwise from ``usage.completion_tokens`` when ``n == 1``; with
-  ``n > 1`` and no logprobs the per-choice count is unknown and the list is empty.
+  were requested (a final entry for the EOS token, which vLLM's server reports, is dropped
+  with its logprob, as the local backends never return the EOS), otherwise from
+  ``usage.completion_tokens`` when ``n == 1`` (as the server counts: vLLM includes the EOS
+  token, one more than the local backends); with ``n > 1`` and no logprobs the per-choice
+  count is unknown and the list is empty.
+* The server tokenizes, so the backend cannot cut an over-long prompt to fit:
+  ``Completion.prompt_tokens_cut`` is ``None`` (unknown) and such a prompt fails with the
+  server's HTTP 400 (:class:`APIError`).
 * ``finish_reason`` ``"stop"`` (or TGI's ``"eos_token"``) and ``"length"`` map to
   the same values; any other reason (``content_filter``, ``tool_calls``) is an
   error naming the prompt. Stop strings are also applied to the returned text, in
@@ -59,6 +65,14 @@ MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _FINISH = {"stop": "stop", "eos_token": "stop", "eos": "stop", "length": "length"}
 _NO_KEY = "teachfit-no-key"  # the SDK wants some key; the Authorization header is then omitted
+
+
+def _ends_with_eos_entry(content: list[Any], text: str) -> bool:
+    """Whether the last logprobs entry is the end-of-sequence token rather than text: the
+    entries before it spell ``text`` exactly and it adds nothing to it (vLLM reports the EOS it
+    stopped on, e.g. ``<|im_end|>``, with its logprob; local backends never return it)."""
+    tokens = [str(getattr(pos, "token", "") or "") for pos in content]
+    return bool(tokens) and "".join(tokens[:-1]) == text
 
 
 class APIError(RuntimeError):
@@ -233,8 +247,8 @@ class OpenAIBackend:
             if reason not in _FINISH:
                 raise APIError(f"{self.url} finished {where} with reason {reason!r}; "
                                f"only {sorted(_FINISH)} are accepted")
-            text = (c.message.content if c.message is not None else None) or ""
-            text, cut = truncate_at_stop(text, sampling.stop)
+            raw = (c.message.content if c.message is not None else None) or ""
+            text, cut = truncate_at_stop(raw, sampling.stop)
             finish = "stop" if cut else _FINISH[reason]
             top1: list[float] | None = None
             if sampling.logprobs:
@@ -242,6 +256,8 @@ class OpenAIBackend:
                 if not isinstance(content, list):
                     raise APIError(f"{self.url} returned no logprobs for {where} "
                                    "although logprobs were requested")
+                if finish == "stop" and not cut and _ends_with_eos_entry(content, raw):
+                    content = content[:-1]  # the EOS the server stopped on (vLLM reports it)
                 top1 = [max([float(pos.logprob)] + [float(t.logprob) for t in pos.top_logprobs or []])
                         for pos in content]
                 n_tokens: int | None = len(content)
@@ -250,7 +266,7 @@ class OpenAIBackend:
             else:
                 n_tokens = None
             out.append(Completion(text=text, token_ids=[API_TOKEN_ID] * (n_tokens or 0),
-                                  finish_reason=finish, top1_logprobs=top1))
+                                  finish_reason=finish, top1_logprobs=top1, prompt_tokens_cut=None))
         return out
 
     def generate(

