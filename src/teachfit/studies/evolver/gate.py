@@ -261,17 +261,11 @@ def stem(word: str) -> str:
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
-def _informative(word: str) -> bool:
-    # the task's own words (META_WORDS) and its verb ("write" -> "provide") carry no new information
-    return word not in META_WORDS and word not in TASK_VERBS
-
-
 def new_content_words(parent: str, evolved: str) -> list[str]:
-    """Content words of ``evolved`` (not stop words, not :data:`META_WORDS`, not a task verb of
-    :data:`TASK_VERBS`: "Please provide a note" asks for what "Write a note" asks for) whose stem
+    """Content words of ``evolved`` (not stop words, not :data:`META_WORDS`) whose stem
     (:func:`stem`) is not a stem of ``parent``'s words."""
     have = {stem(w) for w in words_of(parent)}
-    return [w for w in dict.fromkeys(content_words(evolved)) if stem(w) not in have and _informative(w)]
+    return [w for w in dict.fromkeys(content_words(evolved)) if stem(w) not in have and w not in META_WORDS]
 
 
 def english_share(text: str) -> float:
@@ -559,7 +553,7 @@ def check_instruction(parent: str, reply: str | None, *, scenario: str = "evol_i
         if is_copy(parent, text, s.min_new_words, s.copy_ratio) or not new:
             return Verdict("no_gain", text)
         kept = {stem(w) for w in content_words(text)}
-        parent_words = {stem(w) for w in content_words(parent) if _informative(w)}
+        parent_words = {stem(w) for w in content_words(parent) if w not in META_WORDS}
         coverage = len(parent_words & kept) / len(parent_words) if parent_words else 0.0
         if len(new) <= 2 and coverage >= 0.8:
             pending.append("no_gain")
