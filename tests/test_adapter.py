@@ -18,7 +18,8 @@ def _restore_logging():
     import torch
 
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, sys.stderr, os.environ.get("OMP_NUM_THREADS"))
+    saved = (list(root.handlers), root.level, sys.stderr, os.environ.get("OMP_NUM_THREADS"),
+             os.environ.get("MKL_NUM_THREADS"))
     torch_threads = torch.get_num_threads()
     yield
     torch.set_num_threads(torch_threads)
@@ -26,10 +27,11 @@ def _restore_logging():
     if sys.stderr is not saved[2]:
         sys.stderr.close()
         sys.stderr = saved[2]
-    if saved[3] is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = saved[3]
+    for var, value in (("OMP_NUM_THREADS", saved[3]), ("MKL_NUM_THREADS", saved[4])):
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 class Job:
@@ -203,3 +205,40 @@ def test_in_spawn_reimport_is_true_while_a_spawned_child_reruns_main(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("child re-imports main") == 1 and "parent: child exit 0" in proc.stderr
     assert "target ran" in proc.stdout
+
+
+def test_job_log_ends_with_its_timing_and_job_times_splits_the_wall_time(tmp_path):
+    """run() writes one JOB_TIMING line (startup, model loading, run time); job_times (make bench's
+    overhead table) joins it with Snakemake's benchmark TSV of the same rule."""
+    import json
+    import time
+
+    from teachfit.logs import JOB_TIMING, job_times, timed
+
+    def fn(out):
+        with timed("model_load"):
+            time.sleep(0.2)
+        time.sleep(0.1)
+
+    res = tmp_path / "results"
+    job = Job(tmp_path, output={"out": "x"})
+    job.log = Log(fromdict={"log": str(res / "logs" / "some_rule" / "a.log")})
+    run(fn, job)
+    lines = [ln for ln in (res / "logs" / "some_rule" / "a.log").read_text().splitlines() if JOB_TIMING in ln]
+    assert len(lines) == 1
+    rec = json.loads(lines[0].split(JOB_TIMING, 1)[1])
+    assert rec["rule"] == "some_rule" and rec["startup_s"] > 0
+    assert 0.2 <= rec["model_load_s"] < rec["run_s"] and rec["run_s"] >= 0.3
+
+    (res / "benchmarks" / "some_rule").mkdir(parents=True)
+    (res / "benchmarks" / "some_rule" / "a.tsv").write_text(f"s\th:m:s\n{rec['run_s'] + 10:.3f}\t0:00:10\n")
+    (res / "benchmarks" / "plain_rule").mkdir(parents=True)
+    (res / "benchmarks" / "plain_rule" / "b.tsv").write_text("s\th:m:s\n2.0\t0:00:02\n")
+    t = {r["rule"]: r for r in job_times(res).to_dicts()}
+    some = t["some_rule"]
+    assert some["jobs"] == 1 and some["model_load_s"] == round(rec["model_load_s"], 1)
+    assert some["compute_s"] == round(rec["run_s"] - rec["model_load_s"], 1)
+    assert abs(some["startup_s"] + some["model_load_s"] + some["compute_s"] + some["other_s"]
+               - some["wall_s"]) < 0.3
+    assert t["plain_rule"]["startup_s"] is None  # no timing line: parts unknown, not zero
+    assert t["TOTAL"]["wall_s"] == round(rec["run_s"] + 12.0, 1)

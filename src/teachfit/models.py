@@ -439,7 +439,10 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | 
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-    model.to(default_device(device))
+    from teachfit.logs import timed
+
+    with timed("model_load"):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        model.to(default_device(device))
     model.eval()
     return model

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import multiprocessing
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from teachfit.logs import log_to
+from teachfit.logs import PHASES, job_timing_line, log_to, process_age
 
 
 class WiringError(TypeError):
@@ -121,10 +123,17 @@ def main_not_reimported() -> Iterator[None]:
 def run(fn: Callable[..., Any], smk: Any) -> Any:
     """Run ``fn`` for the Snakemake job ``smk`` (the ``snakemake`` object of a script) and
     return its result; spawned children of the job do not re-run the script (see the module
-    docstring, :func:`main_not_reimported`)."""
+    docstring, :func:`main_not_reimported`). Ends the job log with its timing line
+    (:func:`teachfit.logs.job_timing_line`: startup, model loading, run time)."""
+    startup = process_age()
     log_path = smk.log["log"] if "log" in dict(getattr(smk.log, "_names", {})) else None
     log_to(log_path, smk.threads)
     rule = getattr(smk, "rule", "?")
     kwargs = bind(fn, job_kwargs(smk), smk.threads, rule)
+    PHASES.clear()
+    t0 = time.perf_counter()
     with main_not_reimported():
-        return fn(**kwargs)
+        result = fn(**kwargs)
+    # where the job's time went (benchmarks/job_overhead.py sums these over a run)
+    logging.getLogger("teachfit.workflow").info(job_timing_line(rule, startup, time.perf_counter() - t0))
+    return result

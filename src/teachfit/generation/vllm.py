@@ -181,16 +181,19 @@ class VLLMBackend:
                  "CPU" if self.on_cpu else "GPU", self.model_dir, dtype, max_model_len,
                  f"KV cache {cpu_kvcache_gib} GiB" if self.on_cpu
                  else f"gpu_memory_utilization {gpu_memory_utilization}")
-        self.llm = vllm.LLM(
-            model=str(self.model_dir),
-            tokenizer=str(self.model_dir),
-            tensor_parallel_size=tensor_parallel_size,
-            dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            enforce_eager=bool(enforce_eager),
-            seed=seed,
-        )
+        from teachfit.logs import timed
+
+        with timed("model_load"):  # engine start: weights, KV cache, (compilation)
+            self.llm = vllm.LLM(
+                model=str(self.model_dir),
+                tokenizer=str(self.model_dir),
+                tensor_parallel_size=tensor_parallel_size,
+                dtype=dtype,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                enforce_eager=bool(enforce_eager),
+                seed=seed,
+            )
         from transformers import AutoConfig, GenerationConfig
 
         from teachfit.models import load_tokenizer

@@ -277,7 +277,10 @@ def make_sft_trainer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # float32 master weights; bf16=True means autocast mixed precision, not bf16 weights
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    from teachfit.logs import timed
+
+    with timed("model_load"):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
 
     from teachfit.generation.base import eos_token_ids
 
@@ -602,23 +605,25 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from teachfit.logs import timed
     from teachfit.models import default_device, load_tokenizer
 
     path = Path(path)
     if (path / "checkpoints.json").exists():
         path = final_model_dir(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
+    with timed("model_load"):
+        if (path / "adapter_config.json").exists():
+            from peft import PeftModel
 
-        if base is None:
-            base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
-        model = PeftModel.from_pretrained(base, str(path))
-    elif (path / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
-    else:
-        raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
-    tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)
-    tokenizer = load_tokenizer(tok_dir, padding_side="left")
-    model.to(default_device(device))
+            if base is None:
+                base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
+            model = PeftModel.from_pretrained(base, str(path))
+        elif (path / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        else:
+            raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
+        tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)
+        tokenizer = load_tokenizer(tok_dir, padding_side="left")
+        model.to(default_device(device))
     model.eval()
     return model, tokenizer

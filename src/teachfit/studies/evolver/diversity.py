@@ -109,10 +109,13 @@ def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,
 
     if batch_size < 1:
         raise ValueError(f"embed: batch_size must be >= 1, got {batch_size}")
+    from teachfit.logs import timed
+
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModel.from_pretrained(str(model_dir))
     device = default_device(device)
-    model.to(device).eval()
+    with timed("model_load"):
+        model = AutoModel.from_pretrained(str(model_dir))
+        model.to(device).eval()
     hidden = int(model.config.hidden_size)
     texts = [str(t) for t in texts]
     out = np.zeros((len(texts), hidden), dtype=np.float32)

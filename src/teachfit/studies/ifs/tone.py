@@ -387,10 +387,13 @@ def fit_tone_classifier(
         if tok.eos_token is None:
             raise ValueError(f"{encoder_dir}: tokenizer has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(encoder_dir), num_labels=2, id2label=dict(TONE_LABELS),
-        label2id={v: k for k, v in TONE_LABELS.items()}, dtype=torch.float32,
-    )
+    from teachfit.logs import timed
+
+    with timed("model_load"):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(encoder_dir), num_labels=2, id2label=dict(TONE_LABELS),
+            label2id={v: k for k, v in TONE_LABELS.items()}, dtype=torch.float32,
+        )
     model.config.pad_token_id = tok.pad_token_id
     keep = {"input_ids", "attention_mask"} | (
         {"token_type_ids"} if "token_type_ids" in _forward_args(model) else set())
@@ -480,9 +483,12 @@ class ToneClassifier:
         self.tok = AutoTokenizer.from_pretrained(str(self.model_dir))
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.model_dir), dtype=torch.float32
-        ).to(self.device)
+        from teachfit.logs import timed
+
+        with timed("model_load"):
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                str(self.model_dir), dtype=torch.float32
+            ).to(self.device)
         self.model.eval()
         if self.model.config.num_labels != 2:
             raise DataError(
