@@ -111,8 +111,9 @@ def synthetic_pairs(n: int, vocab: int, seed: int, max_response: int) -> list[An
         head = [*prefix, *q, rng.randrange(4, vocab)]  # + the assistant-turn marker
         joint = head + a
         pairs.append(EncodedPair(joint=joint, prompt_len=len(head), q_span=(len(prefix), len(prefix) + len(q)),
-                                 a_span=(len(head), len(joint)), alone=[2, *a], truncated=False,
-                                 empty_response=False))
+                                 a_span=(len(head), len(joint)), alone=[2, *a], alone_span=(1, len(a) + 1),
+                                 truncated=False, prompt_overflow=False, empty_response=False,
+                                 n_response_tokens=len(a), n_instruction_tokens=len(q)))
     return pairs
 
 
@@ -120,11 +121,18 @@ def check_scoring(bundle: Path | None, device: str, dry_run: bool, repeats: int)
     import numpy as np
 
     from teachfit.config import defaults
-    from teachfit.scoring.losses import ScoringSettings, _Head, score_encoded, score_encoded_naive
+    from teachfit.scoring.losses import (
+        ScoringSettings,
+        _Head,
+        convention_settings,
+        score_encoded,
+        score_encoded_naive,
+    )
 
     config = gemma_config(bundle, dry_run)
     model = random_causal_lm(config, "float32", device, seed=0)
-    settings = ScoringSettings(**defaults("scoring"))
+    # pre-encoded pairs: the engine's spans, the same under every convention (chat: CAR's)
+    settings = ScoringSettings.from_dict(convention_settings(defaults("scoring"), "chat"))
     encoded = synthetic_pairs(8 if dry_run else 64, config.vocab_size, seed=0, max_response=40 if dry_run else 200)
 
     class _Tok:  # score_encoded reads only the pad id

@@ -141,7 +141,7 @@ rule score_select_data:
     resources:
         gpu=gpus_select_data,
     params:
-        scoring=config["scoring"],
+        scoring=select_data_scoring,
         scorer=select_data_student,
     script:
         "../scripts/score_losses.py"

@@ -86,6 +86,15 @@ def select_data_student_dir(wildcards):
     return model_dir(select_data_student(wildcards))
 
 
+def select_data_scoring(wildcards):
+    """The scoring job settings of the entry's convention (teachfit.recommend.select_data_convention)."""
+    from teachfit.recommend import select_data_convention
+
+    return convention_settings(
+        config["scoring"], select_data_convention(select_data_entry(wildcards))
+    )
+
+
 def select_data_settings(wildcards):
     entry = select_data_entry(wildcards)
     return {"metric": entry["metric"], "top_percent": float(entry["top_percent"])}

@@ -383,7 +383,8 @@ def tone_pairs(wildcards):
     """A configured file, one generator's responses, or (default) every kept response the
     pipeline has (teacher generators and the evolver teacher on every evolved set); plus, when
     ifs.pairs.answers is set, one generator's answers to one seed set (e.g. SmolLM2 on the
-    project's tone instructions), read from its generations (no reward scoring needed)."""
+    project's tone instructions), read from its generations (no reward scoring needed).
+    """
     f = config["ifs"]["pairs"]
     if f["path"]:
         files = [f["path"]]
@@ -393,7 +394,10 @@ def tone_pairs(wildcards):
         ]
     else:
         files = sorted(
-            {f"results/responses/{r.dataset}/{r.generator}.parquet" for r in trained_runs()}
+            {
+                f"results/responses/{r.dataset}/{r.generator}.parquet"
+                for r in trained_runs()
+            }
         )
     a = f["answers"]
     if a["seedset"] and a["generator"]:
@@ -412,7 +416,11 @@ def objecqa_questions(wildcards):
 
 def objecqa_calibration(wildcards):
     """The ObjecQA judge's calibration, when ObjecQA runs (no file otherwise)."""
-    return ["results/ifs/objecqa_judge.json"] if config["ifs"]["objecqa"]["activate"] else []
+    return (
+        ["results/ifs/objecqa_judge.json"]
+        if config["ifs"]["objecqa"]["activate"]
+        else []
+    )
 
 
 def objecqa_judge_set(wildcards):
@@ -429,7 +437,9 @@ def ifs_judge_backend(wildcards):
 
 
 def ifs_tables_input(wildcards):
-    runs = PLAN.ifs_runs(ranked_evolvers)  # the ranked evolvers' runs (checkpoint merge_evolved)
+    runs = PLAN.ifs_runs(
+        ranked_evolvers
+    )  # the ranked evolvers' runs (checkpoint merge_evolved)
     return {
         "model_scores": [
             f"results/ifs/scores/models/{m}.parquet" for m in PLAN.names["ifs_models"]

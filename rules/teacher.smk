@@ -91,7 +91,7 @@ rule answer_winrate:
     benchmark:
         "results/benchmarks/answer_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/gen.yaml"
     threads: 2
     resources:
         gpu=gpus_base,

@@ -341,7 +341,8 @@ def _scores(pairs: Path, path: Path, losses: dict[str, tuple[float, float, float
     """A scores table as rule score_losses writes it: L(Q), L(A|Q), L(A) per pair (nats)."""
     df = pl.read_parquet(pairs)
     rows = [{"id": i, "loss_q": losses[q][0], "loss_a_given_q": losses[q][1], "loss_a": losses[q][2],
-             "n_a_tokens": 3} for i, q in zip(df["id"], df["instruction"])]
+             "n_a_tokens": 3, "n_instruction_tokens": 2, "truncated": False}
+            for i, q in zip(df["id"], df["instruction"])]
     write_parquet(pl.DataFrame(rows), path)
     return path
 
@@ -381,25 +382,13 @@ def test_select_data_keeps_top_k_and_accounts_for_every_record(tmp_path, user_da
     assert table.filter(pl.col("kept")).sort("rank")["rank"].to_list() == [1, 2]
 
 
-def test_select_data_by_ifd_goes_through_select_top(tmp_path, user_data, monkeypatch):
-    """IFD ranking and any IFD filter belong to training.selection.select_top: rows it leaves out at
-    top 100% are counted as filtered by it, not as below the cut."""
-    from teachfit.training import selection
-
-    real = selection.select_top
-
-    def with_ifd_filter(df, method, top_percent, seed=0, score_columns=None):
-        if method == "ifd":  # the reference filter of issue 11: IFD > 1 dropped before top-k
-            df = df.filter(pl.col("ifd") <= 1)
-        return real(df, method, top_percent, seed, score_columns)
-
+def test_select_data_by_ifd_goes_through_select_top(tmp_path, user_data):
+    """IFD ranking and its filter belong to training.selection.select_top (Cherry_LLM's IFD > 1
+    drop, issue 11): the row it leaves out is counted as filtered by it, not as below the cut;
+    50% applies to the 3 rows left (k = ceil(1.5) = 2)."""
     table, out = _select(tmp_path, user_data, "ifd")
     assert [json.loads(x)["messages"][0]["content"] for x in out["selected.jsonl"].read_text().splitlines()] \
-        == ["q0", "q1"]  # today's select_top: highest IFD first, no filter
-    monkeypatch.setattr(selection, "select_top", with_ifd_filter)
-    table, out = _select(tmp_path, user_data, "ifd")
-    assert [json.loads(x)["messages"][0]["content"] for x in out["selected.jsonl"].read_text().splitlines()] \
-        == ["q1", "q2"]
+        == ["q1", "q2"]  # q0 (IFD 1.8) filtered; then highest IFD first: q1 0.9, q2 0.8
     assert _summary(out["summary.csv"])["filtered_by_select_top"] == 1
     assert table.filter(pl.col("reason") == "filtered_by_select_top")["instruction"].to_list() == ["q0"]
 
@@ -455,7 +444,8 @@ def test_rank_teachers_dag_has_no_sft_or_evaluation(wf):
     jobs = dry_run(wf, "--configfile", "tests/configs/tiny.yaml", "tests/configs/tiny_recommend.yaml",
                    "--", "rank_teachers")
     assert jobs["rank_teachers"] == 1 and jobs["import_responses"] == 1
-    assert jobs["generate_responses"] == 3 and jobs["score_rewards"] == 4 and jobs["score_losses"] == 8
+    # 4 candidates x (student + reference model) x (CAR's chat + the IFD cherry convention)
+    assert jobs["generate_responses"] == 3 and jobs["score_rewards"] == 4 and jobs["score_losses"] == 16
     assert not SFT_OR_EVAL & set(jobs), jobs
 
 

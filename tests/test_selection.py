@@ -201,17 +201,19 @@ def test_selection_comparison_carries_the_trainset_counts(tmp_path):
     pl.DataFrame({"id": ["x"], "seedset": ["s"], "scenario": ["evol_instruct"], "evolver": ["e"], "round": [1],
                   "length_words": [3], "difficulty": [2.0], "nn_distance": [0.1], "reward": [1.0]}).write_parquet(stats)
     drops = tmp_path / "drops.parquet"
-    pl.DataFrame({"evolver": ["e"], "scenario": ["evol_instruct"], "round": [1], "reason": ["kept"],
-                  "count": [4]}).write_parquet(drops)
+    pl.DataFrame({"evolver": ["e"] * 3, "scenario": ["evol_instruct"] * 3, "round": [1] * 3,
+                  "reason": ["replies", "valid", "kept"], "count": [4, 4, 4]}).write_parquet(drops)
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text('{"min_valid": 1, "ranked": ["e"], "evolvers": [{"evolver": "e", "valid": 4, "ranked": true}]}')
     out = {k: tmp_path / f"{k}.csv" for k in ("comparison_table", "stats_table", "selection_table", "top1_table")}
     evals = [_eval(tmp_path / f"e{i}.parquet") for i in range(2)]
-    build_evolver_tables([str(stats)], [str(drops)], [evals[1]], evals, [], **out, comparison_runs=runs[1:],
-                         selection_runs=runs, top1_rounds=[], performance=defaults("performance"),
+    common = {"drop_sets": [{"seedset": "s", "scenario": "evol_instruct"}], "comparison_runs": runs[1:],
+              "selection_runs": runs, "top1_rounds": [], "performance": defaults("performance")}
+    build_evolver_tables([str(stats)], [str(drops)], [str(ranking)], [evals[1]], evals, [], **out, **common,
                          selection_trainsets=trainsets)
     sel = pl.read_csv(out["selection_table"])
     assert sel.select("selection", "n_candidates", "n_dropped_ifd_gt1", "n_ranked", "n_selected").rows() == [
         ("full", 4, 0, 4, 4), ("ifd50", 4, 1, 3, 2)]
     with pytest.raises(DataError, match="selection_runs \\(trainsets\\): 1 files but 2"):
-        build_evolver_tables([str(stats)], [str(drops)], [evals[1]], evals, [], **out, comparison_runs=runs[1:],
-                             selection_runs=runs, top1_rounds=[], performance=defaults("performance"),
+        build_evolver_tables([str(stats)], [str(drops)], [str(ranking)], [evals[1]], evals, [], **out, **common,
                              selection_trainsets=trainsets[:1])

@@ -241,8 +241,9 @@ class Plan:
         """``{"generator", "scorer", "convention"}`` of every scores file the teacher study reads:
         each generator under each base and the reference model, under CAR's convention
         (``teacher.car.convention``: loss, PPL, length) and the IFD convention
-        (``teacher.ifd_convention``), each once."""
-        if not self.teacher_on():
+        (``teacher.ifd_convention``), each once; also when only the ranking is on
+        (:meth:`teacher_configured`)."""
+        if not self.teacher_configured():
             return []
         t = self.config["teacher"]
         scorers = dict.fromkeys([*t["bases"], t["reference_model"]])

@@ -312,6 +312,21 @@ SELECT_REASONS = {
 }
 
 SELECT_METRIC_COLUMNS = {"icifd": "icifd", "ifd": "ifd", "loss": "loss_a_given_q"}
+#: The scoring convention each metric is computed under when ``select_data.<name>.convention`` is
+#: null: the convention of the metric's reference (IC-IFD: HypherX/Evolution-Analysis
+#: ``eval_loss.py``; IFD: tianyi-lab/Cherry_LLM; CAR's L: the student's chat template).
+SELECT_METRIC_CONVENTIONS = {"icifd": "evolution_analysis", "ifd": "cherry", "loss": "chat"}
+
+
+def select_data_convention(entry: Mapping[str, Any]) -> str:
+    """The scoring convention of a ``select_data`` entry: its ``convention``, or (null) the
+    metric's reference convention (:data:`SELECT_METRIC_CONVENTIONS`). Raises ``ValueError``
+    for an unknown metric."""
+    if entry.get("convention"):
+        return str(entry["convention"])
+    if entry["metric"] not in SELECT_METRIC_CONVENTIONS:
+        raise ValueError(f"select_data metric {entry['metric']!r} not in {list(SELECT_METRIC_CONVENTIONS)}")
+    return SELECT_METRIC_CONVENTIONS[entry["metric"]]
 
 
 def prepare_select_data(source: str | Path, pairs: str | Path, rejected: str | Path, name: str,
