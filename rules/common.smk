@@ -146,12 +146,32 @@ def evolved_run_figures(wildcards):
     ]
 
 
+def wildcard_run(wildcards):
+    return plan.Run(
+        wildcards.dataset, wildcards.generator, wildcards.selection, wildcards.base
+    )
+
+
 def selected_checkpoint_input(wildcards):
-    """The IFS-selected checkpoint, when only final + selected are evaluated."""
+    """The IFS-selected checkpoint, when only final + selected are evaluated and the run has
+    an IFS curve (ifs.runs)."""
     if config["eval"]["checkpoints"] != "final_and_selected":
         return []
-    run = f"{wildcards.dataset}/{wildcards.generator}/{wildcards.selection}/{wildcards.base}"
-    return [f"results/ifs/checkpoints/{run}.selected.json"]
+    run = wildcard_run(wildcards)
+    if not PLAN.has_ifs_curve(run):
+        return []
+    return [f"results/ifs/checkpoints/{run.path}.selected.json"]
+
+
+def run_eval_settings(wildcards):
+    """The eval section for one run: final_and_selected becomes final for a run without an
+    IFS curve (ifs.runs), whose selected checkpoint does not exist."""
+    e = dict(config["eval"])
+    if e["checkpoints"] == "final_and_selected" and not PLAN.has_ifs_curve(
+        wildcard_run(wildcards)
+    ):
+        e["checkpoints"] = "final"
+    return e
 
 
 def model_gpus(alias, engine="hf"):

@@ -53,7 +53,7 @@ rule evaluate_checkpoints:
     resources:
         gpu=gpus_base,
     params:
-        eval=config["eval"],
+        eval=run_eval_settings,
         run=run_label,
         backend=base_backend,
     script:

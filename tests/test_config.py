@@ -100,3 +100,31 @@ def test_scenario_evolvers_must_be_configured_evolvers(base_config):
     base_config["evolver"]["scenarios"]["auto_evol"]["evolvers"] = ["gpt5"]
     with pytest.raises(ConfigError, match=r"evolver\.scenarios\.auto_evol\.evolvers: \['gpt5'\] not in"):
         validate_config(base_config)
+
+
+def test_final_and_selected_needs_ifs_checkpoints(base_config):
+    cfg = copy.deepcopy(base_config)
+    cfg["eval"]["checkpoints"] = "final_and_selected"
+    cfg["ifs"]["checkpoints"] = False
+    with pytest.raises(ConfigError, match="config.eval.checkpoints: final_and_selected .* ifs.checkpoints"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(("which", "teacher_runs", "evolver_runs"),
+                         [("all", True, True), ("teacher", True, False), ("evolver", False, True)])
+def test_ifs_runs_chooses_the_runs_with_ifs_curves(base_config, which, teacher_runs, evolver_runs):
+    """ifs.runs: which training runs get IFS curves (and so an evaluated IFS-selected checkpoint
+    under eval.checkpoints final_and_selected); the others evaluate their final checkpoint only."""
+    from teachfit.plan import build_plan
+
+    cfg = copy.deepcopy(base_config)
+    cfg["ifs"]["runs"] = which
+    validate_config(cfg)
+    plan = build_plan(cfg)
+    evolved = set(plan.evolved_datasets())
+    teacher = [r for r in plan.runs if r.dataset not in evolved]
+    evolver = [r for r in plan.runs if r.dataset in evolved]
+    assert teacher and evolver
+    assert {plan.has_ifs_curve(r) for r in teacher} == {teacher_runs}
+    assert {plan.has_ifs_curve(r) for r in evolver} == {evolver_runs}
+    assert set(plan.ifs_runs()) == {r for r in plan.runs if plan.has_ifs_curve(r)}

@@ -408,5 +408,9 @@ def check_references(config: dict[str, Any]) -> None:
         if a_gen and a_gen not in gens:
             problems.append(f"config.ifs.pairs.answers.generator: unknown generator {a_gen!r}; "
                             f"defined: {', '.join(sorted(gens)) or '(none)'}")
+    if config.get("eval", {}).get("checkpoints") == "final_and_selected" and not (
+            f.get("activate") and f.get("checkpoints", True)):
+        problems.append("config.eval.checkpoints: final_and_selected evaluates the IFS-selected checkpoint, "
+                        "which needs ifs.activate and ifs.checkpoints true; choose final or all")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -291,11 +291,23 @@ class Plan:
         measured = self.config.get("teacher", {}).get("ranking", {}).get("measured")
         return self.teacher_on() if measured is None else bool(measured)
 
+    def has_ifs_curve(self, run: Run) -> bool:
+        """Whether the IFS study scores ``run``'s checkpoints: the study and ``ifs.checkpoints``
+        are on and ``ifs.runs`` names the run's study (``all``; ``teacher``: the teacher study's
+        runs on ``teacher.instructions``; ``evolver``: runs on evolved sets)."""
+        ifs = self.config["ifs"]
+        if not (self.ifs_on() and ifs.get("checkpoints", True)):
+            return False
+        which = ifs.get("runs", "all")
+        if which == "all":
+            return True
+        evolved = run.dataset in set(self.evolved_datasets())
+        return evolved if which == "evolver" else not evolved
+
     def ifs_runs(self, ranked: Ranked | None = None) -> list[Run]:
-        """The runs whose checkpoints the IFS study scores (the trained runs, :meth:`trained_runs`)."""
-        if not (self.ifs_on() and self.config["ifs"].get("checkpoints", True)):
-            return []
-        return self.trained_runs(ranked)
+        """The runs whose checkpoints the IFS study scores: the trained runs
+        (:meth:`trained_runs`) that :meth:`has_ifs_curve`."""
+        return [r for r in self.trained_runs(ranked) if self.has_ifs_curve(r)]
 
     # ------------------------------------------------------------------ targets
     def final_outputs(self, ranked: Ranked | None = None) -> list[str]:
