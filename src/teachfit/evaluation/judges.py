@@ -150,32 +150,17 @@ def next_token_top_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], 
     log p the log-softmax over the full vocabulary (nats), most likely first.
 
     Prompts are encoded like the generation backends do
-    (:func:`teachfit.generation.base.encode_prompts`), left-padded with explicit position ids;
-    one forward pass per batch computes only the last position's logits."""
+    (:func:`teachfit.generation.base.encode_prompts`); batches as
+    :func:`teachfit.scoring.judge.last_position_logits`."""
     import torch
-    from tqdm.auto import tqdm
 
     from teachfit.generation.base import encode_prompts
+    from teachfit.scoring.judge import last_position_logits
 
     _check_k(k)
     seqs = encode_prompts(tokenizer, list(prompts))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out: list[list[tuple[str, float]]] = [[] for _ in seqs]
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="judge logprobs", unit="batch", mininterval=2.0):
-        t_max = max(len(seqs[i]) for i in batch)
-        ids = torch.full((len(batch), t_max), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), t_max), dtype=torch.long)
-        for r, i in enumerate(batch):
-            n = len(seqs[i])
-            ids[r, t_max - n:] = torch.tensor(seqs[i])
-            mask[r, t_max - n:] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                           use_cache=False, logits_to_keep=1).logits[:, -1, :]
+    for batch, logits in last_position_logits(model, tokenizer, seqs, batch_size, "judge logprobs"):
         logp = torch.log_softmax(logits.double(), dim=-1)
         top = torch.topk(logp, k, dim=-1)
         for r, i in enumerate(batch):

@@ -29,7 +29,7 @@ response with a reward model).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,24 +219,17 @@ def _encode_prompts(tokenizer: Any, prompts: Sequence[str],
     return seqs, np.array(truncated, dtype=bool)
 
 
-def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int],
-                     batch_size: int = 8, max_length: int | None = None,
-                     desc: str = "judge") -> tuple[np.ndarray, np.ndarray]:
-    """The judge primitive: next-token probabilities after each prompt, over ``token_ids`` only.
-
-    Returns ``(probs [n_prompts, n_tokens] float64, truncated [n_prompts] bool)``: the softmax of
-    the last position's logits restricted to ``token_ids`` (rows sum to 1). Prompts are encoded
-    as :func:`_encode_prompts` does, sorted by length, left-padded with explicit position ids;
-    one forward pass per batch computes only the last position's logits.
-    """
+def last_position_logits(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], batch_size: int,
+                         desc: str) -> Iterator[tuple[list[int], Any]]:
+    """Yield ``(rows, logits [len(rows), vocab])``: the last position's logits of each token
+    sequence in ``seqs``, batch by batch. Sequences are sorted by length (longest first),
+    left-padded with the pad id (0 without one) and explicit position ids; one forward pass per
+    batch computes only the last position (``logits_to_keep=1``). ``rows`` index ``seqs``."""
     import torch
     from tqdm.auto import tqdm
 
-    ids_t = torch.tensor(list(token_ids), device=model.device)
-    seqs, truncated = _encode_prompts(tokenizer, prompts, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out = np.full((len(seqs), len(token_ids)), np.nan)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2.0):
         t_max = max(len(seqs[i]) for i in batch)
@@ -244,13 +237,31 @@ def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_i
         mask = torch.zeros((len(batch), t_max), dtype=torch.long)
         for r, i in enumerate(batch):
             n = len(seqs[i])
-            ids[r, t_max - n:] = torch.tensor(seqs[i])
+            ids[r, t_max - n:] = torch.tensor(list(seqs[i]))
             mask[r, t_max - n:] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                            use_cache=False, logits_to_keep=1).logits[:, -1, :]
+        yield batch, logits
+
+
+def next_token_probs(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int],
+                     batch_size: int = 8, max_length: int | None = None,
+                     desc: str = "judge") -> tuple[np.ndarray, np.ndarray]:
+    """The judge primitive: next-token probabilities after each prompt, over ``token_ids`` only.
+
+    Returns ``(probs [n_prompts, n_tokens] float64, truncated [n_prompts] bool)``: the softmax of
+    the last position's logits restricted to ``token_ids`` (rows sum to 1). Prompts are encoded
+    as :func:`_encode_prompts` does; batches as :func:`last_position_logits`.
+    """
+    import torch
+
+    ids_t = torch.tensor(list(token_ids), device=model.device)
+    seqs, truncated = _encode_prompts(tokenizer, prompts, max_length)
+    out = np.full((len(seqs), len(token_ids)), np.nan)
+    for batch, logits in last_position_logits(model, tokenizer, seqs, batch_size, desc):
         out[batch] = torch.softmax(logits[:, ids_t].double(), dim=-1).cpu().numpy()
     return out, truncated
 
