@@ -84,8 +84,14 @@ def evaluate(backend: str, model_dir: Path, peft_dir: Path | None, tasks: list[s
     seconds = time.perf_counter() - t0
     results = {t: {m: v for m, v in r.items() if isinstance(v, (int, float)) and "stderr" not in m}
                for t, r in raw["results"].items()}
-    responses = {t: [s["resps"][0][0] for s in sorted(samples, key=lambda s: s["doc_id"])]
-                 for t, samples in raw["samples"].items()}
+    # lm-eval logs one sample per document and filter (tf_arith has two filters over the same
+    # generation): keep one response per document, in document order
+    responses = {}
+    for t, samples in raw["samples"].items():
+        by_doc: dict[int, str] = {}
+        for s in samples:
+            by_doc.setdefault(int(s["doc_id"]), s["resps"][0][0])
+        responses[t] = [by_doc[d] for d in sorted(by_doc)]
     return {"results": results, "responses": responses, "seconds": round(seconds, 1), "chat_template": chat}
 
 
