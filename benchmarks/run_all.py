@@ -73,6 +73,17 @@ def dry_run_paper() -> dict:
             "slurm_probe_stubbed": stubbed}
 
 
+def model_stack_import_s(repeats: int = 3) -> float:
+    """Median wall seconds of importing torch + transformers' auto classes in a fresh process:
+    what every model-loading job pays inside its function (counted in its compute time by
+    teachfit.logs.job_times, since the package imports them lazily)."""
+    code = ("import time; t = time.perf_counter(); import torch; "
+            "from transformers import AutoModelForCausalLM, AutoTokenizer; print(time.perf_counter() - t)")
+    runs = sorted(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout.strip()) for _ in range(repeats))
+    return round(runs[len(runs) // 2], 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-dir", default="results/models/smollm2")
@@ -103,7 +114,7 @@ def main() -> None:
 
     try:
         jt = job_times(ROOT / "results")
-        summary["job_overhead"] = {"rules": jt.to_dicts()}
+        summary["job_overhead"] = {"rules": jt.to_dicts(), "model_stack_import_s": model_stack_import_s()}
     except FileNotFoundError:
         jt = None
     out = Path(args.json_out)
@@ -134,6 +145,9 @@ def main() -> None:
                   f"startup+imports {t['startup_s']:.0f} s, model loading {t['model_load_s']:.0f} s, "
                   f"compute {t['compute_s']:.0f} s, Snakemake around the script {t['other_s']:.0f} s "
                   "(per rule: python benchmarks/job_overhead.py)")
+            print(f"            torch + transformers import in a fresh process: "
+                  f"{summary['job_overhead']['model_stack_import_s']:.1f} s "
+                  "(inside compute of every model job)")
     print(f"summary: {out}")
 
 
