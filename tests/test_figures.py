@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.figures import FigureStyle, bar, heatmap, hist_kde, line_curves, scatter_with_rho
+from teachfit.figures import FigureStyle, bar, heatmap, line_curves, scatter_with_rho
 
 
 def _check(paths, stem):
@@ -30,9 +29,6 @@ def test_all_helpers_write_png_and_pdf(tmp_path):
     _check(scatter_with_rho(df, "ifd", "performance", tmp_path / "scatter", "IFD vs perf", style,
                             label="generator"), tmp_path / "scatter")
     _check(bar(df, "generator", "performance", tmp_path / "bar", "perf", style), tmp_path / "bar")
-    rng = np.random.default_rng(0)
-    _check(hist_kde({"a": rng.normal(size=200), "b": rng.normal(1, 1, size=50), "const": [1.0, 1.0]},
-                    tmp_path / "hist", "losses", "L(A|Q)", style), tmp_path / "hist")
     curves = pl.DataFrame({"step": [0, 100, 200, 0, 100, 200], "ifs": [0.2, 0.5, 0.6, 0.1, 0.3, 0.7],
                            "run": ["r1"] * 3 + ["r2"] * 3})
     _check(line_curves(curves, "step", "ifs", "run", tmp_path / "sub" / "curves", "IFS", style,

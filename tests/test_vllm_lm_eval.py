@@ -21,14 +21,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from vllm_utils import record, smollm2_dir
+from vllm_utils import VLLM_MARKS, record, smollm2_dir
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(os.environ.get("TEACHFIT_VLLM") != "1",
-                       reason="vLLM CPU tests: run `make test-vllm` (sets TEACHFIT_VLLM=1)"),
-]
+pytestmark = VLLM_MARKS
 LIMIT = 6
 TASKS = ["tf_ifeval", "tf_arith"]
 

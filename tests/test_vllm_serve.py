@@ -24,18 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vllm_utils import record, smollm2_dir
+from vllm_utils import VLLM_MARKS, record, smollm2_dir
 
 from teachfit.config import defaults
 from teachfit.generation.base import SamplingConfig
 from teachfit.generation.engines import BackendConfig, backend_settings
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(os.environ.get("TEACHFIT_VLLM") != "1",
-                       reason="vLLM CPU tests: run `make test-vllm` (sets TEACHFIT_VLLM=1)"),
-]
+pytestmark = VLLM_MARKS
 
 SERVED = "smollm2"
 START_TIMEOUT_S = 900

@@ -11,6 +11,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: ``pytestmark`` of every vLLM test module: the ``vllm`` marker, skipped unless ``make test-vllm``
+#: set TEACHFIT_VLLM=1
+VLLM_MARKS = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(os.environ.get("TEACHFIT_VLLM") != "1",
+                       reason="vLLM CPU tests: run `make test-vllm` (sets TEACHFIT_VLLM=1)"),
+]
+
 
 def smollm2_dir() -> Path:
     """``$TEACHFIT_SMOLLM2`` or ``results/models/smollm2``; a failure (not a skip) when missing."""

@@ -153,45 +153,6 @@ def bar(df: pl.DataFrame, x: str, y: str, path_stem: str | Path, title: str = ""
     return save(fig, path_stem, style)
 
 
-def _kde(sample: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
-    from scipy.stats import gaussian_kde
-
-    if sample.size < 2 or np.all(sample == sample[0]):
-        return None
-    try:
-        return gaussian_kde(sample)(grid)
-    except np.linalg.LinAlgError:
-        return None
-
-
-def hist_kde(samples: Mapping[str, Sequence[float]], path_stem: str | Path, title: str = "",
-             xlabel: str = "", style: FigureStyle | None = None, bins: int = 30) -> list[Path]:
-    """Overlaid density histograms with a Gaussian KDE line per named sample (NaN skipped)."""
-    style = style or FigureStyle()
-    clean = {k: np.asarray(v, dtype=np.float64) for k, v in samples.items()}
-    clean = {k: v[np.isfinite(v)] for k, v in clean.items()}
-    allv = np.concatenate([v for v in clean.values() if v.size]) if any(v.size for v in clean.values()) else np.zeros(0)
-    fig, ax = _figure(style)
-    if allv.size:
-        lo, hi = float(allv.min()), float(allv.max())
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = np.linspace(lo, hi, bins + 1)
-        grid = np.linspace(lo, hi, 256)
-        for name, v in clean.items():
-            if not v.size:
-                continue
-            patches = ax.hist(v, bins=edges, density=True, alpha=0.35, label=f"{name} (n={v.size})")[2]
-            dens = _kde(v, grid)
-            if dens is not None:
-                ax.plot(grid, dens, color=patches[0].get_facecolor()[:3], linewidth=1.5)
-        ax.legend(fontsize=style.font_size * 0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.set_title(title)
-    return save(fig, path_stem, style)
-
-
 def line_curves(df: pl.DataFrame, x: str, y: str, group: str, path_stem: str | Path, title: str = "",
                 style: FigureStyle | None = None, marks: Mapping[str, float] | None = None,
                 band: tuple[str, str] | None = None) -> list[Path]:
