@@ -647,3 +647,43 @@ def test_plan_pools_and_ranked_runs():
     assert not any("s-evol_instruct-base" in p for p in plan.final_outputs(ranked))
     assert any("s-evol_instruct-base" in p for p in plan.final_outputs())
     assert "results/figures/evolver/gate_counts.png" in plan.final_outputs()
+
+
+# The replies issue 15 lists as kept by the old pipeline, verbatim (parents written where the issue
+# gives none): each is now dropped with the reason of its kind, or, for a leaked leading label,
+# kept with the label stripped.
+ISSUE15_REPLIES = [
+    ("evol_instruct", "Write a short poem about the sea.", "#", "empty"),
+    ("evol_instruct", "Write a short poem about the sea.",
+     "The task is to rewrite a task instruction into a harder version of itself. The harder version should give "
+     "more detail.", "prompt_copy"),
+    ("evol_instruct", "What is a computer?", "### Response: A person is a person, a computer is a computer.",
+     "not_instruction"),
+    ("evol_instruct", "Write a short poem about the sea.",
+     "The new instruction should be about a rare, less common topic.  ### Answer:", "prompt_copy"),
+    ("evol_instruct", "Explain why the sky looks blue during the day.",
+     "The sky looks blue during the day but red at sunset.", "not_instruction"),
+    ("evol_instruct", "Give three tips for studying effectively.",
+     "1. **Set a timer for 10 minutes**: This will help you stay focused on one task at a time.",
+     "not_instruction"),
+    ("evol_instruct", "Explain what a metaphor is.", "L'instytutelle est déjà précise, c'est le début de la légère.",
+     "language"),
+    ("evol_instruct", "Explain the difference between weather and climate.",
+     "The difference between weather and climate is climate.", "no_gain"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "parent", "reply", "reason"), ISSUE15_REPLIES)
+def test_issue15_replies_are_dropped_with_their_reason(scenario, parent, reply, reason):
+    from teachfit.studies.evolver.gate import classify_failure
+
+    assert classify_failure(parent, reply, scenario=scenario) == reason
+
+
+def test_issue15_leading_label_is_stripped_and_the_instruction_kept():
+    from teachfit.studies.evolver.gate import check_instruction
+
+    reply = ("Step 1 #Methods List#:\n- add a constraint\nStep 2 #Plan#:\nx\nStep 3 #Rewritten Instruction#:\ndraft\n"
+             "Step 4 #Finally Rewritten Instruction#:\n#Instructions#: Write a haiku about the first snow of winter.")
+    v = check_instruction("Write a haiku about winter.", reply, scenario="auto_evol")
+    assert v.reason is None and v.instruction == "Write a haiku about the first snow of winter."
