@@ -828,3 +828,17 @@ def test_bad_ifs_settings_fail_when_the_config_is_validated():
         validate_config(cfg)
     assert "config.ifs.prompts: ifs_prompts: need 0 < min_frac <= max_frac" in str(err.value)
     assert "config.ifs.tone_data: tone_data.min_instruction_words must be" in str(err.value)
+
+
+def test_issue16_a_dip_after_the_first_checkpoint_no_longer_stops_the_run():
+    """Issue 16: with 8 prompts a curve that dips right after step 2 and then rises stopped the old
+    rule (max(IFS[i+1..i+2]) - IFS[i] < 0.02) at step 2 of 12. The plateau rule compares with the
+    best later value within the Wilson half-width and stops where the curve has levelled."""
+    from teachfit.studies.ifs.intervals import half_width, wilson_interval
+
+    n = 8
+    vals = [4 / 8, 3 / 8, 2 / 8, 6 / 8, 7 / 8, 7 / 8]  # steps 2, 4, ..., 12
+    hws = [half_width(*wilson_interval(v * n, n)) for v in vals]
+    assert _old_rule(vals) == 0  # the old rule: step 2
+    c = select_plateau_checkpoint([2, 4, 6, 8, 10, 12], vals, hws, epsilon=0.02, min_later=1)
+    assert (c.step, c.plateau_found, c.best_later) == (8, True, 7 / 8)
