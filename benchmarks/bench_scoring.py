@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from teachfit.config import defaults
+    from teachfit.models import LogitHead
     from teachfit.scoring.losses import (
         ScoringSettings,
-        _Head,
         convention_settings,
         encode_pairs,
         load_scoring_model,
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     assert len(PAIRS) == 64, len(PAIRS)
     encoded = encode_pairs(tok, [q for q, _ in PAIRS], [a for _, a in PAIRS], settings)
     n_resp = [e.a_span[1] - e.a_span[0] for e in encoded]
-    head = _Head(model)
+    head = LogitHead(model)
 
     def run_batched():
         return score_encoded(model, tok, encoded, settings, head=head)

@@ -121,9 +121,9 @@ def check_scoring(bundle: Path | None, device: str, dry_run: bool, repeats: int)
     import numpy as np
 
     from teachfit.config import defaults
+    from teachfit.models import LogitHead
     from teachfit.scoring.losses import (
         ScoringSettings,
-        _Head,
         convention_settings,
         score_encoded,
         score_encoded_naive,
@@ -138,7 +138,7 @@ def check_scoring(bundle: Path | None, device: str, dry_run: bool, repeats: int)
     class _Tok:  # score_encoded reads only the pad id
         pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
 
-    head = _Head(model)
+    head = LogitHead(model)
     score_encoded(model, _Tok, encoded, settings, head=head)  # warm-up
     score_encoded_naive(model, encoded)
     batched_s, fast = _best(lambda: score_encoded(model, _Tok, encoded, settings, head=head), repeats)

@@ -365,6 +365,24 @@ def test_no_chat_template_and_peft_adapter(tiny_model, sft_dir, base_run, tmp_pa
     assert [s["arguments"] for s in base if s["task"] == "tf_arith"] != [s["arguments"] for s in plain]
 
 
+def test_merged_lora_hflm_scores_like_lm_eval_peft(tiny_model, sft_dir, tmp_path, monkeypatch):
+    """An adapter checkpoint is evaluated with its LoRA merged (merged_lora_hflm); lm-eval's own
+    ``peft=`` path (unmerged) on the same checkpoint gives the same generations and scores, for
+    an adapter with and without its own tokenizer. The adapters have random A and B."""
+    import teachfit.evaluation.lm_eval as lm_eval_module
+
+    merged = _checkpoints(tiny_model, sft_dir, tmp_path, "merged", checkpoints="all", limit=4, max_gen_toks=8)
+    for p in (tmp_path / "merged").glob("*.json"):
+        assert json.loads(p.read_text())["teachfit"]["lora_merged"] is True
+    monkeypatch.setattr(lm_eval_module, "merged_lora_hflm", lambda model_args, batch_size: "hf")
+    peft = _checkpoints(tiny_model, sft_dir, tmp_path, "peft", checkpoints="all", limit=4, max_gen_toks=8)
+    for name in ("checkpoint-2", "checkpoint-4"):
+        a, b = ([json.loads(x)["resps"] for x in (tmp_path / d / f"{name}.samples.jsonl").read_text().splitlines()]
+                for d in ("merged", "peft"))
+        assert a == b and len(a) >= 4  # a sample per doc and filter
+    assert merged.select("checkpoint", "metric", "value").equals(peft.select("checkpoint", "metric", "value"))
+
+
 def test_checkpoints_json_errors_name_file(tiny_model, tmp_path):
     sft = tmp_path / "sft"
     write_json([{"step": 1, "examples_seen": 4, "path": "checkpoints/missing"}], sft / "checkpoints.json")
@@ -472,7 +490,9 @@ def test_evaluate_checkpoints_through_vllm_keeps_the_tidy_output(tiny_model, sft
     adapter on the base model; the tidy table is the hf backend's, column for column."""
     vllm = _checkpoints(tiny_model, sft_dir, tmp_path, "vllm", checkpoints="all", backend="vllm")
     hf = _checkpoints(tiny_model, sft_dir, tmp_path, "hf", checkpoints="all", backend="hf")
-    assert [c["model"] for c in fake_lm_eval] == ["vllm", "vllm", "hf", "hf"]
+    # hf: an adapter checkpoint goes in as lm-eval's HFLM over the merged model (merged_lora_hflm)
+    assert [c["model"] if isinstance(c["model"], str) else type(c["model"]).__name__
+            for c in fake_lm_eval] == ["vllm", "vllm", "HFLM", "HFLM"]
     first, final = fake_lm_eval[0]["model_args"], fake_lm_eval[1]["model_args"]
     assert first["pretrained"] == str(tiny_model) and first["lora_local_path"] == str(sft_dir / "checkpoints" / "checkpoint-2")
     assert first["max_lora_rank"] == 8 and "tokenizer" not in first

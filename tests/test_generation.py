@@ -4,8 +4,8 @@ select_responses (teachfit.generation) on a tiny random llama."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +16,7 @@ from teachfit.config import defaults
 from teachfit.generation.base import Completion, SamplingConfig, encode_prompts, truncate_at_stop
 from teachfit.generation.driver import generate_to_parquet
 from teachfit.generation.engines import BackendConfig, backend_settings
-from teachfit.generation.hf import TransformersBackend
+from teachfit.generation.hf import TransformersBackend, balanced_batches
 from teachfit.generation.responses import generate_responses, select_responses
 from teachfit.generation.vllm import completion_from_vllm, vllm_sampling_kwargs
 from teachfit.io import DataError
@@ -176,6 +176,34 @@ def test_batched_greedy_equals_one_at_a_time(backend, prompts, greedy_single):
     assert max(lengths) > 2 * min(lengths)  # real left padding inside batches
     batched = backend.generate(prompts, GREEDY)
     assert [outs[0].token_ids for outs in batched] == greedy_single
+
+
+@pytest.mark.parametrize(("n", "cap", "sizes"), [
+    (80, 64, [40, 40]), (86, 64, [43, 43]), (7, 3, [3, 2, 2]), (64, 64, [64]), (1, 64, [1]), (0, 64, []),
+    (130, 64, [44, 43, 43])])
+def test_balanced_batches(n, cap, sizes):
+    """The fewest batches of at most ``cap`` prompts, sizes differing by at most one, order kept."""
+    order = list(range(100, 100 + n))
+    out = balanced_batches(order, cap)
+    assert [len(b) for b in out] == sizes
+    assert [i for b in out for i in b] == order
+
+
+def test_balanced_batches_rejects_zero():
+    with pytest.raises(ValueError, match="max_per_batch must be >= 1, got 0"):
+        balanced_batches([1], 0)
+
+
+def test_batch_size_does_not_change_greedy_answers(backend, prompts, greedy_single):
+    """The same prompts at 2, 3 and 64 rows per batch (other batch boundaries, other padding):
+    identical greedy tokens, so the batch size is a speed setting only."""
+    saved = backend.batch_size
+    try:
+        for bs in (2, 3, 64):
+            backend.batch_size = bs
+            assert [o[0].token_ids for o in backend.generate(prompts, GREEDY)] == greedy_single, bs
+    finally:
+        backend.batch_size = saved
 
 
 def test_output_order_survives_length_sorting(backend, prompts, greedy_single):

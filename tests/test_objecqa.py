@@ -100,21 +100,22 @@ def test_objecqa_on_the_rule_path_with_fakes(tiny_llama, tmp_path, monkeypatch):
 
     tok = load_tokenizer(tiny_llama)
     seen = []
+    qs = objecqa.load_objecqa().head(4)
+    chat_qs = [format_prompt(tok, q, fmt="chat") for q in qs["question"].to_list()]
 
-    class Engine:
+    class Engine:  # answers by prompt, not by position (IFS prompts and questions share a call)
         tokenizer = tok
 
         def generate(self, prompts, sampling, desc=""):
             seen.extend(prompts)
-            return [[Completion("I love it." if i % 2 else "That depends on the person.", [], "stop")]
-                    for i in range(len(prompts))]
+            return [[Completion("I love it." if p in chat_qs and chat_qs.index(p) % 2
+                                else "That depends on the person.", [], "stop")] for p in prompts]
 
     monkeypatch.setattr(BackendConfig, "build", lambda self, d, threads=None, seed=0: Engine())
     judge = FakeJudge()
     monkeypatch.setattr("teachfit.scoring.judge.label_scorer", lambda *a, **k: judge)
     write_parquet(pl.DataFrame({"id": ["a__full"], "variant": ["full"], "text": ["Say hi"]}), tmp_path / "p.parquet")
     backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
-    qs = objecqa.load_objecqa().head(4)
     answer_ifs_model(tmp_path / "p.parquet", package_data("objecqa.jsonl"), tiny_llama, tmp_path / "a.parquet",
                      defaults("ifs.prompts", formats=["none"]), defaults("ifs.objecqa", limit=4), backend, seed=0)
     assert seen[1] == format_prompt(tok, qs["question"][0], fmt="chat")  # seen[0]: the one IFS prompt

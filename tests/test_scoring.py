@@ -13,12 +13,11 @@ import pytest
 
 from teachfit.config import ConfigError, defaults
 from teachfit.io import DataError, read_parquet
-from teachfit.models import materialize
+from teachfit.models import LogitHead, materialize
 from teachfit.scoring.losses import (
     CONVENTIONS,
     ScoringError,
     ScoringSettings,
-    _Head,
     _pack,
     check_scoring_section,
     convention_settings,
@@ -270,7 +269,7 @@ def test_shared_prefix_cache_matches_naive(models, arch, convention, share_prefi
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_fast_head_path_is_used(models, arch):
     model, _ = load_scoring_model(models[arch])
-    assert _Head(model).split  # body + LM head at selected positions reproduces model(...).logits
+    assert LogitHead(model).split  # body + LM head at selected positions reproduces model(...).logits
 
 
 # --------------------------------------------------------------------------- truncation, empty

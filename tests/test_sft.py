@@ -26,7 +26,9 @@ from teachfit.training.sft import (
     make_lora_config,
     make_sft_config,
     make_sft_trainer,
+    merge_lora,
     train_sft,
+    unmerge_lora,
 )
 
 CHATML = (
@@ -379,6 +381,67 @@ def test_load_for_inference_lora(lora_run, tiny):
     last, _ = load_for_inference(checkpoint_list(lora_run["out"])[-1]["path"], tiny)
     with torch.no_grad():
         assert torch.allclose(last(**batch).logits, final)  # checkpoint-6 == final adapter
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_completion_loss_matches_trl(tiny, method, tmp_path):
+    """The trainer's loss (LM head over the trained positions only) is trl's SFTTrainer loss:
+    same value and same gradients on one padded batch (dropout off), with and without
+    ``num_items_in_batch``; the batch has prompt and padding positions the head skips."""
+    import torch
+    from trl import SFTTrainer
+
+    records = [{"id": str(i), "instruction": f"what is {i} plus {i} ?" + " and more" * (i % 3),
+                "response": f"the answer is {2 * i} ." * (1 + i % 2)} for i in range(4)]
+    trainer = make_sft_trainer(tiny, records, defaults("sft", method=method), tmp_path)
+    assert type(trainer).__name__ == "CompletionLossSFTTrainer"
+    model = trainer.model
+    assert trainer._logit_head(model).split, "the fast path must be the one under test"
+    model.eval()  # dropout off: both losses see the same network
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert (batch["attention_mask"] == 0).any() and (batch["labels"] == -100).any()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for n_items in (None, 37):
+        grads = []
+        losses = []
+        for fn in (trainer.compute_loss, lambda m, x, num_items_in_batch: SFTTrainer.compute_loss(
+                trainer, m, x, num_items_in_batch=num_items_in_batch)):
+            model.zero_grad()
+            loss = fn(model, dict(batch), num_items_in_batch=n_items)
+            loss.backward()
+            losses.append(loss.item())
+            grads.append([p.grad.detach().clone() for p in trainable])
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        for mine, ref in zip(*grads):
+            assert torch.allclose(mine, ref, rtol=1e-4, atol=1e-6)
+    assert trainer._metrics["eval"]["mean_token_accuracy"]
+
+
+def test_merge_lora_same_function_and_unmerge_restores_base_exactly(lora_run, tiny):
+    """merge_lora gives the adapter's logits (float rounding) with plain layers; unmerge_lora
+    puts every overwritten base weight back bit for bit, so the next adapter goes onto the
+    unchanged base (answer_ifs_run reuses one base over all checkpoints)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, tok = load_for_inference(lora_run["out"], tiny)
+    batch = tok(["what is 1 plus 1 ?", "a longer question about 2 plus 2 ?"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    merged, originals = merge_lora(model)
+    assert not isinstance(merged, PeftModel) and originals
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, ref, rtol=1e-4, atol=1e-4)
+    restored = unmerge_lora(merged, originals)
+    fresh = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
+    want = fresh.state_dict()
+    for name, value in restored.state_dict().items():
+        assert torch.equal(value, want[name]), name
+    plain, none = merge_lora(fresh)
+    assert plain is fresh and none == {}
+    with pytest.raises(KeyError, match="no layer 'nope'"):
+        unmerge_lora(fresh, {"nope": torch.zeros(1)})
 
 
 # --------------------------------------------------------------------------- resume

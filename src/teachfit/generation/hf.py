@@ -55,6 +55,27 @@ class GenerationStats:
         self.prefill_s += seconds
 
 
+def balanced_batches(order: list[int], max_per_batch: int) -> list[list[int]]:
+    """Cut ``order`` (prompt indices, longest first) into the fewest batches of at most
+    ``max_per_batch`` prompts, as equal in size as possible (sizes differ by at most one, larger
+    first): 80 prompts at 64 per batch give 40 + 40, not 64 + 16, so no decode step runs a
+    near-empty batch whose per-step cost (the weights read once per step, most of a small
+    model's decode time on CPU) is spread over a few rows. Raises ``ValueError`` when
+    ``max_per_batch`` < 1."""
+    if max_per_batch < 1:
+        raise ValueError(f"max_per_batch must be >= 1, got {max_per_batch}")
+    n_batches = -(-len(order) // max_per_batch)
+    if n_batches == 0:
+        return []
+    base, extra = divmod(len(order), n_batches)
+    out, start = [], 0
+    for b in range(n_batches):
+        size = base + (1 if b < extra else 0)
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
 class TransformersBackend:
     """Batched generation with ``transformers`` (left padding, length-sorted batches).
 
@@ -148,8 +169,7 @@ class TransformersBackend:
         encoded, cut = fit_prompts(encode_prompts(self.tokenizer, prompts), self.max_length,
                                    sampling.max_new_tokens, where=f"transformers {self.model_dir}")
         order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
-        per_batch = max(1, self.batch_size // sampling.n)
-        batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+        batches = balanced_batches(order, max(1, self.batch_size // sampling.n))
         results: list[list[Completion] | None] = [None] * len(prompts)
         with torch.inference_mode():
             for batch in tqdm(batches, desc=desc, unit="batch", mininterval=5.0):

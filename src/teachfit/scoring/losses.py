@@ -111,6 +111,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
+from teachfit.models import LogitHead
 from teachfit.settings import from_dict as settings_from_dict
 
 #: Named scoring conventions (see the module docstring).
@@ -466,44 +467,6 @@ def load_scoring_model(model_dir: str | Path, dtype: str = "float32") -> tuple[A
     return load_causal_lm(path, dtype=dtype), load_tokenizer(path, padding_side="right")
 
 
-class _Head:
-    """Computes logits at selected hidden states: ``body(...)`` then the LM head.
-
-    Checked once against the model's own forward; models whose logits are not
-    ``softcap(lm_head(h))`` fall back to the full forward pass.
-    """
-
-    def __init__(self, model: Any) -> None:
-        import torch
-
-        self.model = model
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self.softcap = getattr(cfg, "final_logit_softcapping", None)
-        self.split = False
-        try:
-            self.body = model.get_decoder()
-            self.head = model.get_output_embeddings()
-        except (AttributeError, NotImplementedError):
-            return
-        if self.body is None or self.head is None:
-            return
-        vocab = int(self.head.weight.shape[0])
-        ids = torch.arange(1, 9, device=model.device)[None] % vocab
-        with torch.inference_mode():
-            ref = model(input_ids=ids).logits.float()
-            mine = self.logits(self.body(input_ids=ids).last_hidden_state).float()
-        tol = 1e-4 if model.dtype == torch.float32 else 5e-2
-        self.split = bool(torch.allclose(ref, mine, rtol=tol, atol=tol))
-
-    def logits(self, hidden: Any) -> Any:
-        import torch
-
-        out = self.head(hidden)
-        if self.softcap is not None:
-            out = torch.tanh(out / self.softcap) * self.softcap
-        return out
-
-
 def _pack(lengths: Sequence[int], batch_tokens: int, max_padding: float = 1.0) -> list[list[int]]:
     """Length-bucketed batches, longest first.
 
@@ -539,7 +502,7 @@ def span_nll_batched(
     settings: ScoringSettings,
     pad_id: int = 0,
     desc: str = "scoring",
-    head: _Head | None = None,
+    head: LogitHead | None = None,
     prefix: Sequence[int] = (),
 ) -> np.ndarray:
     """Sum of NLL and token count for every (sequence, span): array ``[n_seq, n_span, 2]``.
@@ -556,7 +519,7 @@ def span_nll_batched(
     import torch
     from tqdm.auto import tqdm
 
-    head = head or _Head(model)
+    head = head or LogitHead(model)
     n_spans = max((len(s) for s in spans), default=0)
     sums = np.zeros((len(seqs), n_spans), dtype=np.float64)
     counts = np.zeros((len(seqs), n_spans), dtype=np.int64)
@@ -687,12 +650,12 @@ def _set_threads(threads: int) -> int:
 
 def score_encoded(
     model: Any, tokenizer: Any, encoded: Sequence[EncodedPair], settings: ScoringSettings,
-    head: _Head | None = None,
+    head: LogitHead | None = None,
 ) -> pl.DataFrame:
     """Batched scoring of already-encoded pairs with a loaded model."""
     if not encoded:
         return _frame([], *(np.zeros((0, 2)),) * 3)
-    head = head or _Head(model)
+    head = head or LogitHead(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     k = shared_prefix_len(encoded) if settings.share_prefix and settings.padding_side == "right" else 0
     joint = span_nll_batched(

@@ -252,7 +252,8 @@ def make_sft_trainer(
     scratch_dir: str | Path,
     callbacks: list[Any] | None = None,
 ) -> Any:
-    """Build the ``SFTTrainer`` (model, tokenizer, LoRA config, dataset pre-tokenized by
+    """Build the trainer (:func:`completion_loss_trainer_class`, trl's ``SFTTrainer`` with the
+    LM head over the trained positions only; model, tokenizer, LoRA config, dataset pre-tokenized by
     :func:`sft_dataset_rows`: prompt = the inference prompt's ids, completion = response +
     end-of-turn up to the first stop token).
 
@@ -287,9 +288,7 @@ def make_sft_trainer(
     end_ids = completion_end_ids(tokenizer, eos_token_ids(tokenizer, model.config,
                                                           getattr(model, "generation_config", None)))
     dataset = Dataset.from_list(sft_dataset_rows(tokenizer, records, end_ids))
-    from trl import SFTTrainer
-
-    return SFTTrainer(
+    return completion_loss_trainer_class()(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -297,6 +296,72 @@ def make_sft_trainer(
         peft_config=make_lora_config(sft),
         callbacks=list(callbacks or []),
     )
+
+
+def completion_loss_trainer_class() -> type:
+    """trl's ``SFTTrainer`` whose loss projects only the trained positions through the LM head.
+
+    trl 1.x computes the completion loss with a chunked "fused" LM head; on a device without
+    Triton (CPU) it scores every position of the padded batch, prompt and padding included,
+    recomputes the logits in the backward pass, and adds per-token entropy and top-1 metrics
+    over the whole vocabulary. On gemma-3-270m (262,144-token vocabulary) that head took about
+    7 of the 9-10 s of a CPU training step (batch 4 x 91 tokens, one thread). This trainer's
+    ``compute_loss`` runs the decoder, selects the positions whose next-token label is not
+    ``-100`` and projects only those (:class:`teachfit.models.LogitHead`): the same loss,
+    ``sum of -log p(completion token) / num_items_in_batch`` (or the batch's completion-token
+    count), in nats per completion token; gradients equal trl's up to float rounding
+    (``tests/test_sft.py::test_completion_loss_matches_trl``), a step ~2x faster. The logged
+    metric ``mean_token_accuracy`` is kept (top-1 over the trained positions), trl's
+    ``entropy`` metric is not computed. It falls back to trl's own ``compute_loss`` when the
+    model's logits are not ``softcap(lm_head(h))`` (``LogitHead.split`` false), when outputs
+    are requested, or when the batch carries anything besides ``input_ids``,
+    ``attention_mask``, ``labels`` and ``position_ids`` (packing, padding-free, MoE, vision).
+    """
+    import torch
+    from trl import SFTTrainer
+
+    from teachfit.models import LogitHead
+
+    class CompletionLossSFTTrainer(SFTTrainer):
+        _plain_keys = frozenset({"input_ids", "attention_mask", "labels", "position_ids"})
+
+        def _logit_head(self, model: Any) -> Any:
+            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+            head = getattr(self, "_teachfit_head", None)
+            if head is None or head.model is not inner:
+                head = self._teachfit_head = LogitHead(inner)
+            return head
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            head = self._logit_head(model)
+            if (return_outputs or not head.split or "labels" not in inputs or self.aux_loss_enabled
+                    or not set(inputs) <= self._plain_keys):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            body_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            hidden = head.body(**body_inputs, use_cache=False).last_hidden_state[:, :-1]
+            labels = inputs["labels"][:, 1:].to(hidden.device)
+            mask = labels != -100
+            logits = head.logits(hidden[mask]).float()
+            targets = labels[mask]
+            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+            count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+            loss = nll / torch.as_tensor(count, device=nll.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            with torch.no_grad():
+                n_valid = self.accelerator.gather_for_metrics(mask.sum()).sum()
+                correct = self.accelerator.gather_for_metrics((logits.argmax(-1) == targets).sum()).sum()
+                self._metrics[mode]["mean_token_accuracy"].append(
+                    (correct / n_valid).item() if n_valid > 0 else 0.0)
+                if mode == "train" and "attention_mask" in inputs:
+                    seen = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+                    self._total_train_tokens += seen // self._tp_size
+                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionLossSFTTrainer
 
 
 # --------------------------------------------------------------------------- helpers
@@ -627,3 +692,47 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
         model.to(default_device(device))
     model.eval()
     return model, tokenizer
+
+
+def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
+    """Merge a ``peft.PeftModel``'s LoRA weights into its base layers for inference.
+
+    Returns ``(merged, originals)``: ``merged`` is the plain base model whose LoRA-wrapped
+    layers now hold ``W + scaling * B @ A`` (peft ``merge_and_unload``), ``originals`` maps each
+    such layer's name (relative to the base model, e.g. ``model.layers.0.self_attn.q_proj``) to
+    a copy of the weight the merge overwrote, so that :func:`unmerge_lora` gives the base model
+    back bit for bit. A model that is not a ``PeftModel`` is returned unchanged with ``{}``.
+
+    Why: an unmerged adapter adds two small matmuls and peft's Python wrapper to every adapted
+    layer in every forward pass; merged, a decode step of gemma-3-270m (batch 16, one thread)
+    took 262 ms instead of 339 ms. The outputs are the same function of the input up to float
+    rounding (``tests/test_sft.py::test_merge_lora_*``: logits within 1e-4 of the unmerged
+    adapter's; greedy answers of the workflow unchanged on the tiny model).
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel):
+        return model, {}
+    inner = model.get_base_model()
+    originals = {name: module.get_base_layer().weight.detach().clone()
+                 for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
+    merged = model.merge_and_unload()
+    merged.eval()
+    return merged, originals
+
+
+def unmerge_lora(model: Any, originals: Mapping[str, Any]) -> Any:
+    """Undo :func:`merge_lora`: copy ``originals`` (layer name -> weight) back into ``model``
+    (the merged plain model) in place and return it: the base model exactly as it was loaded,
+    ready for the next adapter. Raises ``KeyError`` naming a layer ``model`` does not have."""
+    import torch
+
+    with torch.no_grad():
+        for name, weight in originals.items():
+            try:
+                module = model.get_submodule(name)
+            except AttributeError as exc:
+                raise KeyError(f"unmerge_lora: the model has no layer {name!r}") from exc
+            module.weight.copy_(weight)
+    return model

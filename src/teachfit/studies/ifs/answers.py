@@ -27,12 +27,23 @@ from teachfit.io import DataError, read_parquet, write_parquet
 log = logging.getLogger(__name__)
 
 
-def _generate(engine: Any, texts: list[str], max_new_tokens: int, desc: str) -> list[str]:
-    """Greedy completions (temperature 0) of ``texts``, one string per text, input order."""
+def _generate(engine: Any, groups: list[tuple[list[str], int]], desc: str) -> list[list[str]]:
+    """Greedy completions (temperature 0): one list of strings per ``(texts, max_new_tokens)``
+    group, in input order. Groups with the same ``max_new_tokens`` go through one
+    ``engine.generate`` call, so that they share batches (a checkpoint's 6 ObjecQA questions
+    ride in the IFS prompts' batches instead of a 6-row batch of their own); a prompt's greedy
+    answer does not depend on its batch (tested)."""
     from teachfit.generation.base import SamplingConfig
 
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
-    return [c[0].text for c in engine.generate(texts, sampling, desc=desc)]
+    out: list[list[str]] = [[] for _ in groups]
+    for max_new in sorted({m for _, m in groups}):
+        members = [g for g, (_, m) in enumerate(groups) if m == max_new]
+        texts = [t for g in members for t in groups[g][0]]
+        done = [c[0].text for c in engine.generate(
+            texts, SamplingConfig(temperature=0.0, max_new_tokens=max_new), desc=desc)]
+        for g in members:
+            out[g], done = done[: len(groups[g][0])], done[len(groups[g][0]):]
+    return out
 
 
 def _questions(questions: str | Path, objecqa: Mapping[str, Any]) -> pl.DataFrame:
@@ -67,14 +78,14 @@ def _answers_for(engine: Any, tokenizer: Any, prompts: pl.DataFrame, questions: 
             format_prompt(tokenizer, t, fmt="chat") for t in req["text"].to_list()]))
     else:
         req = build_ifs_requests(prompts, formats)
-    req = req.with_columns(pl.Series("response", _generate(
-        engine, req["prompt"].to_list(), max_new_tokens, f"IFS {label.get('checkpoint', '')}")))
+    q = questions["question"].to_list()
+    chat = [format_prompt(tokenizer, x, fmt="chat") for x in q]
+    ifs_ans, ans = _generate(engine, [(req["prompt"].to_list(), max_new_tokens), (chat, objecqa_max_new_tokens)],
+                             f"IFS+ObjecQA {label.get('checkpoint', '')}".strip())
+    req = req.with_columns(pl.Series("response", ifs_ans, dtype=pl.String))
     frames.append(req.select("id", "variant", "fmt", "prompt", "response").with_columns(
         pl.lit("ifs").alias("task"), pl.lit(None, dtype=pl.String).alias("question")))
     if questions.height:
-        q = questions["question"].to_list()
-        chat = [format_prompt(tokenizer, x, fmt="chat") for x in q]
-        ans = _generate(engine, chat, objecqa_max_new_tokens, "ObjecQA")
         frames.append(pl.DataFrame({"id": questions["id"], "variant": None, "fmt": "chat", "prompt": chat,
                                     "response": ans, "task": "objecqa", "question": q},
                                    schema_overrides={"variant": pl.String}))
@@ -131,8 +142,10 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     ``TransformersBackend.from_loaded(model, tokenizer, batch_size=backend["batch_size"])``:
     the base entry's engine settings give the batch size; a vLLM or endpoint entry is logged,
     since a checkpoint's PEFT weights are always run with transformers. The base model is read
-    from disk once: each LoRA checkpoint's adapter is attached to it, used, and taken off again
-    (``PeftModel.unload()``), which gives the same weights as loading base + adapter afresh.
+    from disk once: each LoRA checkpoint's adapter is attached to it and merged into its weights
+    for answering (:func:`teachfit.training.sft.merge_lora`), then the overwritten base weights
+    are copied back (:func:`~teachfit.training.sft.unmerge_lora`), which gives the same weights
+    as loading the base afresh.
     IFS prompts use the chat format the run was trained on; ObjecQA as in :func:`answer_ifs_model`. Writes ``answers``
     (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
     ``examples_seen``) and returns it.
@@ -142,7 +155,7 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     from teachfit.generation.hf import TransformersBackend
     from teachfit.models import read_manifest
     from teachfit.studies.ifs.prompts import IfsPromptSettings
-    from teachfit.training.sft import checkpoint_list, load_for_inference
+    from teachfit.training.sft import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
 
     s = IfsPromptSettings.from_dict(prompt_settings)
     alias = read_manifest(model_dir)["alias"]
@@ -155,15 +168,17 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     base = None  # the base model, read once and reused under every LoRA checkpoint
     for ck in checkpoint_list(sft_dir):
         model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir, base=base)
+        is_lora = isinstance(model, PeftModel)
+        model, originals = merge_lora(model)  # LoRA merged for the forward passes
         engine = TransformersBackend.from_loaded(model, tok, batch_size=int(backend["batch_size"]),
                                                  threads=threads)
         frames.append(_answers_for(engine, tok, prompt_df, question_df, ["chat"], s.max_new_tokens,
                                    int(objecqa["max_new_tokens"]),
                                    {"model": alias, "checkpoint": f"checkpoint-{ck['step']}",
                                     "step": int(ck["step"]), "examples_seen": int(ck["examples_seen"])}))
-        # a LoRA checkpoint: take its adapter off again (unload() restores the base modules
-        # unmerged) so that the next checkpoint's adapter goes onto the unchanged base
-        base = model.unload() if isinstance(model, PeftModel) else None
+        # a LoRA checkpoint: put the base weights the merge overwrote back (bit for bit) so
+        # that the next checkpoint's adapter goes onto the unchanged base
+        base = unmerge_lora(model, originals) if is_lora else None
     out = pl.concat(frames, how="diagonal_relaxed")
     write_parquet(out, answers)
     return out
