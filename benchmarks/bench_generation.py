@@ -1,7 +1,10 @@
 """Benchmark: batched vs one-prompt-at-a-time greedy generation (TransformersBackend).
 
     python benchmarks/bench_generation.py --model-dir results/models/smollm2 \
-        --max-new-tokens 64 --batch-size 16 --json-out results/benchmarks/generation.json
+        --max-new-tokens 64 --json-out results/benchmarks/generation.json
+
+``--batch-size`` defaults to the workflow's (``generation.batch_size`` in the config schema, 64);
+with the 32 prompts here the batched run is then one batch of 32 (``rows_per_batch``).
 
 Throughput = generated tokens (EOS excluded) / wall seconds. Target (issue 13): batched is at
 least 6x the sequential throughput. Both runs decode the same 32 chat-formatted prompts greedily
@@ -103,6 +106,7 @@ def run(model_dir: str, max_new_tokens: int, batch_size: int, threads: int | Non
     from teachfit.generation.responses import build_prompts
 
     backend = TransformersBackend(model_dir, batch_size=batch_size, threads=threads)
+    batch_size = min(batch_size, len(PROMPTS))  # rows of the largest batch actually run
     # chat prompts exactly as rule generate_responses builds them for a default generator
     prompts = build_prompts(backend.tokenizer, PROMPTS, defaults("generators.*", model="bench"))
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
@@ -132,7 +136,7 @@ def run(model_dir: str, max_new_tokens: int, batch_size: int, threads: int | Non
         "n_prompts": len(prompts),
         "target": 6.0,
         "passed": bool(ratio >= 6.0),
-        "batch_size": batch_size,
+        "batch_size": batch_size,  # rows per batch (the workflow's setting, at most n_prompts)
         "max_new_tokens": max_new_tokens,
         "batched_seconds": round(bat_s, 2),
         "sequential_seconds": round(seq_s, 2),
@@ -171,13 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", default="results/models/smollm2")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="rows per batch (default: the workflow's generation.batch_size)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args(argv)
     if not (Path(args.model_dir) / "config.json").exists():
         print(f"{args.model_dir}: no config.json; materialize the model first", file=sys.stderr)
         return 2
+    if args.batch_size is None:
+        from teachfit.config import defaults
+
+        args.batch_size = int(defaults("generation")["batch_size"])
     res = run(args.model_dir, args.max_new_tokens, args.batch_size, args.threads)
     print(
         f"generation: batched {res['batched_tok_s']:.1f} tok/s vs sequential "
