@@ -10,8 +10,10 @@ tokenizer has one, few-shot as multi-turn, the ``eval`` schema defaults, the sam
 with ``model="hf"`` and once with ``model="vllm"``, both in float32, and writes one JSON: the
 scores of each backend per task and metric, how many generated responses are identical
 item by item, and the wall seconds of each run. With ``--peft-dir`` both evaluate the base
-model plus the LoRA adapter (HF: ``peft=``; vLLM: ``lora_local_path=`` with
-``max_lora_rank`` = the adapter's ``r`` rounded up to vLLM's allowed ranks).
+model plus the LoRA adapter (HF: as rule ``evaluate_checkpoints`` does it, the adapter merged into
+the base weights and handed to lm-eval's ``HFLM``, :func:`teachfit.evaluation.lm_eval.merged_lora_hflm`;
+vLLM: ``lora_local_path=`` with ``max_lora_rank`` = the adapter's ``r`` rounded up to vLLM's
+allowed ranks).
 
 The vLLM engine runs eagerly (``enforce_eager``) with a KV cache of ``--kvcache-gib`` GiB on CPU
 (``VLLM_CPU_KVCACHE_SPACE``, set as :class:`~teachfit.generation.vllm.VLLMBackend` does).
@@ -51,6 +53,7 @@ def evaluate(backend: str, model_dir: Path, peft_dir: Path | None, tasks: list[s
         _hub_offline,
         _tokenizer_dir,
         ensure_punkt_tab,
+        merged_lora_hflm,
         task_manager,
     )
 
@@ -61,10 +64,12 @@ def evaluate(backend: str, model_dir: Path, peft_dir: Path | None, tasks: list[s
     args: dict[str, Any] = {"pretrained": str(model_dir), "dtype": "float32", "trust_remote_code": False}
     if tok_dir != model_dir:
         args["tokenizer"] = str(tok_dir)
+    model: Any = backend
     if backend == "hf":
-        if peft_dir is not None:
-            args["peft"] = str(peft_dir)
         extra: dict[str, Any] = {"device": "cpu", "batch_size": cfg.batch_size}
+        if peft_dir is not None:  # as rule evaluate_checkpoints runs it: the adapter merged
+            args["peft"] = str(peft_dir)
+            model = merged_lora_hflm(args, cfg.batch_size)
     else:
         from teachfit.generation.vllm import set_cpu_kvcache
 
@@ -76,7 +81,7 @@ def evaluate(backend: str, model_dir: Path, peft_dir: Path | None, tasks: list[s
     t0 = time.perf_counter()
     with _hub_offline(cfg.offline):
         raw = lm_eval.simple_evaluate(
-            model=backend, model_args=args, tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot,
+            model=model, model_args=args, tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot,
             limit=cfg.limit, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True, apply_chat_template=chat,
             fewshot_as_multiturn=FEWSHOT_AS_MULTITURN and chat, gen_kwargs={"max_gen_toks": cfg.max_gen_toks},
             task_manager=task_manager(cfg.tasks, cfg.tasks_dir()), random_seed=cfg.seed,
