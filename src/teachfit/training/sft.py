@@ -658,12 +658,13 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
                        device: str | None = None, base: Any = None) -> tuple[Any, Any]:
     """Load an SFT output dir, its ``adapter/`` or a checkpoint as ``(model, tokenizer)``.
 
-    LoRA weights are not merged: a LoRA run gives a ``peft.PeftModel`` over the base model
-    in ``base_model_dir``; a full fine-tuning run gives the fine-tuned model itself. The
+    LoRA weights are not merged here (:func:`merge_lora` merges them for inference): a LoRA run
+    gives a ``peft.PeftModel`` over the base model in ``base_model_dir``; a full fine-tuning run
+    gives the fine-tuned model itself. The
     tokenizer (the checkpoint's own if it saved one, else the base model's) is left-padded
     for batched generation. ``device`` defaults to :func:`teachfit.models.default_device`.
     ``base``: an already loaded copy of the base model (in ``dtype``, no adapter attached, e.g.
-    the ``unload()`` of the previous checkpoint's ``PeftModel``) that a LoRA adapter is attached
+    the previous checkpoint's merged model after :func:`unmerge_lora`) that a LoRA adapter is attached
     to instead of reading the base from disk again; ignored for a full model.
     Raises :class:`DataError` when ``path`` holds neither an adapter nor a model.
     """
@@ -707,7 +708,8 @@ def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
     layer in every forward pass; merged, a decode step of gemma-3-270m (batch 16, one thread)
     took 262 ms instead of 339 ms. The outputs are the same function of the input up to float
     rounding (``tests/test_sft.py::test_merge_lora_*``: logits within 1e-4 of the unmerged
-    adapter's; greedy answers of the workflow unchanged on the tiny model).
+    adapter's; all 258 greedy IFS answers of a default-run gemma-3-270m LoRA run identical,
+    README "Measured").
     """
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
