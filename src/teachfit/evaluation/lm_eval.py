@@ -368,9 +368,11 @@ def merged_lora_hflm(model_args: Mapping[str, Any], batch_size: int) -> Any:
     ``model_args["peft"]`` merged into its weights (:func:`teachfit.training.sft.merge_lora`),
     for the ``hf`` backend's adapter checkpoints.
 
-    ``model_args`` are :func:`lm_eval_model_args`' (``pretrained``, ``peft``, ``dtype``, optional
-    ``tokenizer``); the tokenizer is loaded by lm-eval from the same path as with the string
-    arguments (the adapter's own when it saved one). What changes: lm-eval's ``peft=`` runs the
+    ``model_args`` are :func:`lm_eval_model_args`' (``pretrained``, ``peft``, ``dtype``); the
+    tokenizer is the one :func:`teachfit.training.sft.load_for_inference` loads with the model,
+    from the folder lm-eval's string arguments name (the adapter's own when it saved one, else
+    the base model's; gemma-3-270m's takes ~3 s to load, so it is loaded once). What changes:
+    lm-eval's ``peft=`` runs the
     adapter unmerged (two extra matmuls and peft's wrapper in every adapted layer of every
     decode step); merged, gemma-3-270m decoded ~23% faster on CPU, with the same greedy answers
     and scores on the tiny test model (``tests/test_evaluate.py::test_merged_lora_hflm_*``).
@@ -379,10 +381,9 @@ def merged_lora_hflm(model_args: Mapping[str, Any], batch_size: int) -> Any:
 
     from teachfit.training.sft import load_for_inference, merge_lora
 
-    model, _ = load_for_inference(model_args["peft"], model_args["pretrained"], dtype=model_args["dtype"])
+    model, tokenizer = load_for_inference(model_args["peft"], model_args["pretrained"], dtype=model_args["dtype"])
     model, _ = merge_lora(model)
-    tokenizer = model_args.get("tokenizer") or model_args["pretrained"]
-    return HFLM(pretrained=model, tokenizer=str(tokenizer), batch_size=batch_size,
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                 trust_remote_code=bool(model_args.get("trust_remote_code", False)))
 
 

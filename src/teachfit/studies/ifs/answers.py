@@ -150,8 +150,6 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
     ``examples_seen``) and returns it.
     """
-    from peft import PeftModel
-
     from teachfit.generation.hf import TransformersBackend
     from teachfit.models import read_manifest
     from teachfit.studies.ifs.prompts import IfsPromptSettings
@@ -168,8 +166,7 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     base = None  # the base model, read once and reused under every LoRA checkpoint
     for ck in checkpoint_list(sft_dir):
         model, tok = load_for_inference(Path(sft_dir) / ck["path"], model_dir, base=base)
-        is_lora = isinstance(model, PeftModel)
-        model, originals = merge_lora(model)  # LoRA merged for the forward passes
+        model, originals = merge_lora(model)  # LoRA merged for the forward passes ({} for a full model)
         engine = TransformersBackend.from_loaded(model, tok, batch_size=int(backend["batch_size"]),
                                                  threads=threads)
         frames.append(_answers_for(engine, tok, prompt_df, question_df, ["chat"], s.max_new_tokens,
@@ -178,7 +175,7 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
                                     "step": int(ck["step"]), "examples_seen": int(ck["examples_seen"])}))
         # a LoRA checkpoint: put the base weights the merge overwrote back (bit for bit) so
         # that the next checkpoint's adapter goes onto the unchanged base
-        base = unmerge_lora(model, originals) if is_lora else None
+        base = unmerge_lora(model, originals) if originals else None
     out = pl.concat(frames, how="diagonal_relaxed")
     write_parquet(out, answers)
     return out
