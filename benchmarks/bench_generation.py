@@ -100,7 +100,7 @@ def step_costs(backend, prompts: list[str], rows=(1, 4, 8, 16), steps: int = 8) 
 
 
 def run(model_dir: str, max_new_tokens: int, batch_size: int, threads: int | None) -> dict:
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.hf import GenerationStats, TransformersBackend
     from teachfit.generation.responses import build_prompts
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model_dir}: no config.json; materialize the model first", file=sys.stderr)
         return 2
     if args.batch_size is None:
-        from teachfit.config import defaults
+        from teachfit.schema import defaults
 
         args.batch_size = int(defaults("generation")["batch_size"])
     res = run(args.model_dir, args.max_new_tokens, args.batch_size, args.threads)

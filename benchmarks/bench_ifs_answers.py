@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _run(base_dir: Path, sft_dir: Path, n_prompts: int | None, max_new_tokens: int, threads: int) -> dict:
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
     from teachfit.io import package_data
     from teachfit.models import read_manifest

@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch workflow (its path is printed)")
     args = ap.parse_args()
     wf = scratch_workflow(args.models_from)
-    cli = [sys.executable, "-m", "teachfit.cli", "rank-teachers", "--cores", args.cores]
+    cli = [sys.executable, "-m", "teachfit.workflow.cli", "rank-teachers", "--cores", args.cores]
     out: dict = {"workdir": str(wf), "cores": args.cores}
     try:
         s1, j1 = timed(cli, wf, wf / "rank_teachers.log")

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.models import LogitHead
     from teachfit.scoring.losses import (
         ScoringSettings,

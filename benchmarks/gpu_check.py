@@ -120,7 +120,7 @@ def synthetic_pairs(n: int, vocab: int, seed: int, max_response: int) -> list[An
 def check_scoring(bundle: Path | None, device: str, dry_run: bool, repeats: int) -> dict[str, Any]:
     import numpy as np
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.models import LogitHead
     from teachfit.scoring.losses import (
         ScoringSettings,
@@ -162,7 +162,7 @@ def check_generation(bundle: Path | None, device: str, dry_run: bool, max_new_to
                      work: Path) -> dict[str, Any]:
     from bench_generation import PROMPTS
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.hf import TransformersBackend
     from teachfit.generation.responses import build_prompts
@@ -207,7 +207,7 @@ def check_sft(bundle: Path | None, device: str, dry_run: bool, steps: int, work:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.training.sft import _trainer_fields, make_lora_config
 
     config = gemma_config(bundle, dry_run)

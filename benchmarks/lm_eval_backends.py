@@ -44,7 +44,7 @@ def evaluate(backend: str, model_dir: Path, peft_dir: Path | None, tasks: list[s
     {task: [first response per item]}, "seconds": wall}``."""
     import lm_eval
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.evaluation.lm_eval import (
         BOOTSTRAP_ITERS,
         FEWSHOT_AS_MULTITURN,

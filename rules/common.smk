@@ -1,8 +1,9 @@
 # Config loading and validation, wildcard constraints, input functions.
 # The teachfit package is installed in every environment that runs this workflow (the local
 # venv: `make setup`; conda envs: `-e ..` in envs/*.yaml); nothing here edits sys.path.
-from teachfit.config import check_duplicate_keys, validate_config
-from teachfit import plan
+from teachfit.schema import check_duplicate_keys
+from teachfit.workflow.config import validate_config
+from teachfit.workflow import plan
 from teachfit.io import package_data, read_json
 from teachfit.generation.engines import backend_settings
 from teachfit.scoring.losses import convention_settings

@@ -1,5 +1,5 @@
 # Recommend a teacher and select data without fine-tuning (issue 14; functions in
-# teachfit.recommend and teachfit.generation.dataset):
+# teachfit.studies.recommend and teachfit.generation.dataset):
 # - generator kind `dataset`: an existing data set's responses, joined to the study's
 #   instructions (import_responses), then the same rewards / scores / metrics as a model's;
 # - rank_teachers: candidates ranked by CAR and the other data metrics, per student (no SFT or

@@ -87,8 +87,8 @@ def select_data_student_dir(wildcards):
 
 
 def select_data_scoring(wildcards):
-    """The scoring job settings of the entry's convention (teachfit.recommend.select_data_convention)."""
-    from teachfit.recommend import select_data_convention
+    """The scoring job settings of the entry's convention (teachfit.studies.recommend.select_data_convention)."""
+    from teachfit.studies.recommend import select_data_convention
 
     return convention_settings(
         config["scoring"], select_data_convention(select_data_entry(wildcards))

@@ -28,7 +28,7 @@ def teacher_responses(wildcards):
 
 
 def teacher_score_keys(wildcards):
-    """One {generator, scorer, convention} per scores file (teachfit.plan.Plan.teacher_score_keys)."""
+    """One {generator, scorer, convention} per scores file (teachfit.workflow.plan.Plan.teacher_score_keys)."""
     return PLAN.teacher_score_keys()
 
 

@@ -1,6 +1,6 @@
 """Rule prepare_seeds: Seed file -> instructions Parquet."""
 
 from teachfit.seeds import prepare_seeds
-from teachfit.workflow import run
+from teachfit.workflow.adapter import run
 
 run(prepare_seeds, snakemake)  # noqa: F821

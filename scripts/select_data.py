@@ -1,6 +1,6 @@
 """Rule select_data: the top-k% of a user data set as a ready-to-train chat-messages JSONL."""
 
-from teachfit.recommend import select_data
-from teachfit.workflow import run
+from teachfit.studies.recommend import select_data
+from teachfit.workflow.adapter import run
 
 run(select_data, snakemake)  # noqa: F821

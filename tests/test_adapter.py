@@ -1,11 +1,11 @@
-"""teachfit.workflow.run: a rule's named input/output/params keys are its function's parameters."""
+"""teachfit.workflow.adapter.run: a rule's named input/output/params keys are its function's parameters."""
 
 from __future__ import annotations
 
 import pytest
 from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params
 
-from teachfit.workflow import WiringError, run
+from teachfit.workflow.adapter import WiringError, run
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +130,7 @@ rule spawn:
         "spawn_script.py"
 
 
-# negative control: the same job function called without teachfit.workflow.run
+# negative control: the same job function called without teachfit.workflow.adapter.run
 rule spawn_plain:
     output:
         out="plain.txt",
@@ -154,7 +154,7 @@ def test_run_is_spawn_safe_in_a_snakemake_script(tmp_path):
 
     (tmp_path / "spawn_helper.py").write_text(SPAWN_HELPER)
     (tmp_path / "spawn_script.py").write_text(
-        "from spawn_helper import spawn_job\nfrom teachfit.workflow import run\n\n"
+        "from spawn_helper import spawn_job\nfrom teachfit.workflow.adapter import run\n\n"
         "run(spawn_job, snakemake)  # noqa: F821\n")
     (tmp_path / "plain_script.py").write_text(
         "from spawn_helper import spawn_job\n\n"
@@ -174,7 +174,7 @@ def test_run_is_spawn_safe_in_a_snakemake_script(tmp_path):
 
 
 def test_in_spawn_reimport_is_false_in_a_normal_process():
-    from teachfit.workflow import in_spawn_reimport
+    from teachfit.processes import in_spawn_reimport
 
     assert in_spawn_reimport() is False
 
@@ -190,7 +190,7 @@ def test_in_spawn_reimport_is_true_while_a_spawned_child_reruns_main(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
         "import multiprocessing, sys\n"
-        "from teachfit.workflow import in_spawn_reimport\n"
+        "from teachfit.processes import in_spawn_reimport\n"
         "if in_spawn_reimport():\n"
         "    sys.stderr.write('child re-imports main\\n')\n"
         "else:\n"

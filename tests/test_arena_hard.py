@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from test_openai_backend import ENV, FakeServer, server  # noqa: F401 - the fixture
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.evaluation import arena_hard as ah
 from teachfit.generation.engines import backend_settings
 from teachfit.io import write_parquet

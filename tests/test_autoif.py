@@ -101,8 +101,8 @@ def queries():
 
 def _config(**kw):
     """The rule's ``settings`` param with the schema's defaults (plan keys dropped), overridden."""
-    from teachfit.config import defaults
-    from teachfit.plan import scenario_settings
+    from teachfit.schema import defaults
+    from teachfit.workflow.plan import scenario_settings
 
     return {**scenario_settings(defaults("evolver.scenarios.autoif")), **kw}
 
@@ -259,7 +259,7 @@ def test_settings_and_seed_file(tmp_path):
 def test_evolve_autoif_writes_outputs(tmp_path, queries, monkeypatch):
     """The rule function (``evolve_autoif``) with the fake evolver instead of a model."""
     import teachfit.studies.evolver.autoif
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
     from teachfit.studies.evolver.autoif import evolve_autoif
 

@@ -1,4 +1,4 @@
-"""The `teachfit` console command (teachfit.cli): help, the errors it reports before Snakemake
+"""The `teachfit` console command (teachfit.workflow.cli): help, the errors it reports before Snakemake
 starts, the overlay it writes, and the Snakemake command it runs (dry runs on the tiny config)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import yaml
 from workflow_utils import ROOT, copy_workflow, planned_jobs
 
-from teachfit.cli import main, snakemake_command
+from teachfit.workflow.cli import main, snakemake_command
 
 TINY = ["--configfile", "tests/configs/tiny.yaml"]
 SFT_OR_EVAL = {"train_sft", "evaluate_checkpoints", "evaluate_model", "answer_winrate", "judge_winrate",
@@ -33,11 +33,11 @@ def data(tmp_path) -> Path:
 
 
 def test_help_lists_the_commands():
-    proc = subprocess.run([sys.executable, "-m", "teachfit.cli", "--help"], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, "-m", "teachfit.workflow.cli", "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0
     for command in ("rank-teachers", "select-data", "run"):
         assert command in proc.stdout
-    sub = subprocess.run([sys.executable, "-m", "teachfit.cli", "select-data", "--help"], capture_output=True,
+    sub = subprocess.run([sys.executable, "-m", "teachfit.workflow.cli", "select-data", "--help"], capture_output=True,
                          text=True, check=True)
     assert "--top-percent" in sub.stdout and "--profile" in sub.stdout and "--student" in sub.stdout
 
@@ -46,7 +46,7 @@ def test_console_script_is_declared():
     import tomllib
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert meta["project"]["scripts"]["teachfit"] == "teachfit.cli:main"
+    assert meta["project"]["scripts"]["teachfit"] == "teachfit.workflow.cli:main"
 
 
 @pytest.mark.parametrize(("args", "message"), [

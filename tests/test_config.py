@@ -5,7 +5,9 @@ import copy
 import pytest
 import yaml
 
-from teachfit.config import ConfigError, load_yaml, validate_config
+from teachfit.schema import ConfigError, load_yaml
+
+from teachfit.workflow.config import validate_config
 
 
 @pytest.fixture()
@@ -115,7 +117,7 @@ def test_final_and_selected_needs_ifs_checkpoints(base_config):
 def test_ifs_runs_chooses_the_runs_with_ifs_curves(base_config, which, teacher_runs, evolver_runs):
     """ifs.runs: which training runs get IFS curves (and so an evaluated IFS-selected checkpoint
     under eval.checkpoints final_and_selected); the others evaluate their final checkpoint only."""
-    from teachfit.plan import build_plan
+    from teachfit.workflow.plan import build_plan
 
     cfg = copy.deepcopy(base_config)
     cfg["ifs"]["runs"] = which

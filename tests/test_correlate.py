@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.correlate import correlation_table, rank_correlation
 from teachfit.io import DataError, write_json, write_parquet
 from teachfit.studies.teacher import build_teacher_performance, correlate_teacher_metrics

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.evaluation.lm_eval import (
     DEFAULT_TASKS_DIR,
     EvalError,

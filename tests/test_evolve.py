@@ -290,9 +290,9 @@ def test_settings_reject_unknown_keys():
 
 
 def test_settings_take_the_config_sections():
-    """The rules pass the schema's sections minus the plan keys (teachfit.plan.scenario_settings)."""
-    from teachfit.config import defaults
-    from teachfit.plan import scenario_settings
+    """The rules pass the schema's sections minus the plan keys (teachfit.workflow.plan.scenario_settings)."""
+    from teachfit.schema import defaults
+    from teachfit.workflow.plan import scenario_settings
 
     evol = scenario_settings(defaults("evolver.scenarios.evol_instruct"))
     # the paper's decoding: Evol-Instruct at T=0.7 (README.md:28), Auto Evol at T=0.7, top_p=0.95
@@ -328,9 +328,9 @@ class FakeGenerateFn:
 
 def _evolve_params(scenario: str = "evol_instruct", seed: int = 3) -> dict:
     """The rule's params as the workflow builds them (schema defaults, tiny engine)."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
-    from teachfit.plan import scenario_settings
+    from teachfit.workflow.plan import scenario_settings
 
     return {"scenario": scenario, "evolver": "tiny", "round": 1,
             "settings": scenario_settings(defaults(f"evolver.scenarios.{scenario}")),
@@ -472,7 +472,7 @@ def test_openai_evolver_sends_chat_text_without_primer(monkeypatch):
     with pytest.raises(ValueError, match="gpt4: an OpenAI-compatible endpoint takes chat text"):
         make_generate_fn("results/models/gpt4", {**gen, "prompt_format": "fewshot"}, OpenAIBackend())
     # the engine comes from the model entry: backend 'openai' builds the OpenAI backend
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
 
     entry = defaults("models.*", source="api", backend="openai", api_base="http://127.0.0.1:9/v1", api_model="m")
@@ -496,7 +496,7 @@ def test_evolve_round_with_a_real_tiny_model(tiny_llama):
     from teachfit.studies.evolver.evolve import output_space_pass
 
     records = pl.DataFrame({"id": ["a", "b", "c"], "instruction": ["Explain rain.", "List two colours.", "Add 2 and 3."]})
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
 
     backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
@@ -543,7 +543,7 @@ def test_echoed_prompt_or_narration_is_a_prompt_copy(reply):
 
 
 def _plan_config(**evolver):
-    from teachfit.config import validate_config
+    from teachfit.workflow.config import validate_config
 
     cfg = {
         "models": {"inst": {"source": "random", "kind": "instruct"}, "base": {"source": "random", "kind": "base"},
@@ -562,7 +562,7 @@ def _plan_config(**evolver):
 
 
 def test_plan_owns_the_evolved_sets_metadata_and_reward():
-    from teachfit.plan import PlanError, build_plan
+    from teachfit.workflow.plan import PlanError, build_plan
 
     plan = build_plan(_plan_config())
     assert plan.evolved_datasets() == ["s-evol_instruct-inst", "s-evol_instruct-base", "s-auto_evol-inst"]
@@ -593,7 +593,7 @@ def test_plan_owns_the_evolved_sets_metadata_and_reward():
 
 
 def test_evolver_reward_model_is_checked():
-    from teachfit.config import ConfigError
+    from teachfit.schema import ConfigError
 
     with pytest.raises(ConfigError, match="evolver.reward.model: type 'classifier' needs a reward model"):
         _plan_config(reward={"type": "classifier"})
@@ -602,7 +602,7 @@ def test_evolver_reward_model_is_checked():
 
 
 def test_plan_lists_the_runs_each_evolver_table_compares():
-    from teachfit.plan import build_plan
+    from teachfit.workflow.plan import build_plan
 
     plan = build_plan(_plan_config())
     comparison = plan.evolver_runs("comparison")

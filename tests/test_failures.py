@@ -34,7 +34,7 @@ SFT = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2, "learn
 
 def _sft() -> dict:
     """The sft section a rule passes: schema defaults plus SFT."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
 
     return defaults("sft", **SFT)
 

@@ -196,7 +196,7 @@ def _compare(name: str, alias: str, engine: dict[str, np.ndarray], ref: dict[str
 
 
 def _engine(path, convention, max_length=None, inputs=True):
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.scoring.losses import ScoringSettings, convention_settings, score_pairs
 
     job = convention_settings(defaults("scoring"), convention)
@@ -266,7 +266,7 @@ def test_conventions_rank_differently(real):
 def test_sft_trains_on_the_inference_tokens(real, tmp_path):
     """The real trainer's collated batch: prompt = the inference prompt's ids, completion = the
     response's ids + the end-of-turn token, nothing after (issue 11 item 6)."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.base import encode_prompts, eos_token_ids
     from teachfit.prompts import format_prompt
     from teachfit.training.sft import make_sft_trainer

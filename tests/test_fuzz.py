@@ -3,8 +3,8 @@
 
 Configs are the default config + ``tests/configs/tiny.yaml`` merged like Snakemake merges
 ``--configfile`` overlays (``merge``), or with one section replaced (``set``); then
-``teachfit.config.validate_config`` (schema, non-finite numbers, cross-references, stage
-settings). YAML files go through ``teachfit.config.load_yaml``. Seed files go through
+``teachfit.workflow.config.validate_config`` (schema, non-finite numbers, cross-references, stage
+settings). YAML files go through ``teachfit.schema.load_yaml``. Seed files go through
 ``teachfit.seeds.load_seeds_with_counts``.
 
 Config cases (ConfigError; the message contains):
@@ -101,7 +101,9 @@ import pytest
 import yaml
 from workflow_utils import ROOT, copy_workflow, snakemake
 
-from teachfit.config import ConfigError, load_yaml, validate_config
+from teachfit.schema import ConfigError, load_yaml
+
+from teachfit.workflow.config import validate_config
 from teachfit.io import DataError
 from teachfit.seeds import MAX_CHARS, load_seeds_with_counts
 

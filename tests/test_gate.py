@@ -275,7 +275,7 @@ def tiny_judge(tmp_path_factory):
 
 def test_judge_runs_on_a_real_tiny_model_through_label_scorer(tiny_judge, tmp_path):
     """The rule's judge path: label_scorer over a (random) local model, calibrated probabilities in [0, 1]."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
 
     replies = _replies(["Cats who love rain are rare.", "Rain is wet and cats dislike it a lot."])
@@ -363,7 +363,7 @@ def test_gate_instructions_writes_kept_verdicts_and_counts(tmp_path, monkeypatch
              ).write_parquet(tmp_path / "r.parquet")
     out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("evolved", "parquet"), ("verdicts", "parquet"),
                                                      ("drops", "json"))}
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
 
     kept = gate_instructions(tmp_path / "r.parquet", "unused", **out, scenario="evol_instruct", evolver="e",
                              round=1, gate=defaults("evolver.gate"), backend={})
@@ -386,7 +386,7 @@ def _pool(path, ids, rounds):
 
 
 def test_gate_responses_drops_refusals_and_empty_answers_per_round(tmp_path):
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
 
     pool = _pool(tmp_path / "pool.parquet", ["a", "b", "c", "d"], [1, 1, 2, 2])
     responses = ["A long, helpful answer about a.", "I'm sorry, I can't.", "...", "Fine answer about d."]
@@ -546,7 +546,7 @@ def _tables_inputs(tmp_path):
 
 
 def test_build_evolver_tables_reports_gate_counts_ranking_and_both_top1_statistics(tmp_path):
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.studies.evolver.tables import build_evolver_tables
 
     stats, drops, ranking, top1 = _tables_inputs(tmp_path)
@@ -591,7 +591,7 @@ def test_output_space_kde_is_the_references(tmp_path):
     linspace(0, 0.99, 1000)."""
     from scipy.stats import gaussian_kde
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.studies.evolver.diversity import top1_kde, top1_probabilities
     from teachfit.studies.evolver.tables import build_evolver_tables, plot_evolver_figures
 
@@ -618,8 +618,8 @@ def test_output_space_kde_is_the_references(tmp_path):
 
 
 def test_plan_pools_and_ranked_runs():
-    from teachfit.config import validate_config
-    from teachfit.plan import build_plan, pool_name
+    from teachfit.workflow.config import validate_config
+    from teachfit.workflow.plan import build_plan, pool_name
 
     cfg = validate_config({
         "models": {"inst": {"source": "random", "kind": "instruct"}, "base": {"source": "random", "kind": "base"},

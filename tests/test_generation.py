@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.generation.base import Completion, SamplingConfig, encode_prompts, truncate_at_stop
 from teachfit.generation.driver import generate_to_parquet
 from teachfit.generation.engines import BackendConfig, backend_settings

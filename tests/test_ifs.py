@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.generation.base import Completion
 from teachfit.generation.engines import backend_settings
 from teachfit.io import DataError, package_data, write_parquet
@@ -705,7 +705,7 @@ def test_answer_ifs_run_reuses_the_base_under_lora_checkpoints(tiny_llama, ifs_f
     from teachfit.generation.base import SamplingConfig
     from teachfit.generation.hf import TransformersBackend
     from teachfit.prompts import format_prompt
-    from teachfit.training.sft import load_for_inference
+    from teachfit.checkpoints import load_for_inference
 
     prompts, questions = ifs_files
     sft = tmp_path / "sft"
@@ -819,7 +819,8 @@ def test_score_ifs_with_real_classifier_and_tiny_judge(trained, tiny_llama, tmp_
 
 
 def test_bad_ifs_settings_fail_when_the_config_is_validated():
-    from teachfit.config import ConfigError, load_yaml, validate_config
+    from teachfit.schema import ConfigError, load_yaml
+    from teachfit.workflow.config import validate_config
 
     cfg = load_yaml("config/config.yaml")
     cfg["ifs"]["prompts"].update(min_frac=0.6, max_frac=0.5)

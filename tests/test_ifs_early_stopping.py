@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from scipy.stats import binomtest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.io import write_parquet
 from teachfit.studies.ifs.intervals import (
     BOOTSTRAP_RESAMPLES,

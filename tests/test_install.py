@@ -72,7 +72,7 @@ def test_default_config_validates_and_dry_runs_without_src(installed, tmp_path):
         else:
             shutil.copy2(src, wf / item)
     assert not (wf / "src").exists()
-    _run(installed, "from teachfit.config import load_yaml, validate_config\n"
+    _run(installed, "from teachfit.schema import load_yaml\nfrom teachfit.workflow.config import validate_config\n"
                     "validate_config(load_yaml('config/config.yaml'))\n", wf)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(installed), "-m", "snakemake", "-n", "--cores", "1"], cwd=wf,

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.io import DataError, read_parquet
 from teachfit.models import load_causal_lm, load_tokenizer, materialize
 from teachfit.scoring.judge import (

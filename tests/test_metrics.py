@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.io import DataError, write_parquet
 from teachfit.scoring.metrics import car, ic_ifd, ifd, ppl, response_length
 from teachfit.studies.teacher import DATA_METRIC_COLUMNS, compute_car, compute_data_metrics

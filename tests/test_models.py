@@ -54,7 +54,7 @@ def test_materialize_model_rule(tmp_path, caplog):
     for random weights, the scratch folder kept for retries; an api entry gets only a manifest."""
     import logging
 
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
 
     entry = defaults("models.*", source="random", size={"hidden_size": 16, "num_heads": 2})
     with caplog.at_level(logging.INFO, logger="teachfit.models"):

@@ -90,7 +90,7 @@ def test_judge_rejects_bad_scores():
 def test_objecqa_on_the_rule_path_with_fakes(tiny_llama, tmp_path, monkeypatch):
     """Answer every question with the model under test (rule ``answer_ifs_model``, engine builder
     faked), then judge the answers (rule ``score_ifs``, judge faked)."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.base import Completion
     from teachfit.generation.engines import BackendConfig, backend_settings
     from teachfit.io import package_data, write_parquet
@@ -223,7 +223,7 @@ class PriorJudge:
 
 
 def test_calibrate_objecqa_judge_rule(tmp_path, monkeypatch):
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
     from teachfit.io import package_data
 

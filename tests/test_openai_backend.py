@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.generation.base import SamplingConfig
 from teachfit.generation.driver import generate_to_parquet
 from teachfit.generation.engines import BackendConfig, backend_settings

@@ -87,7 +87,7 @@ def test_generator_prompts_as_generate_responses_builds_them(tok):
     """What rule generate_responses sends a local engine (``build_prompts``, which replaced the
     test-only ``format_prompts``): one prompt per instruction in the generator's format; the
     few-shot format carries the project's demonstrations and its stop strings."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.responses import FEWSHOT_EXAMPLES, build_prompts, sampling_from_generator
 
     chat = defaults("generators.*", model="tiny", system="Be brief.")

@@ -15,13 +15,14 @@ import polars as pl
 import pytest
 from workflow_utils import ROOT, copy_workflow, dry_run
 
-from teachfit import plan
-from teachfit.config import ConfigError, defaults, load_yaml, validate_config
+from teachfit.workflow import plan
+from teachfit.schema import ConfigError, defaults, load_yaml
+from teachfit.workflow.config import validate_config
 from teachfit.generation.dataset import import_responses
 from teachfit.generation.responses import select_responses
 from teachfit.io import DataError, read_json, write_parquet
 from teachfit.pairs import read_pairs
-from teachfit.recommend import (
+from teachfit.studies.recommend import (
     RANKING_METRICS,
     prepare_select_data,
     rank_teachers,
@@ -178,7 +179,7 @@ TINY = load_yaml(ROOT / "tests" / "configs" / "tiny.yaml")
 
 
 def tiny_config(**overlay) -> dict:
-    from teachfit.cli import merge
+    from teachfit.workflow.cli import merge
 
     return merge(load_yaml(ROOT / "config" / "config.yaml"), merge(TINY, overlay))
 

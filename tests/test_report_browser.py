@@ -14,7 +14,7 @@ import pytest
 from browser_utils import Chromium, chromium_path
 from workflow_utils import snakemake
 
-from teachfit.recommend import RANKING_METRICS
+from teachfit.studies.recommend import RANKING_METRICS
 
 pytestmark = pytest.mark.slow
 

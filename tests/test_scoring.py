@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from teachfit.config import ConfigError, defaults
+from teachfit.schema import ConfigError, defaults
 from teachfit.io import DataError, read_parquet
 from teachfit.models import LogitHead, materialize
 from teachfit.scoring.losses import (
@@ -372,7 +372,7 @@ def test_settings_from_dict_rejects_unknown_keys():
 
 
 def test_conventions_match_the_plan():
-    from teachfit import plan
+    from teachfit.workflow import plan
 
     assert plan.CONVENTIONS == CONVENTIONS
 
@@ -447,7 +447,9 @@ def _config(*overlays: str) -> dict:
     from real_models import ROOT
     from snakemake.utils import update_config
 
-    from teachfit.config import load_yaml, validate_config
+    from teachfit.schema import load_yaml
+
+    from teachfit.workflow.config import validate_config
 
     cfg = load_yaml(ROOT / "config" / "config.yaml")
     for name in overlays:
@@ -469,7 +471,7 @@ def test_paper_windows_cover_paper_prompts_and_4096_token_responses():
 
 
 def test_plan_scores_each_use_under_its_convention():
-    from teachfit.plan import build_plan
+    from teachfit.workflow.plan import build_plan
 
     plan = build_plan(_config())
     keys = plan.teacher_score_keys()

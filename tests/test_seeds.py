@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.io import DataError, content_id, package_data
 from teachfit.seeds import SEED_COLUMNS, load_seeds, load_seeds_with_counts, prepare_seeds
 

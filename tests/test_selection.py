@@ -139,8 +139,10 @@ def test_plan_passes_the_selection_version_to_every_trainset():
     job, the teacher study's full sets included (the rule's params change)."""
     from real_models import ROOT
 
-    from teachfit.config import load_yaml, validate_config
-    from teachfit.plan import build_plan
+    from teachfit.schema import load_yaml
+
+    from teachfit.workflow.config import validate_config
+    from teachfit.workflow.plan import build_plan
 
     cfg = validate_config(load_yaml(ROOT / "config" / "config.yaml"))
     methods = build_plan(cfg).selection_methods()
@@ -178,7 +180,7 @@ def test_select_trainset_writes_the_counts_and_refuses_an_empty_selection(tmp_pa
 
 
 def test_selection_comparison_carries_the_trainset_counts(tmp_path):
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.studies.evolver.tables import build_evolver_tables
 
     def _eval(path):

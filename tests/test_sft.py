@@ -12,23 +12,20 @@ import polars as pl
 import pytest
 from workflow_utils import Preempted, preempt_after_save
 
-from teachfit.config import ConfigError, defaults
+from teachfit.schema import ConfigError, defaults
 from teachfit.io import DataError, sha256_file, write_json, write_parquet
+from teachfit.checkpoints import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
 from teachfit.models import MANIFEST, materialize
 from teachfit.training.sft import (
     FINGERPRINT_FILE,
     _fingerprint,
     _prepare_scratch,
     check_sft_settings,
-    checkpoint_list,
-    load_for_inference,
     load_sft_records,
     make_lora_config,
     make_sft_config,
     make_sft_trainer,
-    merge_lora,
     train_sft,
-    unmerge_lora,
 )
 
 CHATML = (

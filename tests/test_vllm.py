@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 from vllm_utils import VLLM_MARKS, record, smollm2_dir
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.generation.base import SamplingConfig, encode_prompts
 from teachfit.generation.engines import BackendConfig, backend_settings
 
@@ -204,7 +204,7 @@ def test_fault3_unguarded_script_gets_a_clear_error(model_dir, tmp_path):
     test_generation_rule_through_snakemake and tests/test_adapter.py."""
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
-        from teachfit.config import defaults
+        from teachfit.schema import defaults
         from teachfit.generation.engines import BackendConfig, backend_settings
 
         entry = defaults("models.*", source="local", path="x", backend="vllm", max_model_len={MAX_MODEL_LEN},

@@ -66,7 +66,7 @@ def check_agreement(res: dict) -> None:
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> Path:
     """A LoRA adapter on SmolLM2 from rule train_sft's function (6 steps on 24 arithmetic pairs)."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.training.sft import train_sft
 
     tmp = tmp_path_factory.mktemp("sft")

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from vllm_utils import VLLM_MARKS, record, smollm2_dir
 
-from teachfit.config import defaults
+from teachfit.schema import defaults
 from teachfit.generation.base import SamplingConfig
 from teachfit.generation.engines import BackendConfig, backend_settings
 

@@ -205,7 +205,7 @@ def test_summarize_end_to_end() -> None:
 
 
 def _backend(**overrides) -> dict:
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
     from teachfit.generation.engines import backend_settings
 
     return {**backend_settings(defaults("models.*", source="random"), defaults("generation", batch_size=4)),

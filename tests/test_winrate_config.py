@@ -12,7 +12,9 @@ import pytest
 import yaml
 from wiring_utils import ROOT, dag_jobs
 
-from teachfit.config import ConfigError, load_yaml, validate_config
+from teachfit.schema import ConfigError, load_yaml
+
+from teachfit.workflow.config import validate_config
 
 
 @pytest.fixture()

@@ -27,7 +27,7 @@ from wiring_utils import (
     script_functions,
 )
 
-from teachfit.config import load_yaml
+from teachfit.schema import load_yaml
 
 PAPER = ("config/paper.yaml",)
 
@@ -117,9 +117,9 @@ def test_recommend_rules_request_a_gpu_and_have_their_imports(recommend_jobs):
 
 
 def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, recommend_jobs):
-    """Each script calls one package function through teachfit.workflow.run; every job's named
+    """Each script calls one package function through teachfit.workflow.adapter.run; every job's named
     input/output/params keys must bind to that function's signature (checked without running it)."""
-    from teachfit.workflow import bind
+    from teachfit.workflow.adapter import bind
 
     jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs, *recommend_jobs] if j["script"]}
     problems = []
@@ -127,7 +127,7 @@ def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, 
         tree = ast.parse(script.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "run"]
         if len(calls) != 1:
-            problems.append(f"{script.name}: does not call teachfit.workflow.run exactly once")
+            problems.append(f"{script.name}: does not call teachfit.workflow.adapter.run exactly once")
             continue
         fn_name = calls[0].args[0].id
         module = next(m for m, n in script_functions(script) if n == fn_name)

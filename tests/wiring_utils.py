@@ -48,7 +48,7 @@ _FAKE = Path(tempfile.mkdtemp(prefix="wiring-checkpoints-"))
 
 
 def _complete(self, **wildcards):
-    from teachfit.plan import build_plan
+    from teachfit.workflow.plan import build_plan
 
     output, _ = self.rule.expand_output(wildcards)
     plan = build_plan(self.rule.workflow.config)

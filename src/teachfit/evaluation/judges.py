@@ -255,7 +255,7 @@ def load_judge_prompt(path: str | Path) -> tuple[str, str]:
     (strings); ``user`` must contain ``{instruction}``, ``{output_1}`` and ``{output_2}``. This is
     how a run uses a benchmark's official judge prompt, which the project does not ship. Raises
     ``ValueError`` naming the file and the problem."""
-    from teachfit.config import load_yaml
+    from teachfit.schema import load_yaml
 
     data = load_yaml(path)
     if not isinstance(data, dict) or set(data) != {"system", "user"}:

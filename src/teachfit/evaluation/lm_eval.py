@@ -90,7 +90,7 @@ class EvalError(ValueError):
 class EvalSettings:
     """The ``eval`` config section, as the rules pass it (``config["eval"]``).
 
-    No defaults here: they live in the config schema (``teachfit.config.defaults("eval")``).
+    No defaults here: they live in the config schema (``teachfit.schema.defaults("eval")``).
     Unknown or missing keys raise :class:`EvalError`; ``__post_init__`` repeats the value checks
     for library callers that bypass the schema.
     """
@@ -154,7 +154,7 @@ class EvalSettings:
         """From the ``eval`` section; unknown and missing keys raise :class:`EvalError`."""
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
-            raise EvalError(f"eval: missing key(s) {missing}; start from teachfit.config.defaults('eval')")
+            raise EvalError(f"eval: missing key(s) {missing}; start from teachfit.schema.defaults('eval')")
         return settings_from_dict(cls, d, "eval", error=EvalError,
                                   unknown_label="unknown setting(s)", allowed_label="allowed")
 
@@ -365,11 +365,11 @@ def vllm_max_lora_rank(peft_dir: str | Path) -> int:
 
 def merged_lora_hflm(model_args: Mapping[str, Any], batch_size: int) -> Any:
     """lm-eval's ``HFLM`` over ``model_args["pretrained"]`` with the LoRA adapter
-    ``model_args["peft"]`` merged into its weights (:func:`teachfit.training.sft.merge_lora`),
+    ``model_args["peft"]`` merged into its weights (:func:`teachfit.checkpoints.merge_lora`),
     for the ``hf`` backend's adapter checkpoints.
 
     ``model_args`` are :func:`lm_eval_model_args`' (``pretrained``, ``peft``, ``dtype``); the
-    tokenizer is the one :func:`teachfit.training.sft.load_for_inference` loads with the model,
+    tokenizer is the one :func:`teachfit.checkpoints.load_for_inference` loads with the model,
     from the folder lm-eval's string arguments name (the adapter's own when it saved one, else
     the base model's; gemma-3-270m's takes ~3 s to load, so it is loaded once). What changes:
     lm-eval's ``peft=`` runs the
@@ -379,7 +379,7 @@ def merged_lora_hflm(model_args: Mapping[str, Any], batch_size: int) -> Any:
     """
     from lm_eval.models.huggingface import HFLM
 
-    from teachfit.training.sft import load_for_inference, merge_lora
+    from teachfit.checkpoints import load_for_inference, merge_lora
 
     model, tokenizer = load_for_inference(model_args["peft"], model_args["pretrained"], dtype=model_args["dtype"])
     model, _ = merge_lora(model)
@@ -641,9 +641,9 @@ def evaluate_model(model_dir: str | Path, results: str | Path, samples: str | Pa
 
 
 def _checkpoints_to_evaluate(sft_dir: str | Path, mode: str, selected: list[str]) -> list[dict[str, Any]]:
-    """The :func:`teachfit.training.sft.checkpoint_list` entries ``mode`` asks for: ``all``, the
+    """The :func:`teachfit.checkpoints.checkpoint_list` entries ``mode`` asks for: ``all``, the
     ``final`` one, or ``final_and_selected`` (plus the steps in the IFS ``selected`` JSONs)."""
-    from teachfit.training.sft import checkpoint_list
+    from teachfit.checkpoints import checkpoint_list
 
     ckpts = checkpoint_list(sft_dir)
     if mode == "all":
@@ -670,7 +670,7 @@ def evaluate_checkpoints(sft_dir: str | Path, model_dir: str | Path, selected: l
 
     ``sft_dir``: a :func:`teachfit.training.sft.train_sft` output on the base model
     ``model_dir``; its ``checkpoints.json`` is read with
-    :func:`teachfit.training.sft.checkpoint_list`. Which checkpoints: ``eval["checkpoints"]``
+    :func:`teachfit.checkpoints.checkpoint_list`. Which checkpoints: ``eval["checkpoints"]``
     (``all``, ``final``, or ``final_and_selected`` with the IFS ``selected`` JSONs, each
     ``{"step": ...}``). A checkpoint with ``adapter_config.json`` is a LoRA adapter on
     ``model_dir`` (``eval.backend`` hf: lm-eval's ``peft=``; vllm: served with the adapter through

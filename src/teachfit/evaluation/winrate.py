@@ -316,8 +316,8 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     Prompts use the student's SFT chat template; answers stop at ``max_new_tokens`` tokens.
 
     * ``transformers``: the final adapter (or fully fine-tuned model) is loaded with
-      :func:`teachfit.training.sft.load_for_inference`, its LoRA weights merged
-      (:func:`teachfit.training.sft.merge_lora`), and wrapped
+      :func:`teachfit.checkpoints.load_for_inference`, its LoRA weights merged
+      (:func:`teachfit.checkpoints.merge_lora`), and wrapped
       with :meth:`TransformersBackend.from_loaded` (``batch_size``, ``dtype``, ``device`` from
       ``backend``);
     * ``vllm``: only a fully fine-tuned model (``sft.method: full``), served from its folder;
@@ -331,7 +331,7 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     from teachfit.generation.engines import BackendConfig
     from teachfit.generation.hf import TransformersBackend
     from teachfit.prompts import format_prompt
-    from teachfit.training.sft import final_model_dir, load_for_inference, merge_lora
+    from teachfit.checkpoints import final_model_dir, load_for_inference, merge_lora
 
     cfg = BackendConfig.from_dict(backend)
     final = final_model_dir(sft_dir)

@@ -18,7 +18,7 @@ What this module guarantees, each tested against the materialized SmolLM2 in ``m
   (:func:`~teachfit.generation.base.fit_prompts`, as the transformers backend does); the cut
   is counted per completion, and one over-long prompt no longer fails the whole request list.
 * **Safe under ``spawn``.** vLLM starts its engine process with ``spawn`` (always on CPU), which
-  re-imports the main module. Workflow scripts are ``teachfit.workflow.run(fn, snakemake)``,
+  re-imports the main module. Workflow scripts are ``teachfit.workflow.adapter.run(fn, snakemake)``,
   which does nothing in such a re-import; an engine built at the top level of any other
   unguarded script raises a clear error here instead of vLLM's bootstrapping error.
 """
@@ -106,14 +106,14 @@ def _refuse_spawn_reimport() -> None:
     """Raise when called while ``multiprocessing`` re-imports the main module of a spawned child
     (``__main__`` is then named ``__mp_main__``): an engine built at the top level of an
     unguarded script would otherwise start a second engine process during bootstrapping."""
-    from teachfit.workflow import in_spawn_reimport
+    from teachfit.processes import in_spawn_reimport
 
     if in_spawn_reimport():
         main = sys.modules.get("__main__")
         raise RuntimeError(
             f"a vLLM engine is being built while a spawned child process re-imports the main module "
             f"{getattr(main, '__file__', '?')}: vLLM starts its engine with 'spawn', so build engines "
-            "under `if __name__ == \"__main__\":` (workflow scripts: teachfit.workflow.run does this)"
+            "under `if __name__ == \"__main__\":` (workflow scripts: teachfit.workflow.adapter.run does this)"
         )
 
 

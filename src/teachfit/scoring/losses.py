@@ -150,7 +150,7 @@ class ScoringSettings:
     The rule passes :func:`convention_settings` of the ``scoring`` config section (``convention``,
     ``max_length`` of that convention, ``batch_tokens``, ``version``); those fields have no
     default here (tests and library users:
-    ``ScoringSettings.from_dict(convention_settings(teachfit.config.defaults("scoring"), "chat"))``).
+    ``ScoringSettings.from_dict(convention_settings(teachfit.schema.defaults("scoring"), "chat"))``).
     The other fields are not config keys: ``dtype`` and performance knobs that do not change
     the numbers beyond float tolerance (``padding_side``, ``share_prefix``, ``max_padding``,
     ``logit_chunk``). Raises ``ValueError`` naming the field on a bad value.

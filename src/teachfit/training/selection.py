@@ -97,7 +97,7 @@ def select_trainset(responses: str | Path, scores: list[str], trainset: str | Pa
     selection's scorer and convention (:data:`SCORE_INPUT_COLUMNS`; losses in nats), joined on
     ``id`` by :func:`add_selection_metrics`. ``selection``: keyword arguments of
     :func:`select_top` (``method``, ``top_percent``, ``seed``) and the selection semantics'
-    ``version`` (``teachfit.plan.Plan.selection_methods``); ``label``: the selection's name
+    ``version`` (``teachfit.workflow.plan.Plan.selection_methods``); ``label``: the selection's name
     (e.g. ``ifd50``), stored as ``selection_label``.
 
     Writes ``trainset`` (Parquet, the kept rows in selection order plus ``selection``,

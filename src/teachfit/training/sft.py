@@ -33,11 +33,11 @@ One call of :func:`train_sft` trains one student on one instruction-response tab
 Settings: the ``sft`` config section goes 1:1 into trl's ``SFTConfig`` (:func:`make_sft_config`;
 its keys besides ``method``, ``version`` and ``lora`` are ``SFTConfig`` field names) and
 ``sft.lora`` into peft's ``LoraConfig`` (:func:`make_lora_config`). Defaults live in the config
-schema only (``teachfit.config.defaults("sft")``); :func:`check_sft_settings` adds the checks the
+schema only (``teachfit.schema.defaults("sft")``); :func:`check_sft_settings` adds the checks the
 schema cannot express.
 
-Use :func:`load_for_inference` to load the final model or any checkpoint for evaluation and
-:func:`checkpoint_list` to enumerate the checkpoints (IFS curves over training).
+Reading a finished run back (final model, checkpoints, LoRA merged for inference) is
+:mod:`teachfit.checkpoints`, which evaluation imports without importing training.
 """
 
 from __future__ import annotations
@@ -86,13 +86,13 @@ def check_sft_settings(sft: Mapping[str, Any]) -> None:
     """Checks of the ``sft`` config section that its JSON schema cannot express.
 
     ``sft`` is the validated section (schema defaults filled; get them with
-    ``teachfit.config.defaults("sft")``): ``method``, ``version``, ``lora`` (peft ``LoraConfig``
+    ``teachfit.schema.defaults("sft")``): ``method``, ``version``, ``lora`` (peft ``LoraConfig``
     fields) and trl ``SFTConfig`` fields. Raises ``ValueError`` naming the key.
     """
     missing = [k for k in ("method", "version", "lora", "max_steps", "num_train_epochs", "seed",
                            "gradient_checkpointing") if k not in sft]
     if missing:
-        raise ValueError(f"sft: missing key(s) {missing}; start from teachfit.config.defaults('sft')")
+        raise ValueError(f"sft: missing key(s) {missing}; start from teachfit.schema.defaults('sft')")
     if sft["method"] not in METHODS:
         raise ValueError(f"sft.method: {sft['method']!r} not allowed; allowed: {', '.join(METHODS)}")
     if sft["max_steps"] == 0 or sft["max_steps"] < -1:
@@ -482,7 +482,7 @@ def train_sft(
 
     ``trainset``: Parquet ``id``, ``instruction``, ``response`` (see the module doc for the
     loss mask). ``sft``: the ``sft`` config section (schema defaults filled; library users start
-    from ``teachfit.config.defaults("sft")``): trl ``SFTConfig`` fields 1:1, ``lora`` = peft
+    from ``teachfit.schema.defaults("sft")``): trl ``SFTConfig`` fields 1:1, ``lora`` = peft
     ``LoraConfig`` fields, ``method`` (lora | full), ``version``. ``scratch``: the trainer's
     resume folder (checkpoints every ``save_steps`` steps; a re-run resumes from the last
     complete one whose settings, data and base model match).
@@ -609,132 +609,3 @@ def train_sft(
     }
     log.info("SFT done: %s", summary)
     return summary
-
-
-def final_model_dir(sft_dir: str | Path) -> Path:
-    """``<sft_dir>/adapter``: the final LoRA adapter or fully fine-tuned model of a finished run.
-
-    Raises :class:`DataError` when ``sft_dir`` is not a finished :func:`train_sft` output.
-    """
-    sft_dir = Path(sft_dir)
-    if not (sft_dir / "checkpoints.json").is_file():
-        raise DataError(f"{sft_dir}: not a finished SFT output (no checkpoints.json)")
-    return sft_dir / "adapter"
-
-
-def checkpoint_list(sft_dir: str | Path) -> list[dict[str, Any]]:
-    """The checkpoints of a finished run, read from ``<sft_dir>/checkpoints.json``.
-
-    Returns ``[{step, examples_seen, path}]`` sorted by step, ``path`` made absolute (a LoRA
-    adapter folder with ``adapter_config.json`` or a full model with ``config.json``). The one
-    reader of ``checkpoints.json`` (evaluation, IFS curves, win rates). Raises
-    :class:`DataError` naming the file and entry when it is missing, not a list, an entry lacks
-    ``step`` / ``examples_seen`` / ``path``, a path holds no adapter or model, or two entries
-    share a step.
-    """
-    sft_dir = Path(sft_dir)
-    src = sft_dir / "checkpoints.json"
-    if not src.is_file():
-        raise DataError(f"{sft_dir}: not a finished SFT output (no checkpoints.json)")
-    entries = read_json(src)
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"{src}: expected a non-empty JSON list of {{step, examples_seen, path}}")
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not {"step", "examples_seen", "path"} <= set(entry):
-            raise DataError(f"{src}[{i}]: needs keys 'step', 'examples_seen' and 'path', got {entry!r}")
-        path = (sft_dir / entry["path"]).resolve()
-        if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
-            raise DataError(f"{src}[{i}].path: {path} holds neither a PEFT adapter "
-                            "(adapter_config.json) nor a model (config.json)")
-        out.append({**entry, "path": str(path)})
-    steps = [e["step"] for e in out]
-    if len(set(steps)) != len(steps):
-        raise DataError(f"{src}: steps are not unique: {steps}")
-    return sorted(out, key=lambda e: e["step"])
-
-
-def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str = "float32",
-                       device: str | None = None, base: Any = None) -> tuple[Any, Any]:
-    """Load an SFT output dir, its ``adapter/`` or a checkpoint as ``(model, tokenizer)``.
-
-    LoRA weights are not merged here (:func:`merge_lora` merges them for inference): a LoRA run
-    gives a ``peft.PeftModel`` over the base model in ``base_model_dir``; a full fine-tuning run
-    gives the fine-tuned model itself. The
-    tokenizer (the checkpoint's own if it saved one, else the base model's) is left-padded
-    for batched generation. ``device`` defaults to :func:`teachfit.models.default_device`.
-    ``base``: an already loaded copy of the base model (in ``dtype``, no adapter attached, e.g.
-    the previous checkpoint's merged model after :func:`unmerge_lora`) that a LoRA adapter is attached
-    to instead of reading the base from disk again; ignored for a full model.
-    Raises :class:`DataError` when ``path`` holds neither an adapter nor a model.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from teachfit.logs import timed
-    from teachfit.models import default_device, load_tokenizer
-
-    path = Path(path)
-    if (path / "checkpoints.json").exists():
-        path = final_model_dir(path)
-    with timed("model_load"):
-        if (path / "adapter_config.json").exists():
-            from peft import PeftModel
-
-            if base is None:
-                base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
-            model = PeftModel.from_pretrained(base, str(path))
-        elif (path / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
-        else:
-            raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
-        tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)
-        tokenizer = load_tokenizer(tok_dir, padding_side="left")
-        model.to(default_device(device))
-    model.eval()
-    return model, tokenizer
-
-
-def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
-    """Merge a ``peft.PeftModel``'s LoRA weights into its base layers for inference.
-
-    Returns ``(merged, originals)``: ``merged`` is the plain base model whose LoRA-wrapped
-    layers now hold ``W + scaling * B @ A`` (peft ``merge_and_unload``), ``originals`` maps each
-    such layer's name (relative to the base model, e.g. ``model.layers.0.self_attn.q_proj``) to
-    a copy of the weight the merge overwrote, so that :func:`unmerge_lora` gives the base model
-    back bit for bit. A model that is not a ``PeftModel`` is returned unchanged with ``{}``.
-
-    Why: an unmerged adapter adds two small matmuls and peft's Python wrapper to every adapted
-    layer in every forward pass; merged, a decode step of gemma-3-270m (batch 16, one thread)
-    took 262 ms instead of 339 ms. The outputs are the same function of the input up to float
-    rounding (``tests/test_sft.py::test_merge_lora_*``: logits within 1e-4 of the unmerged
-    adapter's; all 258 greedy IFS answers of a default-run gemma-3-270m LoRA run identical,
-    README "Measured").
-    """
-    from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-
-    if not isinstance(model, PeftModel):
-        return model, {}
-    inner = model.get_base_model()
-    originals = {name: module.get_base_layer().weight.detach().clone()
-                 for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
-    merged = model.merge_and_unload()
-    merged.eval()
-    return merged, originals
-
-
-def unmerge_lora(model: Any, originals: Mapping[str, Any]) -> Any:
-    """Undo :func:`merge_lora`: copy ``originals`` (layer name -> weight) back into ``model``
-    (the merged plain model) in place and return it: the base model exactly as it was loaded,
-    ready for the next adapter. Raises ``KeyError`` naming a layer ``model`` does not have."""
-    import torch
-
-    with torch.no_grad():
-        for name, weight in originals.items():
-            try:
-                module = model.get_submodule(name)
-            except AttributeError as exc:
-                raise KeyError(f"unmerge_lora: the model has no layer {name!r}") from exc
-            module.weight.copy_(weight)
-    return model

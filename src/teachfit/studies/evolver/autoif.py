@@ -58,7 +58,7 @@ INSTRUCTION_REASONS = ("too_few_cases", "no_surviving_function")
 @dataclass
 class AutoIFSettings:
     """AutoIF settings: ``evolver.scenarios.autoif`` without the plan keys
-    (:func:`teachfit.plan.scenario_settings`) plus the run ``seed``; those keys have no
+    (:func:`teachfit.workflow.plan.scenario_settings`) plus the run ``seed``; those keys have no
     default here (the schema holds them). The other fields are constants of the method that
     no config sets (prompt counts, case counts, sandbox extras)."""
 

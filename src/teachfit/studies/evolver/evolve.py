@@ -362,7 +362,7 @@ EVOL_METHODS = ("evol_instruct", "auto_evol")
 class EvolSettings:
     """What one evolution job computes with: the scenario (``method``), the run seed and the
     scenario's config section ``evolver.scenarios.<method>`` without the plan keys
-    (:func:`teachfit.plan.scenario_settings`): ``operations`` (Evol-Instruct only),
+    (:func:`teachfit.workflow.plan.scenario_settings`): ``operations`` (Evol-Instruct only),
     ``temperature`` and ``top_p`` (the evolution decoding; schema defaults 0.7 / 1.0 for
     Evol-Instruct and 0.7 / 0.95 for Auto Evol-Instruct, as the paper ran them, see
     :class:`EvolverGeneration`)."""

@@ -973,7 +973,7 @@ def measure_gate(judge_dir: str | Path | None, out: str | Path, labels: str | Pa
     results = {"deterministic": predict_labels(table, GateSettings.deterministic())}
     if judge_dir is not None:
         if backend is None:
-            from teachfit.config import defaults
+            from teachfit.schema import defaults
             from teachfit.generation.engines import backend_settings
 
             backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))

@@ -21,9 +21,9 @@ from teachfit.io import DataError, read_json, read_parquet, write_csv
 
 log = logging.getLogger(__name__)
 
-#: keys of each ``comparison_runs`` / ``selection_runs`` entry (from ``teachfit.plan.Plan.evolver_runs``)
+#: keys of each ``comparison_runs`` / ``selection_runs`` entry (from ``teachfit.workflow.plan.Plan.evolver_runs``)
 RUN_KEYS = ("dataset", "seedset", "scenario", "evolver", "generator", "selection", "base")
-#: keys of each ``top1_rounds`` entry (from ``teachfit.plan.Plan.evolution_rounds``)
+#: keys of each ``top1_rounds`` entry (from ``teachfit.workflow.plan.Plan.evolution_rounds``)
 ROUND_KEYS = ("seedset", "scenario", "evolver", "round")
 
 

@@ -137,14 +137,14 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
 
     ``model_dir``: the run's base model; ``sft_dir``: the run's ``train_sft`` output (its
     ``checkpoints.json`` lists ``step``, ``examples_seen``, ``path``). Each checkpoint is loaded
-    with :func:`teachfit.training.sft.load_for_inference` (a LoRA adapter over the base, or the
+    with :func:`teachfit.checkpoints.load_for_inference` (a LoRA adapter over the base, or the
     fine-tuned weights; float32) and answered with
     ``TransformersBackend.from_loaded(model, tokenizer, batch_size=backend["batch_size"])``:
     the base entry's engine settings give the batch size; a vLLM or endpoint entry is logged,
     since a checkpoint's PEFT weights are always run with transformers. The base model is read
     from disk once: each LoRA checkpoint's adapter is attached to it and merged into its weights
-    for answering (:func:`teachfit.training.sft.merge_lora`), then the overwritten base weights
-    are copied back (:func:`~teachfit.training.sft.unmerge_lora`), which gives the same weights
+    for answering (:func:`teachfit.checkpoints.merge_lora`), then the overwritten base weights
+    are copied back (:func:`~teachfit.checkpoints.unmerge_lora`), which gives the same weights
     as loading the base afresh.
     IFS prompts use the chat format the run was trained on; ObjecQA as in :func:`answer_ifs_model`. Writes ``answers``
     (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
@@ -153,7 +153,7 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     from teachfit.generation.hf import TransformersBackend
     from teachfit.models import read_manifest
     from teachfit.studies.ifs.prompts import IfsPromptSettings
-    from teachfit.training.sft import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
+    from teachfit.checkpoints import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
 
     s = IfsPromptSettings.from_dict(prompt_settings)
     alias = read_manifest(model_dir)["alias"]

@@ -15,7 +15,7 @@ response) or does it keep writing the prompt ("continuation-like")? This module 
 
 Settings (:class:`ToneDataSettings`, :class:`ToneClassifierSettings`) are the validated config
 sections ``ifs.tone_data`` and ``ifs.classifier``; their defaults live in the config schema
-only (tests: ``teachfit.config.defaults("ifs.tone_data")``). Heavy imports (torch,
+only (tests: ``teachfit.schema.defaults("ifs.tone_data")``). Heavy imports (torch,
 transformers, scikit-learn) happen inside the functions that need them.
 """
 

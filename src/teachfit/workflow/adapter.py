@@ -2,7 +2,7 @@
 
 Every ``scripts/<rule>.py`` is two lines::
 
-    from teachfit.workflow import run
+    from teachfit.workflow.adapter import run
     from teachfit.studies.teacher import compute_car
 
     run(compute_car, snakemake)  # noqa: F821
@@ -32,13 +32,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from teachfit.logs import PHASES, job_timing_line, log_to, process_age
+from teachfit.processes import in_spawn_reimport  # noqa: F401  (re-exported for scripts and tests)
 
 
 class WiringError(TypeError):
@@ -94,13 +94,6 @@ def bind(fn: Callable[..., Any], kwargs: Mapping[str, Any], threads: int | None,
             + (f"parameters {missing} get no input/output/params key" if missing else "")
         )
     return call
-
-
-def in_spawn_reimport() -> bool:
-    """True while this process is a child started with ``spawn`` (or ``forkserver``) that is still
-    bootstrapping, i.e. re-running the parent's main module as ``__mp_main__`` before its target
-    runs (the flag ``multiprocessing`` itself checks before refusing to start processes then)."""
-    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 @contextlib.contextmanager

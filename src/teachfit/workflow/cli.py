@@ -32,7 +32,9 @@ from typing import Any
 
 import yaml
 
-from teachfit.config import ConfigError, load_yaml, validate_config
+from teachfit.schema import ConfigError, load_yaml
+
+from teachfit.workflow.config import validate_config
 from teachfit.io import DataError, write_text
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
@@ -174,7 +176,7 @@ def plan_rank_teachers(args: argparse.Namespace, config: dict[str, Any], workdir
 
 def validated_source(entry: dict[str, Any]) -> dict[str, Any]:
     """A ``generators.<name>.dataset`` entry with the schema's defaults filled in."""
-    from teachfit.config import defaults
+    from teachfit.schema import defaults
 
     try:
         return defaults("generators.*", kind="dataset", dataset=entry)["dataset"]
