@@ -51,6 +51,18 @@ gate-quality: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate \
 		--judge results/models/smollm2 --out results/gate/quality
 
+# Rule environments (envs/*.yaml) from their locks (envs/locks/*.txt), for Linux x86_64 and
+# Python 3.11 with uv (docs/environments.md). check-envs resolves every env from scratch and
+# against its lock (needs PyPI; about 1 minute) and fails on a conflict or a stale lock;
+# lock-envs re-resolves (ENVS=gen to lock one) and rewrites the locks and the env files.
+.PHONY: check-envs lock-envs
+ENVS ?=
+check-envs: setup
+	$(BIN)/python envs/envlock.py check $(ENVS)
+
+lock-envs: setup
+	$(BIN)/python envs/envlock.py lock $(ENVS)
+
 lint: setup
 	$(SNAKEMAKE) --lint
 	$(SNAKEMAKE) -n --configfile config/paper.yaml --quiet

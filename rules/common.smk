@@ -1,6 +1,12 @@
 # Config loading and validation, wildcard constraints, input functions.
 # The teachfit package is installed in every environment that runs this workflow (the local
-# venv: `make setup`; conda envs: `-e ..` in envs/*.yaml); nothing here edits sys.path.
+# venv: `make setup`; conda envs: `-e ${TEACHFIT_WORKFLOW}` in envs/*.yaml); nothing here edits
+# sys.path. Snakemake builds a conda env from a copy of its yaml in .snakemake/conda/, so pip finds
+# this folder through TEACHFIT_WORKFLOW (docs/environments.md), not a relative path.
+import os
+
+os.environ["TEACHFIT_WORKFLOW"] = str(workflow.basedir)
+
 from teachfit.schema import check_duplicate_keys
 from teachfit.workflow.config import validate_config
 from teachfit.workflow import plan

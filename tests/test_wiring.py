@@ -167,9 +167,11 @@ def test_import_closure_is_per_function():
 
 
 def test_env_files_are_pinned_pip_requirements():
+    """Every env file installs exact pins (its lock, tests/test_envs.py) and the teachfit package."""
     for env in sorted((ROOT / "envs").glob("*.yaml")):
         spec = load_yaml(env)
         pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
-        assert "-e .." in pip, f"{env.name}: does not install the teachfit package"
-        loose = [p for p in pip if p != "-e .." and "==" not in p]
+        project = [p for p in pip if p.startswith("-e ")]
+        assert project == ["-e ${TEACHFIT_WORKFLOW}"], f"{env.name}: does not install the teachfit package"
+        loose = [p for p in pip if p not in project and "==" not in p]
         assert loose == [], f"{env.name}: unpinned requirements {loose}"

@@ -274,7 +274,7 @@ def distributions(modules: set[str]) -> set[str]:
 
 def env_distributions(env_file: Path) -> set[str]:
     """Package names (normalized) an env file installs: conda deps and pip requirements;
-    a local path requirement of the workflow folder (``-e ..``) counts as this package."""
+    an editable install (``-e ${TEACHFIT_WORKFLOW}``) counts as this package."""
     spec = yaml.safe_load(env_file.read_text())
     names: set[str] = set()
     for dep in spec.get("dependencies", []):
