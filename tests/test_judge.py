@@ -43,7 +43,12 @@ def models(tmp_path_factory):
     rm = AutoModelForSequenceClassification.from_pretrained(root / "llama", num_labels=1)
     rm.save_pretrained(root / "llama_rm")
     AutoTokenizer.from_pretrained(root / "llama").save_pretrained(root / "llama_rm")
-    return {"llama": root / "llama", "bert": root / "bert", "llama_rm": root / "llama_rm"}
+    # an encoder reward model: the tiny bert with a 1-logit head (a reward is one number)
+    bert_rm = AutoModelForSequenceClassification.from_pretrained(root / "bert", num_labels=1,
+                                                                 ignore_mismatched_sizes=True)
+    bert_rm.save_pretrained(root / "bert_rm")
+    AutoTokenizer.from_pretrained(root / "bert").save_pretrained(root / "bert_rm")
+    return {"llama": root / "llama", "bert": root / "bert_rm", "llama_rm": root / "llama_rm"}
 
 
 def judge(**kw) -> JudgeSettings:

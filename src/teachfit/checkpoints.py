@@ -14,7 +14,7 @@ from typing import Any
 
 from teachfit.io import DataError, read_json
 from teachfit.logs import timed
-from teachfit.models import default_device, load_tokenizer
+from teachfit.models import default_device, load_pretrained, load_tokenizer
 
 
 def final_model_dir(sft_dir: str | Path) -> Path:
@@ -74,9 +74,6 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
     to instead of reading the base from disk again; ignored for a full model.
     Raises :class:`DataError` when ``path`` holds neither an adapter nor a model.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     path = Path(path)
     if (path / "checkpoints.json").exists():
         path = final_model_dir(path)
@@ -85,10 +82,10 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
             from peft import PeftModel
 
             if base is None:
-                base = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, dtype))
+                base = load_pretrained("AutoModelForCausalLM", base_model_dir, dtype=dtype)
             model = PeftModel.from_pretrained(base, str(path))
         elif (path / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+            model = load_pretrained("AutoModelForCausalLM", path, dtype=dtype, trust_from=base_model_dir)
         else:
             raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
         tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)

@@ -53,6 +53,12 @@ class ModelSourceError(ValueError):
     """A model entry that cannot be materialized; the message says which and why."""
 
 
+class ModelLoadError(ModelSourceError):
+    """Checkpoint weights that do not fit the class loading them (missing, unexpected or
+    shape-mismatched keys: a head transformers would initialise anew, or weights it would drop);
+    the message names the model (alias and folder) and the keys."""
+
+
 @dataclass
 class ModelSpec:
     alias: str
@@ -71,6 +77,7 @@ class ModelSpec:
     chat_template: str | None = None
     task: str = "causal_lm"
     api_model: str | None = None
+    trust_remote_code: bool = False
 
     @classmethod
     def from_config(cls, alias: str, entry: dict[str, Any]) -> ModelSpec:
@@ -265,7 +272,11 @@ def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
     if spec.arch == "llama":
         cfg = LlamaConfig(num_key_value_heads=heads, tie_word_embeddings=True,
                           initializer_range=init_std, **common)
-        model = AutoModelForCausalLM.from_config(cfg)
+        if spec.task == "seq_cls":  # a reward model: one score logit
+            cfg.num_labels = 1
+            model = AutoModelForSequenceClassification.from_config(cfg)
+        else:
+            model = AutoModelForCausalLM.from_config(cfg)
     elif spec.arch == "gemma3":
         cfg = Gemma3TextConfig(
             num_key_value_heads=1, head_dim=hidden // heads, sliding_window=64,
@@ -356,6 +367,7 @@ def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path,
         "task": spec.task,
         "source": source_info,
         "chat_template": chat_template_source,
+        "trust_remote_code": spec.trust_remote_code,
         "files_sha256": files,
         "seconds": round(time.time() - t0, 2),
     }
@@ -375,9 +387,89 @@ def _from_pretrained_copy(name: str, out_dir: Path, spec: ModelSpec,
 
     cls = {"seq_cls": AutoModelForSequenceClassification, "encoder": AutoModel}.get(
         spec.task, AutoModelForCausalLM)
-    model = cls.from_pretrained(name, revision=revision, dtype=getattr(torch, spec.dtype))
+    trust = spec.trust_remote_code
+    # ignore_mismatched_sizes: transformers then reports shape mismatches instead of raising
+    # without the model's name; check_loading_info refuses them
+    model, info = cls.from_pretrained(name, revision=revision, dtype=getattr(torch, spec.dtype),
+                                      trust_remote_code=trust, output_loading_info=True,
+                                      ignore_mismatched_sizes=True)
+    check_loading_info(info, f"models.{spec.alias} ({name})", type(model).__name__)
     model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(name, revision=revision).save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust).save_pretrained(out_dir)
+    if trust:
+        _copy_remote_code(name, out_dir, spec)
+
+
+def _copy_remote_code(name: str, out_dir: Path, spec: ModelSpec) -> None:
+    """The model's own code travels with its weights: every ``*.py`` of a local source folder,
+    then a check that each module the saved ``config.json``'s ``auto_map`` names is in
+    ``out_dir`` (``save_pretrained`` copies the module of a remote-code class). Raises
+    :class:`ModelSourceError` naming a missing module."""
+    src = Path(name)
+    if src.is_dir():
+        for py in src.glob("*.py"):
+            if not (out_dir / py.name).exists():
+                shutil.copy2(py, out_dir / py.name)
+    auto_map = json.loads((out_dir / "config.json").read_text()).get("auto_map", {})
+    refs = [v for ref in auto_map.values() for v in (ref if isinstance(ref, list) else [ref]) if v]
+    missing = sorted({r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs} -
+                     {p.name for p in out_dir.glob("*.py")})
+    if missing:
+        raise ModelSourceError(f"models.{spec.alias} ({name}): trust_remote_code is set but the model's "
+                               f"code {missing} (config.json auto_map) did not come with its weights")
+
+
+def trusts_remote_code(model_dir: str | Path) -> bool:
+    """The ``trust_remote_code`` of a materialized model (its :data:`MANIFEST`, from the models
+    entry); False for a folder without a manifest (an SFT output, a test fixture)."""
+    path = Path(model_dir) / MANIFEST
+    return bool(json.loads(path.read_text()).get("trust_remote_code", False)) if path.exists() else False
+
+
+def model_name(model_dir: str | Path) -> str:
+    """``models.<alias> (<dir>)`` for a materialized model, else the folder: for error messages."""
+    path = Path(model_dir) / MANIFEST
+    alias = json.loads(path.read_text()).get("alias") if path.exists() else None
+    return f"models.{alias} ({model_dir})" if alias else str(model_dir)
+
+
+def check_loading_info(info: dict[str, Any], name: str, cls: str) -> None:
+    """Refuse a load whose weights do not fit the class: ``info`` is transformers'
+    ``output_loading_info`` (``missing_keys`` – parameters initialised anew, such as an untrained
+    head; ``unexpected_keys`` – checkpoint weights dropped; ``mismatched_keys``; ``error_msgs``).
+    A tied ``lm_head`` is not reported missing by transformers. Raises :class:`ModelLoadError`
+    naming ``name`` and the keys (a model with its own code needs ``trust_remote_code: true``)."""
+    parts = []
+    for key, what in (("missing_keys", "missing (would be newly initialised)"),
+                      ("unexpected_keys", "unexpected (would be dropped)"),
+                      ("mismatched_keys", "shape-mismatched (would be newly initialised)")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if keys:
+            parts.append(f"{what}: {keys[:8]}{' …' if len(keys) > 8 else ''} ({len(keys)} keys)")
+    if info.get("error_msgs"):
+        parts.append(f"errors: {list(info['error_msgs'])[:3]}")
+    if parts:
+        raise ModelLoadError(
+            f"{name}: the checkpoint's weights do not fit {cls}: " + "; ".join(parts) +
+            ". A model with its own modelling code needs `trust_remote_code: true` in its models entry; "
+            "a head that is not in the checkpoint is never scored with.")
+
+
+def load_pretrained(auto_class: str, model_dir: str | Path, dtype: str = "float32",
+                    trust_from: str | Path | None = None, **kwargs: Any) -> Any:
+    """``transformers.<auto_class>.from_pretrained(model_dir)`` in ``dtype`` with the
+    :func:`trusts_remote_code` of ``trust_from`` (default ``model_dir``; an SFT checkpoint takes
+    its base model's), refused by :func:`check_loading_info` when the weights do not fit
+    (raises :class:`ModelLoadError`)."""
+    import torch
+    import transformers
+
+    cls = getattr(transformers, auto_class)
+    trust = trusts_remote_code(model_dir if trust_from is None else trust_from)
+    model, info = cls.from_pretrained(str(model_dir), dtype=getattr(torch, dtype), trust_remote_code=trust,
+                                      output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    check_loading_info(info, model_name(model_dir), type(model).__name__)
+    return model
 
 
 def _ensure_chat_template(model_dir: Path, spec: ModelSpec) -> str:
@@ -386,7 +478,7 @@ def _ensure_chat_template(model_dir: Path, spec: ModelSpec) -> str:
         return "n/a"
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=spec.trust_remote_code)
     if spec.chat_template:
         tok.chat_template = spec.chat_template
         tok.save_pretrained(model_dir)
@@ -419,7 +511,7 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 def load_tokenizer(model_dir: str | Path, padding_side: str = "left") -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trusts_remote_code(model_dir))
     tok.padding_side = padding_side
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -436,13 +528,13 @@ def default_device(device: str | None = None) -> str:
 
 
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    """The causal LM of ``model_dir`` in eval mode on :func:`default_device` (or ``device``),
+    through :func:`load_pretrained` (raises :class:`ModelLoadError` on missing or unexpected
+    weights)."""
     from teachfit.logs import timed
 
     with timed("model_load"):
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        model = load_pretrained("AutoModelForCausalLM", model_dir, dtype=dtype)
         model.to(default_device(device))
     model.eval()
     return model

@@ -53,6 +53,7 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
+from teachfit.models import trusts_remote_code
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -394,12 +395,13 @@ def lm_eval_model_args(cfg: EvalSettings, model_dir: str | Path, peft_dir: str |
     settings and the checkpoint (tests check the mapping without running lm-eval).
 
     ``cfg.backend == "hf"`` (lm-eval ``HFLM``): ``pretrained``, ``dtype`` (bfloat16 on a CUDA
-    ``device``, float32 otherwise), ``trust_remote_code=False``; an adapter adds ``peft`` (the
+    ``device``, float32 otherwise), ``trust_remote_code`` (the materialized model's, from its
+    manifest: :func:`teachfit.models.trusts_remote_code`); an adapter adds ``peft`` (the
     evaluation then merges it into the base weights: :func:`merged_lora_hflm`).
 
     ``cfg.backend == "vllm"`` (lm-eval ``VLLM``, ``lm_eval/models/vllm_causallms.py``, 0.4.12+):
-    ``pretrained``, ``dtype=bfloat16`` (vLLM's advice for CPU and GPU alike), ``trust_remote_code
-    =False``, ``seed`` (``cfg.seed``), and from the model's engine settings ``engine``
+    ``pretrained``, ``dtype=bfloat16`` (vLLM's advice for CPU and GPU alike), ``trust_remote_code``
+    (as for hf), ``seed`` (``cfg.seed``), and from the model's engine settings ``engine``
     (:func:`teachfit.generation.engines.backend_settings`) ``tensor_parallel_size``,
     ``gpu_memory_utilization`` (passed through to ``vllm.LLM``) and ``max_model_len`` when set. A
     LoRA adapter is served with the base model: ``lora_local_path`` (lm-eval then sets vLLM's
@@ -412,15 +414,16 @@ def lm_eval_model_args(cfg: EvalSettings, model_dir: str | Path, peft_dir: str |
     """
     model_dir = Path(model_dir)
     peft_path = Path(peft_dir) if peft_dir else None
+    trust = trusts_remote_code(model_dir)
     if cfg.backend == "hf":
         args: dict[str, Any] = {"pretrained": str(model_dir),
                                 "dtype": "bfloat16" if device.startswith("cuda") else "float32",
-                                "trust_remote_code": False}
+                                "trust_remote_code": trust}
         if peft_path is not None:
             args["peft"] = str(peft_path)
         model = "hf"
     elif cfg.backend == "vllm":
-        args = {"pretrained": str(model_dir), "dtype": "bfloat16", "trust_remote_code": False,
+        args = {"pretrained": str(model_dir), "dtype": "bfloat16", "trust_remote_code": trust,
                 "seed": cfg.seed, "tensor_parallel_size": int(engine["tensor_parallel_size"]),
                 "gpu_memory_utilization": float(engine["gpu_memory_utilization"])}
         if engine["max_model_len"] is not None:

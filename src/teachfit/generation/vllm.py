@@ -42,6 +42,7 @@ from teachfit.generation.base import (
     row_seed,
     truncate_at_stop,
 )
+from teachfit.models import trusts_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class VLLMBackend:
                  else f"gpu_memory_utilization {gpu_memory_utilization}")
         from teachfit.logs import timed
 
+        trust = trusts_remote_code(self.model_dir)
         with timed("model_load"):  # engine start: weights, KV cache, (compilation)
             self.llm = vllm.LLM(
                 model=str(self.model_dir),
@@ -193,6 +195,7 @@ class VLLMBackend:
                 max_model_len=max_model_len,
                 enforce_eager=bool(enforce_eager),
                 seed=seed,
+                trust_remote_code=trust,  # the models entry's, from the manifest
             )
         from transformers import AutoConfig, GenerationConfig
 
@@ -208,7 +211,8 @@ class VLLMBackend:
         self.tokenizer = load_tokenizer(self.model_dir)
         gen_cfg = (GenerationConfig.from_pretrained(str(self.model_dir))
                    if (self.model_dir / "generation_config.json").is_file() else None)
-        self.eos_ids = eos_token_ids(self.tokenizer, AutoConfig.from_pretrained(str(self.model_dir)), gen_cfg)
+        self.eos_ids = eos_token_ids(self.tokenizer,
+                                     AutoConfig.from_pretrained(str(self.model_dir), trust_remote_code=trust), gen_cfg)
         self.info = {
             "backend": self.name,
             "dtype": actual,

@@ -18,7 +18,10 @@ Two methods (``JudgeSettings.method``):
   Skywork-Reward, ArmoRM with ``trust_remote_code``): the (instruction, response)
   conversation is formatted with the model's chat template (or as a text pair for
   encoder models without one) and the score is the model output's ``score``
-  attribute when it has one (ArmoRM), else ``logits[:, 0]``. Decoder models are
+  attribute when it has one (ArmoRM), else its single logit (a head with more than
+  one logit and no ``score`` is refused). The model loads with its models entry's
+  ``trust_remote_code`` and is refused when its weights do not fit the class
+  (:func:`teachfit.models.load_pretrained`). Decoder models are
   left-padded and pooled at the last position; encoders are right-padded.
 
 Rule ``score_rewards`` (:mod:`teachfit.scoring.rewards`) scores generated responses with
@@ -77,8 +80,9 @@ class JudgeSettings:
 
     ``method``, ``batch_size`` and ``version`` come from the config (``teacher.reward``:
     ``type`` judge -> ``rating``, classifier -> ``seq_cls``) and have no default here. The other
-    fields are not config keys: the rating scale, the prompt text version, the prompt token limit,
-    the weights dtype and ``trust_remote_code`` are fixed semantics of the judge.
+    fields are not config keys: the rating scale, the prompt text version, the prompt token limit
+    and the weights dtype are fixed semantics of the judge (``trust_remote_code`` is the model's:
+    its ``models`` entry, recorded in the materialized model's manifest).
     Raises ``ValueError`` naming the field on a bad value.
     """
 
@@ -102,10 +106,6 @@ class JudgeSettings:
     dtype: str = field(
         default="float32",
         metadata={"help": "model weights dtype", "choices": DTYPES},
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "seq_cls: allow the model's own code (ArmoRM needs it)"},
     )
 
     def __post_init__(self) -> None:
@@ -329,21 +329,16 @@ class SequenceClassifierReward:
     """
 
     def __init__(self, model_dir: str | Path, settings: JudgeSettings, device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from teachfit.models import default_device
+        from teachfit.models import default_device, load_pretrained, load_tokenizer, model_name
 
         self.settings = settings
-        self.name = str(model_dir)
+        self.name = model_name(model_dir)
         if not (Path(model_dir) / "config.json").exists():
             raise JudgeError(f"{model_dir}: not a model directory (no config.json)")
         device = default_device(device)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), dtype=getattr(torch, self.settings.dtype),
-            trust_remote_code=self.settings.trust_remote_code,
-        ).to(device).eval()
-        self.tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=self.settings.trust_remote_code)
+        self.model = load_pretrained("AutoModelForSequenceClassification", model_dir,
+                                     dtype=self.settings.dtype).to(device).eval()
+        self.tok = load_tokenizer(model_dir, padding_side="right")
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.encoder = self.model.config.model_type in ENCODER_TYPES
@@ -401,9 +396,11 @@ class SequenceClassifierReward:
                 with torch.inference_mode():
                     res = self.model(**kwargs)
                 score = getattr(res, "score", None)
-                if score is None:
-                    score = res.logits[:, 0]
-                out[batch] = score.reshape(len(batch), -1)[:, 0].double().cpu().numpy()
+                score = (res.logits if score is None else score).reshape(len(batch), -1)
+                if score.shape[1] != 1:
+                    raise JudgeError(f"{self.name}: a reward model must output one score per sequence "
+                                     f"(`.score` or a single logit); it outputs {score.shape[1]} logits and no `.score`")
+                out[batch] = score[:, 0].double().cpu().numpy()
         finally:
             self.model.config.pad_token_id = cfg_pad
         return out, truncated

@@ -63,7 +63,7 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
-from teachfit.models import MANIFEST, read_manifest
+from teachfit.models import MANIFEST, load_pretrained, read_manifest, trusts_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +261,13 @@ def make_sft_trainer(
     Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template or its
     template never ends an assistant turn with a token that stops generation.
     """
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     check_sft_settings(sft)
     args = make_sft_config(sft, scratch_dir)
     set_seed(sft["seed"])  # before the model: peft initialises LoRA A randomly
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trusts_remote_code(model_dir))
     if not tokenizer.chat_template:
         raise DataError(
             f"{model_dir}: tokenizer has no chat template; materialize the model with "
@@ -281,7 +280,7 @@ def make_sft_trainer(
     from teachfit.logs import timed
 
     with timed("model_load"):
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = load_pretrained("AutoModelForCausalLM", model_dir, dtype="float32")
 
     from teachfit.generation.base import eos_token_ids
 

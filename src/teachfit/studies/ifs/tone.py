@@ -463,10 +463,9 @@ class ToneClassifier:
 
     def __init__(self, model_dir: str | Path, device: str | None = None,
                  max_length: int | None = None) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from teachfit.models import default_device
+        from teachfit.models import default_device, load_pretrained
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
@@ -486,9 +485,8 @@ class ToneClassifier:
         from teachfit.logs import timed
 
         with timed("model_load"):
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                str(self.model_dir), dtype=torch.float32
-            ).to(self.device)
+            self.model = load_pretrained("AutoModelForSequenceClassification", self.model_dir,
+                                         dtype="float32").to(self.device)
         self.model.eval()
         if self.model.config.num_labels != 2:
             raise DataError(
