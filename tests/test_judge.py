@@ -46,8 +46,10 @@ def models(tmp_path_factory):
     # an encoder reward model: the tiny bert with a 1-logit head (a reward is one number)
     bert_rm = AutoModelForSequenceClassification.from_pretrained(root / "bert", num_labels=1,
                                                                  ignore_mismatched_sizes=True)
-    bert_rm.save_pretrained(root / "bert_rm")
-    AutoTokenizer.from_pretrained(root / "bert").save_pretrained(root / "bert_rm")
+    bert_rm.save_pretrained(root / "bert_rm_src")
+    AutoTokenizer.from_pretrained(root / "bert").save_pretrained(root / "bert_rm_src")
+    materialize("tiny_bert", {"source": "local", "path": str(root / "bert_rm_src"), "kind": "reward",
+                              "task": "seq_cls"}, root / "bert_rm")
     return {"llama": root / "llama", "bert": root / "bert_rm", "llama_rm": root / "llama_rm"}
 
 
