@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -128,7 +129,8 @@ def _uv() -> str:
 def compile_env(env: str, out: Path, constraints: Path | None = None) -> subprocess.CompletedProcess:
     """``uv pip compile pyproject.toml envs/requirements/<env>.in`` for :data:`TARGET` into
     ``out`` (run in the repository root, so the header holds relative paths)."""
-    cmd = [_uv(), "pip", "compile", "--quiet", "pyproject.toml", f"envs/requirements/{env}.in", *TARGET,
+    req = os.path.relpath(REQUIREMENTS / f"{env}.in", ROOT)
+    cmd = [_uv(), "pip", "compile", "--quiet", "pyproject.toml", req, *TARGET,
            "--custom-compile-command", f"make lock-envs ENVS={env}", "-o", str(out)]
     if constraints is not None:
         cmd += ["--constraint", str(constraints)]
