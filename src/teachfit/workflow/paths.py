@@ -30,9 +30,9 @@ RUN = run_stem("{dataset}", "{generator}", "{selection}", "{base}")
 
 
 # --------------------------------------------------------------------------- models, seeds
-def model(alias: str) -> str:
-    """``results/models/<alias>``: a materialized model (safetensors + tokenizer + manifest)."""
-    return f"{RESULTS}/models/{alias}"
+def model(model: str) -> str:
+    """``results/models/<model>``: a materialized model alias (safetensors + tokenizer + manifest)."""
+    return f"{RESULTS}/models/{model}"
 
 
 def downloaded_seeds(seedset: str) -> str:
@@ -143,7 +143,7 @@ def evolver_file(seedset: str, evolver: str, scenario: str, name: str) -> str:
     return f"{RESULTS}/evolved/{seedset}/{evolver}/{scenario}/{name}"
 
 
-def scenario_file(seedset: str, scenario: str, suffix: str) -> str:
+def scenario_file(seedset: str, scenario: str, suffix: str = ".merged.parquet") -> str:
     """``results/evolved/<seedset>/<scenario><suffix>``: a scenario's merge of its evolvers;
     suffix ``.merged.parquet``, ``.drops.parquet``, ``.ranking.json``."""
     return f"{RESULTS}/evolved/{seedset}/{scenario}{suffix}"
@@ -212,3 +212,21 @@ def figure(name: str) -> str:
 def ifs_figure(run: str) -> str:
     """``results/figures/ifs/<run>.png``: a run's IFS curve."""
     return figure(f"ifs/{run}")
+
+
+def grammar() -> list[tuple[str, str]]:
+    """``(function, pattern)`` of every artifact function above, in definition order: each
+    parameter filled with its own placeholder (``{dataset}``; ``suffix`` keeps its default).
+    docs/dag.md's table and the Snakefile's top comment are checked against it."""
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    out = []
+    for name, fn in vars(module).items():
+        if (not inspect.isfunction(fn) or fn.__module__ != __name__ or name.startswith("_")
+                or name in ("grammar", "run_stem", "ifs_model_target", "ifs_run_target")):
+            continue
+        params = inspect.signature(fn).parameters.values()
+        out.append((name, fn(*[f"{{{p.name}}}" for p in params if p.default is inspect.Parameter.empty])))
+    return out
