@@ -1,4 +1,7 @@
-# Config loading and validation, wildcard constraints, input functions.
+# Config loading and validation, wildcard constraints, the checkpoint readers, and the input
+# functions every stage shares. An input function is one line: a function of
+# teachfit.workflow.inputs bound to this config and plan (input_function); paths come from
+# teachfit.workflow.paths. Study input functions: rules/study_inputs.smk, rules/recommend_inputs.smk.
 # The teachfit package is installed in every environment that runs this workflow (the local
 # venv: `make setup`; conda envs: `-e ${TEACHFIT_WORKFLOW}` in envs/*.yaml); nothing here edits
 # sys.path. Snakemake builds a conda env from a copy of its yaml in .snakemake/conda/, so pip finds
@@ -9,11 +12,8 @@ os.environ["TEACHFIT_WORKFLOW"] = str(workflow.basedir)
 
 from teachfit.schema import check_duplicate_keys
 from teachfit.workflow.config import validate_config
-from teachfit.workflow import plan
-from teachfit.io import package_data, read_json
-from teachfit.generation.engines import backend_settings
-from teachfit.scoring.losses import convention_settings
-from teachfit.evaluation.winrate import headline_key
+from teachfit.workflow import inputs, paths, plan
+from teachfit.io import read_json
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -36,149 +36,57 @@ wildcard_constraints:
     part="instructions|reference",
 
 
-def model_dir(alias):
-    return f"results/models/{alias}"
+def ranked_evolvers(seedset, scenario):
+    """The evolvers of a scenario with at least evolver.min_valid valid instructions
+    (checkpoint merge_evolved's ranking file); only their sets train."""
+    ranking = checkpoints.merge_evolved.get(
+        seedset=seedset, scenario=scenario
+    ).output.ranking
+    return read_json(ranking)["ranked"]
 
 
-def model_entry(wildcards):
-    return config["models"][wildcards.model]
+def pool_rows(seedset, scenario, evolver):
+    """The number of valid instructions in an evolver's pool (checkpoint pool_evolved)."""
+    summary = checkpoints.pool_evolved.get(
+        seedset=seedset, scenario=scenario, evolver=evolver
+    ).output.summary
+    return read_json(summary)["rows"]
 
 
-def generator_entry(wildcards):
-    return config["generators"][wildcards.generator]
-
-
-def generator_select(wildcards):
-    return config["generators"][wildcards.generator]["select"]
-
-
-def generator_model_dir(wildcards):
-    return model_dir(config["generators"][wildcards.generator]["model"])
-
-
-def backend_config(alias):
-    """Engine settings of model ``alias`` (teachfit.generation.engines.backend_settings)."""
-    return backend_settings(config["models"][alias], config["generation"])
-
-
-def base_backend(wildcards):
-    return backend_config(wildcards.base)
-
-
-def run_label(wildcards):
-    """The SFT run a job belongs to, as metadata (never parsed back from paths)."""
-    return {
-        "dataset": wildcards.dataset,
-        "generator": wildcards.generator,
-        "selection": wildcards.selection,
-        "base": wildcards.base,
-    }
-
-
-def generator_backend(wildcards):
-    return backend_config(config["generators"][wildcards.generator]["model"])
-
-
-def seedset_entry(wildcards):
-    return config["seedsets"][wildcards.seedset]
-
-
-def seedset_file(wildcards):
-    entry = config["seedsets"][wildcards.seedset]
-    if entry.get("path"):
-        return entry["path"]
-    return f"results/seeds/{wildcards.seedset}.parquet"
-
-
-def instructions_file(wildcards):
-    return f"results/instructions/{wildcards.dataset}.parquet"
-
-
-def scorer_dir(wildcards):
-    return model_dir(wildcards.scorer)
-
-
-def base_dir(wildcards):
-    return model_dir(wildcards.base)
-
-
-def reward_model_dir(wildcards):
-    return model_dir(PLAN.reward_model(wildcards.dataset))
-
-
-def reward_settings(wildcards):
-    return PLAN.reward_settings(wildcards.dataset)
-
-
-def selection_settings(wildcards):
-    return PLAN.selection_settings(wildcards.selection)
-
-
-def scores_file(dataset, generator, scorer, convention):
-    """L(Q), L(A|Q), L(A) of a generator's responses under one scorer and convention."""
-    return f"results/scores/{dataset}/{generator}/{scorer}.{convention}.parquet"
-
-
-def scoring_settings(wildcards):
-    """The scoring job's settings: the scoring section narrowed to its convention."""
-    return convention_settings(config["scoring"], wildcards.convention)
-
-
-def selection_scores(wildcards):
-    """Scores the selection method needs (none for random / full data)."""
-    key = PLAN.selection_scorer(wildcards.selection)
-    if key is None:
-        return []
-    return [
-        scores_file(
-            wildcards.dataset, wildcards.generator, key["scorer"], key["convention"]
-        )
-    ]
+def input_function(fn, **checkpoint_readers):
+    """``fn`` of teachfit.workflow.inputs as a function of the wildcards alone."""
+    return inputs.bind(fn, config, PLAN, **checkpoint_readers)
 
 
 def get_final_output():
     """Every target but the per-run IFS figures of the evolved sets (evolved_run_figures)."""
-    return PLAN.final_outputs(ranked=lambda seedset, scenario: ())
+    return inputs.final_outputs(PLAN)
 
 
-def evolved_run_figures(wildcards):
-    """The per-run IFS figures of the ranked evolvers' sets (checkpoint merge_evolved); kept out of
-    get_final_output so that a dry run still lists every other job before the checkpoint runs.
-    """
-    evolved = set(PLAN.evolved_datasets())
-    return [
-        f"results/figures/ifs/{r.path}.png"
-        for r in PLAN.ifs_runs(ranked_evolvers)
-        if r.dataset in evolved
-    ]
-
-
-def wildcard_run(wildcards):
-    return plan.Run(
-        wildcards.dataset, wildcards.generator, wildcards.selection, wildcards.base
-    )
-
-
-def selected_checkpoint_input(wildcards):
-    """The IFS-selected checkpoint, when only final + selected are evaluated and the run has
-    an IFS curve (ifs.runs)."""
-    if config["eval"]["checkpoints"] != "final_and_selected":
-        return []
-    run = wildcard_run(wildcards)
-    if not PLAN.has_ifs_curve(run):
-        return []
-    return [f"results/ifs/checkpoints/{run.path}.selected.json"]
-
-
-def run_eval_settings(wildcards):
-    """The eval section for one run: final_and_selected becomes final for a run without an
-    IFS curve (ifs.runs), whose selected checkpoint does not exist."""
-    e = dict(config["eval"])
-    if e["checkpoints"] == "final_and_selected" and not PLAN.has_ifs_curve(
-        wildcard_run(wildcards)
-    ):
-        e["checkpoints"] = "final"
-    return e
+evolved_run_figures = input_function(inputs.evolved_run_figures, ranked=ranked_evolvers)
+model_entry = input_function(inputs.model_entry)
+model_dir = input_function(inputs.model_dir)
+model_backend = input_function(inputs.model_backend)
+generator_entry = input_function(inputs.generator_entry)
+generator_select = input_function(inputs.generator_select)
+generator_model_dir = input_function(inputs.generator_model_dir)
+generator_backend = input_function(inputs.generator_backend)
+base_dir = input_function(inputs.base_dir)
+base_backend = input_function(inputs.base_backend)
+run_label = input_function(inputs.run_label)
+seedset_entry = input_function(inputs.seedset_entry)
+seedset_file = input_function(inputs.seedset_file)
+instructions_file = input_function(inputs.instructions_file)
+scorer_dir = input_function(inputs.scorer_dir)
+reward_model_dir = input_function(inputs.reward_model_dir)
+reward_settings = input_function(inputs.reward_settings)
+selection_settings = input_function(inputs.selection_settings)
+scoring_settings = input_function(inputs.scoring_settings)
+selection_scores = input_function(inputs.selection_scores)
+selected_checkpoint_input = input_function(inputs.selected_checkpoint_input)
+run_eval_settings = input_function(inputs.run_eval_settings)
+summary_run_evals = input_function(inputs.summary_run_evals, ranked=ranked_evolvers)
+summary_model_evals = input_function(inputs.summary_model_evals)
 
 
 def model_gpus(alias, engine="hf"):

@@ -13,11 +13,11 @@ EVAL_ENV = (
 
 rule evaluate_model:
     input:
-        model_dir=lambda wildcards: model_dir(wildcards.model),
+        model_dir=model_dir,
     output:
-        results="results/eval/models/{model}.json",
-        samples="results/eval/models/{model}.samples.jsonl",
-        tidy="results/eval/models/{model}.parquet",
+        results=paths.model_eval("{model}", ".json"),
+        samples=paths.model_eval("{model}", ".samples.jsonl"),
+        tidy=paths.model_eval("{model}", ".parquet"),
     log:
         log="results/logs/evaluate_model/{model}.log",
     benchmark:
@@ -30,19 +30,19 @@ rule evaluate_model:
     params:
         eval=config["eval"],
         model="{model}",
-        backend=lambda wildcards: backend_config(wildcards.model),
+        backend=model_backend,
     script:
         "../scripts/evaluate_model.py"
 
 
 rule evaluate_checkpoints:
     input:
-        sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
+        sft_dir=paths.sft(paths.RUN),
         model_dir=base_dir,
         selected=selected_checkpoint_input,
     output:
-        eval_dir=directory("results/eval/{dataset}/{generator}/{selection}/{base}"),
-        tidy="results/eval/{dataset}/{generator}/{selection}/{base}.parquet",
+        eval_dir=directory(paths.run_eval_dir(paths.RUN)),
+        tidy=paths.run_eval(paths.RUN),
     log:
         log="results/logs/evaluate_checkpoints/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -62,15 +62,11 @@ rule evaluate_checkpoints:
 
 rule summarize_evals:
     input:
-        runs=lambda wildcards: [
-            f"results/eval/{r.path}.parquet" for r in trained_runs()
-        ],
-        models=lambda wildcards: [
-            f"results/eval/models/{m}.parquet" for m in PLAN.names["eval_models"]
-        ],
+        runs=summary_run_evals,
+        models=summary_model_evals,
     output:
         table=report(
-            "results/tables/eval_summary.csv",
+            paths.table("eval_summary"),
             caption="report/eval_summary.rst",
             category="Evaluation",
         ),

@@ -11,8 +11,12 @@ rule evolve_instructions:
         previous=previous_round,
         model_dir=evolver_dir,
     output:
-        replies="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.replies.parquet",
-        top1="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.top1.parquet",
+        replies=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".replies.parquet"
+        ),
+        top1=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".top1.parquet"
+        ),
     log:
         log="results/logs/evolve_instructions/{seedset}/{evolver}/{scenario}/round{k}.log",
     benchmark:
@@ -41,12 +45,20 @@ rule evolve_instructions:
 # the valid instructions only.
 rule gate_instructions:
     input:
-        replies="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.replies.parquet",
+        replies=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".replies.parquet"
+        ),
         judge_dir=evolver_judge_dir,
     output:
-        evolved="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.parquet",
-        verdicts="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.gate.parquet",
-        drops="results/evolved/{seedset}/{evolver}/{scenario}/round{k}.drops.json",
+        evolved=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".parquet"
+        ),
+        verdicts=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".gate.parquet"
+        ),
+        drops=paths.evolved_round(
+            "{seedset}", "{evolver}", "{scenario}", "{k}", ".drops.json"
+        ),
     log:
         log="results/logs/gate_instructions/{seedset}/{evolver}/{scenario}/round{k}.log",
     benchmark:
@@ -70,13 +82,15 @@ rule gate_instructions:
 
 rule evolve_autoif:
     input:
-        seeds="results/instructions/{seedset}.parquet",
+        seeds=paths.instructions("{seedset}"),
         seed_instructions=autoif_seed_instructions,
         model_dir=evolver_dir,
     output:
-        evolved="results/evolved/{seedset}/{evolver}/autoif/round1.parquet",
-        drops="results/evolved/{seedset}/{evolver}/autoif/round1.drops.json",
-        verifiers="results/evolved/{seedset}/{evolver}/autoif/verifiers.parquet",
+        evolved=paths.evolved_round("{seedset}", "{evolver}", "autoif", 1, ".parquet"),
+        drops=paths.evolved_round("{seedset}", "{evolver}", "autoif", 1, ".drops.json"),
+        verifiers=paths.evolver_file(
+            "{seedset}", "{evolver}", "autoif", "verifiers.parquet"
+        ),
     log:
         log="results/logs/evolve_autoif/{seedset}/{evolver}.log",
     benchmark:
@@ -104,8 +118,10 @@ checkpoint pool_evolved:
     input:
         rounds=evolver_round_files,
     output:
-        instructions="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
-        summary="results/evolved/{seedset}/{evolver}/{scenario}/pool.json",
+        instructions=paths.instructions(
+            plan.pool_name("{seedset}", "{scenario}", "{evolver}")
+        ),
+        summary=paths.evolver_file("{seedset}", "{evolver}", "{scenario}", "pool.json"),
     log:
         log="results/logs/pool_evolved/{seedset}/{scenario}/{evolver}.log",
     benchmark:
@@ -125,11 +141,17 @@ checkpoint pool_evolved:
 # WizardLM's response rules on the teacher's answers, before the equal-size sets.
 rule gate_responses:
     input:
-        instructions="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
+        instructions=paths.instructions(
+            plan.pool_name("{seedset}", "{scenario}", "{evolver}")
+        ),
         responses=pool_responses,
     output:
-        answered="results/evolved/{seedset}/{evolver}/{scenario}/answered.parquet",
-        drops="results/evolved/{seedset}/{evolver}/{scenario}/answered.drops.json",
+        answered=paths.evolver_file(
+            "{seedset}", "{evolver}", "{scenario}", "answered.parquet"
+        ),
+        drops=paths.evolver_file(
+            "{seedset}", "{evolver}", "{scenario}", "answered.drops.json"
+        ),
     log:
         log="results/logs/gate_responses/{seedset}/{scenario}/{evolver}.log",
     benchmark:
@@ -154,9 +176,9 @@ checkpoint merge_evolved:
         pools=pool_summaries,
         round_drops=evolved_round_drops,
     output:
-        merged="results/evolved/{seedset}/{scenario}.merged.parquet",
-        drops="results/evolved/{seedset}/{scenario}.drops.parquet",
-        ranking="results/evolved/{seedset}/{scenario}.ranking.json",
+        merged=paths.scenario_file("{seedset}", "{scenario}", ".merged.parquet"),
+        drops=paths.scenario_file("{seedset}", "{scenario}", ".drops.parquet"),
+        ranking=paths.scenario_file("{seedset}", "{scenario}", ".ranking.json"),
     log:
         log="results/logs/merge_evolved/{seedset}/{scenario}.log",
     benchmark:
@@ -177,11 +199,15 @@ checkpoint merge_evolved:
 
 rule split_evolved:
     input:
-        merged="results/evolved/{seedset}/{scenario}.merged.parquet",
-        pool="results/instructions/{seedset}-{scenario}-{evolver}-pool.parquet",
+        merged=paths.scenario_file("{seedset}", "{scenario}", ".merged.parquet"),
+        pool=paths.instructions(plan.pool_name("{seedset}", "{scenario}", "{evolver}")),
     output:
-        instructions="results/instructions/{seedset}-{scenario}-{evolver}.parquet",
-        responses=f"results/responses/{{seedset}}-{{scenario}}-{{evolver}}/{EVOLVER_TEACHER}.parquet",
+        instructions=paths.instructions(
+            plan.evolved_name("{seedset}", "{scenario}", "{evolver}")
+        ),
+        responses=paths.responses(
+            plan.evolved_name("{seedset}", "{scenario}", "{evolver}"), EVOLVER_TEACHER
+        ),
     log:
         log="results/logs/split_evolved/{seedset}/{scenario}/{evolver}.log",
     benchmark:
@@ -197,12 +223,12 @@ rule split_evolved:
 
 rule describe_instructions:
     input:
-        instructions="results/instructions/{dataset}.parquet",
+        instructions=paths.instructions("{dataset}"),
         responses=evolver_teacher_responses,
         judge_dir=evolver_judge_dir,
         embed_dir=evolver_embed_dir,
     output:
-        stats="results/stats/{dataset}.parquet",
+        stats=paths.stats("{dataset}"),
     log:
         log="results/logs/describe_instructions/{dataset}.log",
     benchmark:
@@ -229,17 +255,17 @@ rule build_evolver_tables:
         top1=top1_files,
     output:
         comparison_table=report(
-            "results/tables/evolver_comparison.csv",
+            paths.table("evolver_comparison"),
             caption="report/evolver_comparison.rst",
             category="Evolver study",
         ),
         stats_table=report(
-            "results/tables/evolved_instruction_stats.csv",
+            paths.table("evolved_instruction_stats"),
             caption="report/evolver_stats.rst",
             category="Evolver study",
         ),
-        selection_table="results/tables/selection_comparison.csv",
-        top1_table="results/tables/evolver_top1_stats.csv",
+        selection_table=paths.table("selection_comparison"),
+        top1_table=paths.table("evolver_top1_stats"),
     log:
         log="results/logs/build_evolver_tables/evolver.log",
     benchmark:
@@ -260,26 +286,26 @@ rule build_evolver_tables:
 rule plot_evolver_figures:
     input:
         top1=top1_files,
-        stats_table="results/tables/evolved_instruction_stats.csv",
-        selection_table="results/tables/selection_comparison.csv",
+        stats_table=paths.table("evolved_instruction_stats"),
+        selection_table=paths.table("selection_comparison"),
     output:
         top1_figure=report(
-            "results/figures/evolver/top1_probability.png",
+            paths.figure("evolver/top1_probability"),
             caption="report/evolver_top1.rst",
             category="Evolver study",
         ),
         difficulty_figure=report(
-            "results/figures/evolver/difficulty_per_round.png",
+            paths.figure("evolver/difficulty_per_round"),
             caption="report/evolver_difficulty.rst",
             category="Evolver study",
         ),
         selection_figure=report(
-            "results/figures/evolver/selection_comparison.png",
+            paths.figure("evolver/selection_comparison"),
             caption="report/evolver_selection.rst",
             category="Evolver study",
         ),
         gate_figure=report(
-            "results/figures/evolver/gate_counts.png",
+            paths.figure("evolver/gate_counts"),
             caption="report/evolver_gate.rst",
             category="Evolver study",
         ),

@@ -8,7 +8,7 @@ rule make_tone_data:
     input:
         pairs=tone_pairs,
     output:
-        data="results/ifs/tone_data.parquet",
+        data=paths.ifs_file("tone_data.parquet"),
     log:
         log="results/logs/make_tone_data/tone.log",
     benchmark:
@@ -25,12 +25,12 @@ rule make_tone_data:
 
 rule train_tone_classifier:
     input:
-        data="results/ifs/tone_data.parquet",
-        encoder_dir=lambda wildcards: model_dir(config["ifs"]["classifier"]["encoder"]),
+        data=paths.ifs_file("tone_data.parquet"),
+        encoder_dir=tone_encoder_dir,
     output:
-        classifier=directory("results/ifs/classifier"),
+        classifier=directory(paths.ifs_file("classifier")),
         metrics=report(
-            "results/tables/tone_classifier.csv",
+            paths.table("tone_classifier"),
             caption="report/tone_classifier.rst",
             category="IFS study",
         ),
@@ -52,7 +52,7 @@ rule make_ifs_prompts:
     input:
         source=ifs_prompt_source,
     output:
-        prompts="results/ifs/prompts.parquet",
+        prompts=paths.ifs_file("prompts.parquet"),
     log:
         log="results/logs/make_ifs_prompts/prompts.log",
     benchmark:
@@ -69,11 +69,11 @@ rule make_ifs_prompts:
 
 rule answer_ifs_model:
     input:
-        prompts="results/ifs/prompts.parquet",
+        prompts=paths.ifs_file("prompts.parquet"),
         questions=objecqa_questions,
-        model_dir=lambda wildcards: model_dir(wildcards.model),
+        model_dir=model_dir,
     output:
-        answers="results/ifs/answers/models/{model}.parquet",
+        answers=paths.ifs_answers(paths.ifs_model_target("{model}")),
     log:
         log="results/logs/answer_ifs_model/{model}.log",
     benchmark:
@@ -86,7 +86,7 @@ rule answer_ifs_model:
     params:
         prompt_settings=config["ifs"]["prompts"],
         objecqa=config["ifs"]["objecqa"],
-        backend=ifs_model_backend,
+        backend=model_backend,
         seed=config["seed"],
     script:
         "../scripts/answer_ifs_model.py"
@@ -94,12 +94,12 @@ rule answer_ifs_model:
 
 rule answer_ifs_run:
     input:
-        prompts="results/ifs/prompts.parquet",
+        prompts=paths.ifs_file("prompts.parquet"),
         questions=objecqa_questions,
         model_dir=base_dir,
-        sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
+        sft_dir=paths.sft(paths.RUN),
     output:
-        answers="results/ifs/answers/runs/{dataset}/{generator}/{selection}/{base}.parquet",
+        answers=paths.ifs_answers(paths.ifs_run_target(paths.RUN)),
     log:
         log="results/logs/answer_ifs_run/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -120,11 +120,11 @@ rule answer_ifs_run:
 rule calibrate_objecqa_judge:
     input:
         judge_set=objecqa_judge_set,
-        judge_dir=lambda wildcards: model_dir(config["ifs"]["objecqa"]["judge"]),
+        judge_dir=objecqa_judge_dir,
     output:
-        calibration="results/ifs/objecqa_judge.json",
+        calibration=paths.ifs_file("objecqa_judge.json"),
         table=report(
-            "results/tables/objecqa_judge.csv",
+            paths.table("objecqa_judge"),
             caption="report/objecqa_judge.rst",
             category="IFS study",
         ),
@@ -147,12 +147,12 @@ rule calibrate_objecqa_judge:
 
 rule score_ifs:
     input:
-        answers="results/ifs/answers/{target}.parquet",
-        classifier="results/ifs/classifier",
-        judge_dir=lambda wildcards: model_dir(config["ifs"]["objecqa"]["judge"]),
+        answers=paths.ifs_answers("{target}"),
+        classifier=paths.ifs_file("classifier"),
+        judge_dir=objecqa_judge_dir,
         calibration=objecqa_calibration,
     output:
-        scores="results/ifs/scores/{target}.parquet",
+        scores=paths.ifs_scores("{target}"),
     log:
         log="results/logs/score_ifs/{target}.log",
     benchmark:
@@ -173,11 +173,11 @@ rule score_ifs:
 
 rule select_checkpoint:
     input:
-        scores="results/ifs/scores/runs/{dataset}/{generator}/{selection}/{base}.parquet",
-        train_log="results/sft/{dataset}/{generator}/{selection}/{base}.train_log.parquet",
+        scores=paths.ifs_scores(paths.ifs_run_target(paths.RUN)),
+        train_log=paths.train_log(paths.RUN),
     output:
-        selected="results/ifs/checkpoints/{dataset}/{generator}/{selection}/{base}.selected.json",
-        curve="results/ifs/checkpoints/{dataset}/{generator}/{selection}/{base}.parquet",
+        selected=paths.ifs_checkpoint(paths.RUN, ".selected.json"),
+        curve=paths.ifs_checkpoint(paths.RUN, ".parquet"),
     log:
         log="results/logs/select_checkpoint/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -197,17 +197,17 @@ rule build_ifs_tables:
         unpack(ifs_tables_input),
     output:
         models=report(
-            "results/tables/ifs_models.csv",
+            paths.table("ifs_models"),
             caption="report/ifs_models.rst",
             category="IFS study",
         ),
         checkpoints=report(
-            "results/tables/ifs_checkpoints.csv",
+            paths.table("ifs_checkpoints"),
             caption="report/ifs_checkpoints.rst",
             category="IFS study",
         ),
         early_stopping=report(
-            "results/tables/early_stopping.csv",
+            paths.table("early_stopping"),
             caption="report/early_stopping.rst",
             category="IFS study",
         ),
@@ -227,10 +227,10 @@ rule build_ifs_tables:
 
 rule plot_ifs_curve:
     input:
-        curve="results/ifs/checkpoints/{dataset}/{generator}/{selection}/{base}.parquet",
+        curve=paths.ifs_checkpoint(paths.RUN, ".parquet"),
     output:
         figure=report(
-            "results/figures/ifs/{dataset}/{generator}/{selection}/{base}.png",
+            paths.ifs_figure(paths.RUN),
             caption="report/ifs_curve.rst",
             category="IFS study",
             labels={

@@ -6,10 +6,10 @@
 
 rule score_losses:
     input:
-        responses="results/responses/{dataset}/{generator}.parquet",
+        responses=paths.responses("{dataset}", "{generator}"),
         model_dir=scorer_dir,
     output:
-        scores="results/scores/{dataset}/{generator}/{scorer}.{convention}.parquet",
+        scores=paths.scores("{dataset}", "{generator}", "{scorer}", "{convention}"),
     log:
         log="results/logs/score_losses/{dataset}/{generator}/{scorer}.{convention}.log",
     benchmark:

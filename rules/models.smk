@@ -6,7 +6,7 @@
 
 rule materialize_model:
     output:
-        model_dir=directory("results/models/{model}"),
+        model_dir=directory(paths.model("{model}")),
     log:
         log="results/logs/materialize_model/{model}.log",
     benchmark:

@@ -5,12 +5,12 @@
 # - rank_teachers: candidates ranked by CAR and the other data metrics, per student (no SFT or
 #   evaluation in its DAG unless teacher.ranking.measured asks for the predicted-vs-measured check);
 # - select_data: a user data set -> its top-k% as a ready-to-train chat-messages JSONL.
-# Input functions: rules/recommend_inputs.smk.
+# Input functions: teachfit.workflow.inputs (bound in rules/recommend_inputs.smk).
 
 
 rule download_generator_dataset:
     output:
-        raw="results/raw/generators/{generator}.parquet",
+        raw=paths.downloaded_generator("{generator}"),
     log:
         log="results/logs/download_generator_dataset/{generator}.log",
     benchmark:
@@ -31,8 +31,8 @@ rule import_responses:
         instructions=instructions_file,
         source=dataset_generator_source,
     output:
-        generations="results/generations/{dataset}/{generator}.parquet",
-        join_report="results/generations/{dataset}/{generator}.join.json",
+        generations=paths.generations("{dataset}", "{generator}"),
+        join_report=paths.join_report("{dataset}", "{generator}"),
     log:
         log="results/logs/import_responses/{dataset}/{generator}.log",
     benchmark:
@@ -51,17 +51,17 @@ rule import_responses:
 
 rule rank_teachers:
     input:
-        data_metrics="results/tables/teacher_data_metrics.csv",
+        data_metrics=paths.table("teacher_data_metrics"),
         join_reports=ranking_join_reports,
         measured=ranking_measured,
     output:
         table=report(
-            "results/tables/teacher_ranking.csv",
+            paths.table("teacher_ranking"),
             caption="report/teacher_ranking_table.rst",
             category="Recommendation",
         ),
         figure=report(
-            "results/figures/teacher/ranking.png",
+            paths.figure("teacher/ranking"),
             caption="report/teacher_ranking.rst",
             category="Recommendation",
         ),
@@ -84,7 +84,7 @@ rule rank_teachers:
 
 rule download_select_data:
     output:
-        raw="results/raw/select_data/{name}.parquet",
+        raw=paths.downloaded_select_data("{name}"),
     log:
         log="results/logs/download_select_data/{name}.log",
     benchmark:
@@ -104,8 +104,8 @@ rule prepare_select_data:
     input:
         source=select_data_source,
     output:
-        pairs="results/select_data/{name}/pairs.parquet",
-        rejected="results/select_data/{name}/rejected.parquet",
+        pairs=paths.select_data("{name}", "pairs.parquet"),
+        rejected=paths.select_data("{name}", "rejected.parquet"),
     log:
         log="results/logs/prepare_select_data/{name}.log",
     benchmark:
@@ -125,10 +125,10 @@ rule prepare_select_data:
 # the same function and script as rule score_losses, on the user's pairs under the student
 rule score_select_data:
     input:
-        responses="results/select_data/{name}/pairs.parquet",
+        responses=paths.select_data("{name}", "pairs.parquet"),
         model_dir=select_data_student_dir,
     output:
-        scores="results/select_data/{name}/scores.parquet",
+        scores=paths.select_data("{name}", "scores.parquet"),
     log:
         log="results/logs/score_select_data/{name}.log",
     benchmark:
@@ -149,14 +149,14 @@ rule score_select_data:
 
 rule select_data:
     input:
-        pairs="results/select_data/{name}/pairs.parquet",
-        rejected="results/select_data/{name}/rejected.parquet",
-        scores="results/select_data/{name}/scores.parquet",
+        pairs=paths.select_data("{name}", "pairs.parquet"),
+        rejected=paths.select_data("{name}", "rejected.parquet"),
+        scores=paths.select_data("{name}", "scores.parquet"),
     output:
-        selected="results/select_data/{name}/selected.jsonl",
-        decisions="results/select_data/{name}/decisions.csv",
+        selected=paths.select_data("{name}", "selected.jsonl"),
+        decisions=paths.select_data("{name}", "decisions.csv"),
         summary=report(
-            "results/tables/select_data_{name}.csv",
+            paths.table("select_data_{name}"),
             caption="report/select_data.rst",
             category="Recommendation",
         ),

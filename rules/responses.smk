@@ -8,7 +8,7 @@ rule generate_responses:
         instructions=instructions_file,
         model_dir=generator_model_dir,
     output:
-        generations="results/generations/{dataset}/{generator}.parquet",
+        generations=paths.generations("{dataset}", "{generator}"),
     log:
         log="results/logs/generate_responses/{dataset}/{generator}.log",
     benchmark:
@@ -32,10 +32,10 @@ rule generate_responses:
 
 rule score_rewards:
     input:
-        generations="results/generations/{dataset}/{generator}.parquet",
+        generations=paths.generations("{dataset}", "{generator}"),
         model_dir=reward_model_dir,
     output:
-        rewards="results/rewards/{dataset}/{generator}.parquet",
+        rewards=paths.rewards("{dataset}", "{generator}"),
     log:
         log="results/logs/score_rewards/{dataset}/{generator}.log",
     benchmark:
@@ -55,10 +55,10 @@ rule score_rewards:
 # every data set but those.
 rule select_responses:
     input:
-        generations="results/generations/{dataset}/{generator}.parquet",
-        rewards="results/rewards/{dataset}/{generator}.parquet",
+        generations=paths.generations("{dataset}", "{generator}"),
+        rewards=paths.rewards("{dataset}", "{generator}"),
     output:
-        responses="results/responses/{dataset}/{generator}.parquet",
+        responses=paths.responses("{dataset}", "{generator}"),
     log:
         log="results/logs/select_responses/{dataset}/{generator}.log",
     benchmark:

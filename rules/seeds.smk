@@ -6,7 +6,7 @@ rule prepare_seeds:
     input:
         source=seedset_file,
     output:
-        instructions="results/instructions/{seedset}.parquet",
+        instructions=paths.instructions("{seedset}"),
     log:
         log="results/logs/prepare_seeds/{seedset}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule prepare_seeds:
 
 rule download_seedset:
     output:
-        raw="results/seeds/{seedset}.parquet",
+        raw=paths.downloaded_seeds("{seedset}"),
     log:
         log="results/logs/download_seedset/{seedset}.log",
     benchmark:

@@ -3,7 +3,7 @@
 # default run's pairwise stand-in), rank correlations and figures (one function per rule in
 # teachfit.studies.teacher / teachfit.evaluation.winrate / .alpaca_eval2 / .benchmark_data). Which generator,
 # scorer or base a file belongs to travels as params aligned with the inputs
-# (rules/study_inputs.smk). Changing car.beta or car.reward_offset re-runs
+# (teachfit.workflow.inputs). Changing car.beta or car.reward_offset re-runs
 # compute_car and everything after it only.
 
 TEACHER_METRICS = [
@@ -22,7 +22,7 @@ rule compute_data_metrics:
         responses=teacher_responses,
         scores=teacher_scores,
     output:
-        metrics="results/metrics/teacher/data_metrics.parquet",
+        metrics=paths.data_metrics("teacher"),
     log:
         log="results/logs/compute_data_metrics/teacher.log",
     benchmark:
@@ -42,10 +42,10 @@ rule compute_data_metrics:
 
 rule compute_car:
     input:
-        metrics="results/metrics/teacher/data_metrics.parquet",
+        metrics=paths.data_metrics("teacher"),
     output:
         table=report(
-            "results/tables/teacher_data_metrics.csv",
+            paths.table("teacher_data_metrics"),
             caption="report/teacher_data_metrics.rst",
             category="Teacher study",
         ),
@@ -64,7 +64,7 @@ rule compute_car:
 
 rule download_winrate_data:
     output:
-        table="results/winrate_data/{benchmark}/{part}.parquet",
+        table=paths.winrate_data("{benchmark}", "{part}"),
     log:
         log="results/logs/download_winrate_data/{benchmark}/{part}.log",
     benchmark:
@@ -83,9 +83,9 @@ rule answer_winrate:
     input:
         instructions=winrate_instructions,
         model_dir=base_dir,
-        sft_dir="results/sft/{dataset}/{generator}/{selection}/{base}",
+        sft_dir=paths.sft(paths.RUN),
     output:
-        answers="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.answers.parquet",
+        answers=paths.winrate("{benchmark}", paths.RUN, ".answers.parquet"),
     log:
         log="results/logs/answer_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -105,13 +105,13 @@ rule answer_winrate:
 
 rule judge_winrate:
     input:
-        answers="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.answers.parquet",
+        answers=paths.winrate("{benchmark}", paths.RUN, ".answers.parquet"),
         reference=winrate_reference,
         judge_dir=winrate_judge_dir,
         judge_prompt=winrate_judge_prompt,
     output:
-        summary="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.json",
-        judged="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.parquet",
+        summary=paths.winrate("{benchmark}", paths.RUN, ".json"),
+        judged=paths.winrate("{benchmark}", paths.RUN, ".parquet"),
     log:
         log="results/logs/judge_winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -134,10 +134,10 @@ rule judge_winrate:
 # from the hub at call time, so it runs as a local rule (the node with network), not on a GPU node.
 rule alpaca_eval_lc:
     input:
-        judged="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.parquet",
-        summary="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.json",
+        judged=paths.winrate("{benchmark}", paths.RUN, ".parquet"),
+        summary=paths.winrate("{benchmark}", paths.RUN, ".json"),
     output:
-        result="results/winrate/{benchmark}/{dataset}/{generator}/{selection}/{base}.alpaca_eval.json",
+        result=paths.winrate("{benchmark}", paths.RUN, ".alpaca_eval.json"),
     log:
         log="results/logs/alpaca_eval_lc/{benchmark}/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:
@@ -158,7 +158,7 @@ rule build_teacher_performance:
         winrates=teacher_winrates,
     output:
         table=report(
-            "results/tables/teacher_performance.csv",
+            paths.table("teacher_performance"),
             caption="report/teacher_performance.rst",
             category="Teacher study",
         ),
@@ -178,11 +178,11 @@ rule build_teacher_performance:
 
 rule correlate_teacher_metrics:
     input:
-        data_metrics="results/tables/teacher_data_metrics.csv",
-        performance="results/tables/teacher_performance.csv",
+        data_metrics=paths.table("teacher_data_metrics"),
+        performance=paths.table("teacher_performance"),
     output:
         table=report(
-            "results/tables/teacher_metric_correlations.csv",
+            paths.table("teacher_metric_correlations"),
             caption="report/teacher_correlations.rst",
             category="Teacher study",
         ),
@@ -201,24 +201,22 @@ rule correlate_teacher_metrics:
 
 rule plot_teacher_figures:
     input:
-        data_metrics="results/tables/teacher_data_metrics.csv",
-        performance="results/tables/teacher_performance.csv",
-        correlations="results/tables/teacher_metric_correlations.csv",
+        data_metrics=paths.table("teacher_data_metrics"),
+        performance=paths.table("teacher_performance"),
+        correlations=paths.table("teacher_metric_correlations"),
     output:
         heatmap=report(
-            "results/figures/teacher/performance_heatmap.png",
+            paths.figure("teacher/performance_heatmap"),
             caption="report/teacher_heatmap.rst",
             category="Teacher study",
         ),
         best=report(
-            "results/figures/teacher/best_generator.png",
+            paths.figure("teacher/best_generator"),
             caption="report/teacher_best.rst",
             category="Teacher study",
         ),
         scatter=report(
-            expand(
-                "results/figures/teacher/scatter_{metric}.png", metric=TEACHER_METRICS
-            ),
+            expand(paths.figure("teacher/scatter_{metric}"), metric=TEACHER_METRICS),
             caption="report/teacher_scatter.rst",
             category="Teacher study",
         ),

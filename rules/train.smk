@@ -6,10 +6,10 @@
 
 rule select_trainset:
     input:
-        responses="results/responses/{dataset}/{generator}.parquet",
+        responses=paths.responses("{dataset}", "{generator}"),
         scores=selection_scores,
     output:
-        trainset="results/trainsets/{dataset}/{generator}/{selection}.parquet",
+        trainset=paths.trainset("{dataset}", "{generator}", "{selection}"),
     log:
         log="results/logs/select_trainset/{dataset}/{generator}/{selection}.log",
     benchmark:
@@ -26,11 +26,11 @@ rule select_trainset:
 
 rule train_sft:
     input:
-        trainset="results/trainsets/{dataset}/{generator}/{selection}.parquet",
+        trainset=paths.trainset("{dataset}", "{generator}", "{selection}"),
         model_dir=base_dir,
     output:
-        sft_dir=directory("results/sft/{dataset}/{generator}/{selection}/{base}"),
-        train_log="results/sft/{dataset}/{generator}/{selection}/{base}.train_log.parquet",
+        sft_dir=directory(paths.sft(paths.RUN)),
+        train_log=paths.train_log(paths.RUN),
     log:
         log="results/logs/train_sft/{dataset}/{generator}/{selection}/{base}.log",
     benchmark:

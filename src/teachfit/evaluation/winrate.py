@@ -360,7 +360,7 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
 @dataclass(frozen=True)
 class WinrateJudgeSettings:
     """How one benchmark's answers are judged: the rule's ``benchmark`` param, built from
-    ``teacher.winrate.benchmarks.<name>`` by ``rules/study_inputs.smk`` (no defaults here; they
+    ``teacher.winrate.benchmarks.<name>`` by ``teachfit.workflow.inputs`` (no defaults here; they
     live in the config schema). Raises ``ValueError`` naming the field on a bad value."""
 
     name: str = field(metadata={"help": "Benchmark name (key of teacher.winrate.benchmarks)."})

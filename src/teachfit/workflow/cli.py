@@ -34,6 +34,7 @@ import yaml
 
 from teachfit.schema import ConfigError, load_yaml
 
+from teachfit.workflow import paths
 from teachfit.workflow.config import validate_config
 from teachfit.io import DataError, write_text
 
@@ -225,7 +226,7 @@ def plan_select_data(args: argparse.Namespace, config: dict[str, Any], workdir: 
         where = "--data" if args.data is not None else f"select_data.{name}.path"
         src = Path(args.data) if args.data is not None else workdir / full["path"]
         check_source(src, full, where)
-    return overlay, [f"results/select_data/{name}/selected.jsonl", f"results/tables/select_data_{name}.csv"]
+    return overlay, [paths.select_data(name, "selected.jsonl"), paths.table(f"select_data_{name}")]
 
 
 def plan_run(args: argparse.Namespace, config: dict[str, Any], workdir: Path) -> tuple[dict, list[str]]:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from teachfit.workflow import paths
+
 SCENARIOS = ("evol_instruct", "auto_evol", "autoif")
 
 #: Scoring conventions (the same names as ``teachfit.scoring.losses.CONVENTIONS``, which
@@ -47,7 +49,8 @@ class Run:
 
     @property
     def path(self) -> str:
-        return f"{self.dataset}/{self.generator}/{self.selection}/{self.base}"
+        """The run's stem in every per-run path (:func:`teachfit.workflow.paths.run_stem`)."""
+        return paths.run_stem(self.dataset, self.generator, self.selection, self.base)
 
 
 def selection_label(method: str, top_percent: float) -> str:
@@ -313,45 +316,38 @@ class Plan:
     def final_outputs(self, ranked: Ranked | None = None) -> list[str]:
         """Every target of ``rule all``; ``ranked`` (the ranking checkpoint) drops the per-run IFS
         figures of evolvers that were not ranked."""
+        T, F = paths.table, paths.figure
         out: list[str] = []
         if self.teacher_on():
             out += [
-                "results/tables/teacher_performance.csv",
-                "results/tables/teacher_data_metrics.csv",
-                "results/tables/teacher_metric_correlations.csv",
-                "results/figures/teacher/performance_heatmap.png",
-                "results/figures/teacher/best_generator.png",
-                "results/figures/teacher/scatter_car.png",
+                T("teacher_performance"),
+                T("teacher_data_metrics"),
+                T("teacher_metric_correlations"),
+                F("teacher/performance_heatmap"),
+                F("teacher/best_generator"),
+                F("teacher/scatter_car"),
             ]
         if self.teacher_configured():  # the ranking without fine-tuning (also with the study off)
-            out += ["results/tables/teacher_ranking.csv", "results/figures/teacher/ranking.png"]
+            out += [T("teacher_ranking"), F("teacher/ranking")]
         if self.evolver_on():
             out += [
-                "results/tables/evolver_comparison.csv",
-                "results/tables/evolved_instruction_stats.csv",
-                "results/figures/evolver/top1_probability.png",
-                "results/figures/evolver/difficulty_per_round.png",
-                "results/figures/evolver/gate_counts.png",
+                T("evolver_comparison"),
+                T("evolved_instruction_stats"),
+                F("evolver/top1_probability"),
+                F("evolver/difficulty_per_round"),
+                F("evolver/gate_counts"),
             ]
             if self.config["evolver"]["selection"]["activate"]:
-                out += [
-                    "results/tables/selection_comparison.csv",
-                    "results/figures/evolver/selection_comparison.png",
-                ]
+                out += [T("selection_comparison"), F("evolver/selection_comparison")]
         if self.ifs_on():
-            out += [
-                "results/tables/ifs_models.csv",
-                "results/tables/ifs_checkpoints.csv",
-                "results/tables/early_stopping.csv",
-                "results/tables/tone_classifier.csv",
-            ]
+            out += [T("ifs_models"), T("ifs_checkpoints"), T("early_stopping"), T("tone_classifier")]
             if self.config["ifs"]["objecqa"]["activate"]:
-                out.append("results/tables/objecqa_judge.csv")
-            out += [f"results/figures/ifs/{r.path}.png" for r in self.ifs_runs(ranked)]
+                out.append(T("objecqa_judge"))
+            out += [paths.ifs_figure(r.path) for r in self.ifs_runs(ranked)]
         for name in self.names["select_data"]:
-            out += [f"results/select_data/{name}/selected.jsonl", f"results/tables/select_data_{name}.csv"]
-        out += [f"results/eval/models/{m}.parquet" for m in self.names["eval_models"]]
-        out += ["results/tables/eval_summary.csv"] if self.runs else []
+            out += [paths.select_data(name, "selected.jsonl"), T(f"select_data_{name}")]
+        out += [paths.model_eval(m) for m in self.names["eval_models"]]
+        out += [T("eval_summary")] if self.runs else []
         return out
 
 

@@ -1,1 +1,0 @@
-# Cross-study analysis helpers live in the teacher/evolver/ifs rule files; this file holds shared summaries.
