@@ -48,7 +48,7 @@ Response checks (after the teacher answered; WizardLM rules 2 and 3):
     the response contains "sorry" and is shorter than 80 words.
 
 The judge (:class:`GateJudge`) is the evolver study's judge model (``evolver.judge``) through
-:func:`teachfit.scoring.judge.label_scorer`: two yes/no questions, few-shot, whose
+:func:`teachfit.scoring.label_judge.label_scorer`: two yes/no questions, few-shot, whose
 probabilities are calibrated by contextual calibration (Zhao et al. 2021, "Calibrate Before
 Use"; reference tonyzhaozh/few-shot-learning ``run_classification.py``: the label
 probabilities of the content-free inputs "N/A", "" and "[MASK]" are averaged and divided out).
@@ -648,14 +648,14 @@ def contextual_calibration(p_yes: np.ndarray, p_cf_yes: float) -> np.ndarray:
 
 class GateJudge:
     """The judge's two calibrated questions over a ``score_fn(prompts, words) -> [n, 2]`` (label
-    probabilities, :func:`teachfit.scoring.judge.label_scorer`)."""
+    probabilities, :func:`teachfit.scoring.label_judge.label_scorer`)."""
 
     def __init__(self, score_fn: Callable[[list[str], Sequence[str]], Any]) -> None:
         self.score_fn = score_fn
         self._cf: dict[str, float] = {}
 
     def _p_yes(self, prompts: list[str]) -> np.ndarray:
-        from teachfit.scoring.judge import first_label_share
+        from teachfit.scoring.label_judge import first_label_share
 
         if not prompts:
             return np.zeros(0)
@@ -769,7 +769,7 @@ def _counts(reasons: Sequence[str | None], allowed: Sequence[str]) -> dict[str, 
 
 def _judge_factory(judge_dir: str | Path, backend: Mapping[str, Any], threads: int | None) -> Callable[[], GateJudge]:
     def make() -> GateJudge:
-        from teachfit.scoring.judge import label_scorer
+        from teachfit.scoring.label_judge import label_scorer
 
         return GateJudge(label_scorer(judge_dir, dict(backend), int(backend["batch_size"]), threads))
 
@@ -788,7 +788,7 @@ def gate_instructions(replies: str | Path, judge_dir: str | Path, evolved: str |
     columns) and ``judge_dir`` (``evolver.judge``, loaded only when a reply has an open
     question and ``gate.judge`` is on). Params: ``scenario``, ``evolver``, ``round`` (metadata),
     ``gate`` (``evolver.gate``, :class:`GateSettings`), ``backend`` (the judge's engine
-    settings; label scoring reads logits, :func:`teachfit.scoring.judge.label_scorer`).
+    settings; label scoring reads logits, :func:`teachfit.scoring.label_judge.label_scorer`).
 
     Writes ``evolved`` (the valid instructions with lineage and ``scenario``; the next round
     evolves these), ``verdicts`` (one row per reply, see :func:`gate_replies`) and ``drops``
