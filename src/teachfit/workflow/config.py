@@ -64,7 +64,7 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
     if config.get("evolver", {}).get("activate"):
-        from teachfit.studies.evolver.gate import GateSettings
+        from teachfit.studies.evolver.gate_checks import GateSettings
 
         sections.append(("evolver.gate", GateSettings.from_dict, config["evolver"].get("gate")))
     ifs = config.get("ifs", {})
