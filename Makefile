@@ -48,7 +48,7 @@ fidelity: setup
 # SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv
 gate-quality: setup
 	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate_quality \
 		--judge results/models/smollm2 --out results/gate/quality
 
 # Rule environments (envs/*.yaml) from their locks (envs/locks/*.txt), for Linux x86_64 and

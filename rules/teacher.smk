@@ -1,7 +1,7 @@
 # Teacher study (Xu et al. 2024): data metrics per (generator, base), CAR,
 # benchmark performance, win rates per named benchmark (AlpacaEval 2, Arena-Hard, or the
 # default run's pairwise stand-in), rank correlations and figures (one function per rule in
-# teachfit.studies.teacher / teachfit.evaluation.winrate / .alpaca_eval2 / .benchmark_data). Which generator,
+# teachfit.studies.teacher / teachfit.evaluation.winrate / .alpaca_eval2 / .winrate_sets). Which generator,
 # scorer or base a file belongs to travels as params aligned with the inputs
 # (teachfit.workflow.inputs). Changing car.beta or car.reward_offset re-runs
 # compute_car and everything after it only.

@@ -18,7 +18,7 @@ from test_openai_backend import ENV, FakeServer, server  # noqa: F401 - the fixt
 
 from teachfit.schema import defaults
 from teachfit.evaluation import alpaca_eval2 as ae
-from teachfit.evaluation.judges import LocalChatJudge, chat_text, load_judge_prompt, next_token_top_logprobs
+from teachfit.evaluation.winrate_judges import LocalChatJudge, chat_text, load_judge_prompt, next_token_top_logprobs
 from teachfit.generation.engines import backend_settings
 from teachfit.io import write_parquet
 

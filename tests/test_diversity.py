@@ -80,7 +80,7 @@ def test_describe_instructions(tmp_path, tiny_bert, tiny_llama):
     """Rule ``describe_instructions``: length, judged difficulty (the former
     ``judge.difficulty_file``'s rating, now computed only here), diversity and reward."""
     from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
+    from teachfit.scoring.label_judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
     from teachfit.studies.evolver.describe import describe_instructions
 
     texts = ["x y", "x y", "python code"]

@@ -23,7 +23,8 @@ from teachfit.studies.evolver.evolve import (
     parse_auto_evol,
     parse_evolved,
 )
-from teachfit.studies.evolver.gate import GateSettings, classify_failure, gate_replies, is_copy
+from teachfit.studies.evolver.gate import gate_replies
+from teachfit.studies.evolver.gate_checks import GateSettings, classify_failure, is_copy
 from teachfit.studies.evolver.sets import equalize_sizes
 
 ORIG = "Write a haiku about winter."

@@ -1,6 +1,6 @@
-"""The validity gate on evolved instructions (teachfit.studies.evolver.gate), its judge, its
-precision and recall on the project's labelled set, and the study's pool / rank / equalize /
-tables steps around it (teachfit.studies.evolver.sets, .tables)."""
+"""The validity gate on evolved instructions (teachfit.studies.evolver.gate, .gate_checks), its judge
+(.gate_judge), its precision and recall on the project's labelled set (.gate_quality), and the
+study's pool / rank / equalize / tables steps around it (teachfit.studies.evolver.sets, .tables)."""
 
 from __future__ import annotations
 
@@ -13,29 +13,27 @@ import pytest
 
 from teachfit.io import DataError
 from teachfit.studies.evolver.evolve import build_auto_evol_prompt, build_evol_prompt
-from teachfit.studies.evolver.gate import (
-    CONTENT_FREE,
+from teachfit.studies.evolver.gate import gate_instructions, gate_replies, gate_responses
+from teachfit.studies.evolver.gate_checks import (
     OPTIONAL_CHECKS,
     REASONS,
-    GateJudge,
     GateSettings,
     check_instruction,
     classify_failure,
-    contextual_calibration,
-    gain_prompt,
-    gate_instructions,
-    gate_quality,
-    gate_replies,
-    gate_responses,
     language_switch,
-    load_gate_labels,
-    predict_labels,
-    request_prompt,
     response_failure,
     stem,
     strip_labels,
     task_form,
 )
+from teachfit.studies.evolver.gate_judge import (
+    CONTENT_FREE,
+    GateJudge,
+    contextual_calibration,
+    gain_prompt,
+    request_prompt,
+)
+from teachfit.studies.evolver.gate_quality import gate_quality, load_gate_labels, predict_labels
 
 DET = GateSettings.deterministic()
 
@@ -355,9 +353,9 @@ def _replies(texts, parent=VALID_PARENT, op="deepen"):
 
 
 def test_gate_instructions_writes_kept_verdicts_and_counts(tmp_path, monkeypatch):
-    import teachfit.scoring.judge
+    import teachfit.scoring.label_judge
 
-    monkeypatch.setattr(teachfit.scoring.judge, "label_scorer", lambda *a, **k: pytest.fail("judge loaded"))
+    monkeypatch.setattr(teachfit.scoring.label_judge, "label_scorer", lambda *a, **k: pytest.fail("judge loaded"))
     _replies(["Write a limerick about a cat who loves rain but fears thunder, puddles and the neighbour's dog.",
               "#", VALID_PARENT]
              ).write_parquet(tmp_path / "r.parquet")
@@ -675,13 +673,13 @@ ISSUE15_REPLIES = [
 
 @pytest.mark.parametrize(("scenario", "parent", "reply", "reason"), ISSUE15_REPLIES)
 def test_issue15_replies_are_dropped_with_their_reason(scenario, parent, reply, reason):
-    from teachfit.studies.evolver.gate import classify_failure
+    from teachfit.studies.evolver.gate_checks import classify_failure
 
     assert classify_failure(parent, reply, scenario=scenario) == reason
 
 
 def test_issue15_leading_label_is_stripped_and_the_instruction_kept():
-    from teachfit.studies.evolver.gate import check_instruction
+    from teachfit.studies.evolver.gate_checks import check_instruction
 
     reply = ("Step 1 #Methods List#:\n- add a constraint\nStep 2 #Plan#:\nx\nStep 3 #Rewritten Instruction#:\ndraft\n"
              "Step 4 #Finally Rewritten Instruction#:\n#Instructions#: Write a haiku about the first snow of winter.")

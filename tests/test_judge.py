@@ -1,4 +1,4 @@
-"""teachfit.scoring.judge and rule score_rewards: rating-token judge and sequence-classifier reward
+"""teachfit.scoring.label_judge and rule score_rewards: rating-token judge and sequence-classifier reward
 models (tiny random models)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from teachfit.schema import defaults
 from teachfit.io import DataError, read_parquet
 from teachfit.models import load_causal_lm, load_tokenizer, materialize
-from teachfit.scoring.judge import (
+from teachfit.scoring.label_judge import (
     JudgeError,
     JudgeSettings,
     SequenceClassifierReward,

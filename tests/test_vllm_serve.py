@@ -163,7 +163,7 @@ def test_judge_labels_from_top_logprobs(server, hf):
 
     from teachfit.generation.base import encode_prompts
     from teachfit.prompts import format_prompt
-    from teachfit.scoring.judge import label_word_probs
+    from teachfit.scoring.label_judge import label_word_probs
 
     be = api_backend(server)
     words = ["A", "B"]

@@ -6,7 +6,8 @@
 * :func:`script_functions` reads a rule's script and returns the package functions it calls
   (the ``teachfit`` names it imports).
 * :func:`import_closure` follows, statically, what running a function imports: the module-level
-  imports of its module (and of every package and module they import), the imports inside the
+  imports of its module (and of every package and module they import; a function a module imports
+  at its top is followed only where code that runs at import time uses it), the imports inside the
   function, and, transitively, every package function or class it refers to. It is per function,
   not per module, so an analysis-only function does not inherit the torch import of a sibling
   function that loads a model.
@@ -177,6 +178,9 @@ class _Closure:
         if parsed is None:
             return
         tree, is_pkg = parsed
+        # a module-level import runs the imported module's body, not the bodies of the functions
+        # it names: those are followed where code that runs at import time refers to them
+        aliases: dict[str, tuple[str, str | None]] = {}
         for node in tree.body:
             if _is_type_checking(node):
                 continue
@@ -184,7 +188,21 @@ class _Closure:
                                                                   ast.AsyncFunctionDef)) else []:
                 if isinstance(sub, (ast.Import, ast.ImportFrom)):
                     for mod, name in self._import(sub, module, is_pkg):
-                        self.symbol(mod, name)
+                        if name is not None and _safe_is_module(f"{mod}.{name}"):
+                            self.module(f"{mod}.{name}")
+                        else:
+                            self.module(mod)
+                    if isinstance(sub, ast.ImportFrom):
+                        mod = _resolve(sub.module or "", sub.level, sub.module, module, is_pkg)
+                        for a in sub.names:
+                            aliases[a.asname or a.name] = (mod, a.name)
+        defs = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+        for expr in _runs_at_import(tree.body):
+            for sub in ast.walk(expr):
+                if isinstance(sub, ast.Name) and sub.id in aliases and aliases[sub.id][0].split(".")[0] == PACKAGE:
+                    self.symbol(*aliases[sub.id])
+                elif isinstance(sub, ast.Name) and sub.id in defs:
+                    self.symbol(module, sub.id)
 
     def symbol(self, module: str, name: str | None) -> None:
         """Using ``module.name``: import the module, then follow the name if it is a function or
@@ -229,6 +247,23 @@ class _Closure:
                 elif sub.id in aliases and aliases[sub.id].split(".")[0] == PACKAGE:
                     mod, _, nm = aliases[sub.id].rpartition(".")
                     self.symbol(mod, nm)
+
+
+def _runs_at_import(body: list[ast.stmt]) -> list[ast.AST]:
+    """The parts of a module (or class) body that run when it is imported: statements other than
+    imports and definitions, and the decorators, defaults and bases of definitions."""
+    out: list[ast.AST] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or _is_type_checking(node):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += [*node.decorator_list, *node.args.defaults, *[d for d in node.args.kw_defaults if d]]
+        elif isinstance(node, ast.ClassDef):
+            out += [*node.decorator_list, *node.bases, *[k.value for k in node.keywords]]
+            out += _runs_at_import(node.body)
+        else:
+            out.append(node)
+    return out
 
 
 def _safe_is_module(qualname: str) -> bool:

@@ -25,7 +25,7 @@ Conventions of AlpacaEval 2's default annotator ``weighted_alpaca_eval_gpt4_turb
 The judge prompt is written in our own words (the wording of AlpacaEval's
 ``alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt`` is not copied); its layout, the identifiers
 ``m`` / ``M`` and the single-identifier answer are AlpacaEval's. A benchmark's ``judge_prompt``
-file can supply the official text (:func:`teachfit.evaluation.judges.load_judge_prompt`).
+file can supply the official text (:func:`teachfit.evaluation.winrate_judges.load_judge_prompt`).
 
 The length-controlled win rate that *is* AlpacaEval 2's LC comes from the ``alpaca-eval`` package:
 :func:`alpaca_eval_lc` (rule ``alpaca_eval_lc``) calls
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from teachfit.evaluation.judges import Conversation, render
+from teachfit.evaluation.winrate_judges import Conversation, render
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def annotate(instructions: Sequence[str], model_outputs: Sequence[str], referenc
     """AlpacaEval 2 annotations of one model against the reference, one row per instruction.
 
     ``top_logprobs_fn(conversations)`` returns, per conversation, the judge's top alternatives of
-    its first answer token (:meth:`teachfit.evaluation.judges.ChatJudge.top_logprobs` with k = 5).
+    its first answer token (:meth:`teachfit.evaluation.winrate_judges.ChatJudge.top_logprobs` with k = 5).
     ``indices[i]`` is instruction i's position in the benchmark's instruction list (AlpacaEval's
     ``index``, which selects its instruction difficulty). Columns :data:`JUDGED_COLUMNS`:
     AlpacaEval's ``instruction, output_1`` (reference), ``output_2`` (model), ``generator_1``,

@@ -27,7 +27,7 @@ Conventions of Arena-Hard-Auto v0.1 (lmarena/arena-hard-auto, v0.1-era ``config/
 The system prompt is written in our own words (Arena-Hard's text is not copied); the verdict
 labels, the user-turn layout and the continuation request are Arena-Hard's conventions. A
 benchmark's ``judge_prompt`` file can supply the official text
-(:func:`teachfit.evaluation.judges.load_judge_prompt`; ``{instruction}``, ``{output_1}`` = A,
+(:func:`teachfit.evaluation.winrate_judges.load_judge_prompt`; ``{instruction}``, ``{output_1}`` = A,
 ``{output_2}`` = B). Rates are fractions in [0, 1] (Arena-Hard prints percentages). Lengths are
 characters.
 """
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from teachfit.evaluation.judges import Conversation, render
+from teachfit.evaluation.winrate_judges import Conversation, render
 
 VERDICT_PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
 # label -> (score of assistant A, weight): A>>B is a win of A counted `STRONG_WEIGHT` times

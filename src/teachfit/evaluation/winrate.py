@@ -10,7 +10,7 @@ Three judging protocols (``protocol`` of a benchmark):
   probability that the model's output wins (:func:`judge_pairs`). The judge is injected:
   ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities (or any non-negative
   scores) of each label word as the next token after the prompt (the workflow's comes from
-  :func:`teachfit.scoring.judge.label_scorer`). :func:`win_rate` is the win rate (ties count one
+  :func:`teachfit.scoring.label_judge.label_scorer`). :func:`win_rate` is the win rate (ties count one
   half) with its standard error.
 * ``alpaca_eval2``: AlpacaEval 2's annotator conventions (:mod:`teachfit.evaluation.alpaca_eval2`).
 * ``arena_hard``: Arena-Hard v0.1's judge and scoring (:mod:`teachfit.evaluation.arena_hard`).
@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import content_id, read_parquet, write_json, write_parquet
-from teachfit.scoring.judge import first_label_share
+from teachfit.scoring.label_judge import first_label_share
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -416,10 +416,10 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
     engine settings ``backend``) follows the benchmark's protocol:
 
     * ``pairwise_ab``: every pair in both orders through
-      :func:`teachfit.scoring.judge.label_scorer` (:func:`judge_pairs`, order shuffled with
+      :func:`teachfit.scoring.label_judge.label_scorer` (:func:`judge_pairs`, order shuffled with
       ``seed``); summary :func:`summarize`.
     * ``alpaca_eval2``: :func:`teachfit.evaluation.alpaca_eval2.annotate` with the judge's top-5
-      first-token log-probabilities (:mod:`teachfit.evaluation.judges`); summary
+      first-token log-probabilities (:mod:`teachfit.evaluation.winrate_judges`); summary
       :func:`teachfit.evaluation.alpaca_eval2.summarize_annotations` (``stderr`` = its
       ``standard_error``), in-house LC on ``p_win``.
     * ``arena_hard``: :func:`teachfit.evaluation.arena_hard.judge_games` (greedy judgments of
@@ -428,7 +428,7 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
 
     ``judge_prompt``: an optional YAML file (0 or 1 path) with the ``system`` / ``user`` templates
     replacing the project's wording (``alpaca_eval2`` and ``arena_hard`` only;
-    :func:`teachfit.evaluation.judges.load_judge_prompt`).
+    :func:`teachfit.evaluation.winrate_judges.load_judge_prompt`).
 
     Writes ``judged`` (Parquet, one row per pair, or per game for Arena-Hard) and ``summary``
     (JSON: ``benchmark, protocol, judge, reference_name, model_name, n, win_rate`` and the
@@ -463,14 +463,14 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
     lc_on = settings.length_controlled != "none"
 
     if settings.protocol == "pairwise_ab":
-        from teachfit.scoring.judge import label_scorer
+        from teachfit.scoring.label_judge import label_scorer
 
         score_fn = label_scorer(judge_dir, backend, backend["batch_size"], threads)
         table = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
                             score_fn, seed=seed, ids=df["id"].to_list())
         result = {**head, **summarize(table, length_controlled=lc_on)}
     else:
-        from teachfit.evaluation.judges import chat_judge, load_judge_prompt
+        from teachfit.evaluation.winrate_judges import chat_judge, load_judge_prompt
 
         prompt = load_judge_prompt(judge_prompt[0]) if judge_prompt else None
         df = ans.with_row_index("index").join(ref, on="id", how="inner").sort("index")

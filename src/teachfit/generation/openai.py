@@ -300,7 +300,7 @@ class OpenAIBackend:
         ``top_logprobs`` ...); ``model`` is this backend's ``api_model``.
 
         For callers that need more than one user turn or read fields :meth:`generate` does not
-        return: the judges of :mod:`teachfit.evaluation.judges` (AlpacaEval 2's system prompt
+        return: the judges of :mod:`teachfit.evaluation.winrate_judges` (AlpacaEval 2's system prompt
         and first-token ``top_logprobs``, Arena-Hard's system prompt and its "continue your
         judgment" turn). Errors as :meth:`generate` (:class:`APIError`, key never shown)."""
         for i, p in enumerate(payloads):
@@ -319,7 +319,7 @@ class OpenAIBackend:
     def score_labels(self, prompts: list[str], label_words: list[str], top_logprobs: int = 20) -> np.ndarray:
         """Probability of each label word as the first answer token: array ``(n, len(label_words))``.
 
-        The endpoint branch of :func:`teachfit.scoring.judge.label_scorer` (win-rate pairs,
+        The endpoint branch of :func:`teachfit.scoring.label_judge.label_scorer` (win-rate pairs,
         ObjecQA objectivity). Each prompt is sent with ``temperature=0, max_tokens=1,
         logprobs=true, top_logprobs=top_logprobs``; the score of a word is the summed
         probability (``exp`` of the reported log-probabilities) of the top alternatives at the

@@ -13,7 +13,7 @@ from teachfit.io import DataError, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
-#: ``teacher.reward.type`` -> :attr:`teachfit.scoring.judge.JudgeSettings.method`
+#: ``teacher.reward.type`` -> :attr:`teachfit.scoring.label_judge.JudgeSettings.method`
 REWARD_METHODS = {"judge": "rating", "classifier": "seq_cls"}
 
 
@@ -26,7 +26,7 @@ def score_rewards(generations: str | Path, model_dir: str | Path, rewards: str |
     a 1-5 quality rating and scores the probability-weighted rating ``Σ_k k · softmax_k`` over
     the rating tokens (a value in [1, 5]; Xu et al. 2024 use a reward model, this is the local
     stand-in); ``type: classifier`` is a sequence-classification reward model's score
-    (unbounded). See :mod:`teachfit.scoring.judge` for both methods.
+    (unbounded). See :mod:`teachfit.scoring.label_judge` for both methods.
 
     Every row of ``generations`` (``id``, ``sample_idx``, ``instruction``, ``response``) is
     scored as it is; ``rewards`` has one row per (``id``, ``sample_idx``) in input order with
@@ -37,7 +37,7 @@ def score_rewards(generations: str | Path, model_dir: str | Path, rewards: str |
     (``id``, ``sample_idx``) pair.
     """
     from teachfit.models import read_manifest
-    from teachfit.scoring.judge import (
+    from teachfit.scoring.label_judge import (
         JudgeSettings,
         SequenceClassifierReward,
         rating_scores_loaded,

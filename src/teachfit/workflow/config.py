@@ -64,7 +64,7 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
     if config.get("evolver", {}).get("activate"):
-        from teachfit.studies.evolver.gate import GateSettings
+        from teachfit.studies.evolver.gate_checks import GateSettings
 
         sections.append(("evolver.gate", GateSettings.from_dict, config["evolver"].get("gate")))
     ifs = config.get("ifs", {})
@@ -94,7 +94,7 @@ def winrate_problems(benchmarks: dict[str, Any], seedsets: dict[str, Any], gens:
     their role (instructions: seedset or hub; reference: generator, only with seed-set instructions,
     or hub), hub formats that hold that part, a judge model, and length control / protocol /
     judge_prompt combinations the judge supports."""
-    from teachfit.evaluation.benchmark_data import FORMAT_PARTS
+    from teachfit.evaluation.winrate_sets import FORMAT_PARTS
 
     problems: list[str] = []
     active = {k: v for k, v in benchmarks.items() if v.get("activate", True)}

@@ -38,7 +38,7 @@ from teachfit.studies.evolver.evolve import (
     _from_dict,
     make_generate_fn,
 )
-from teachfit.studies.evolver.gate import is_refusal, normalize_text
+from teachfit.studies.evolver.gate_checks import is_refusal, normalize_text
 from teachfit.studies.evolver.sandbox import SandboxJob, SandboxSettings, run_many
 
 log = logging.getLogger(__name__)

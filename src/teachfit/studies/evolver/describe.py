@@ -32,7 +32,7 @@ def describe_instructions(instructions: str | Path, responses: str | Path, judge
     * ``length_words``: whitespace-separated words of the instruction;
     * ``difficulty``: the judge at ``judge_dir`` (a causal LM) rates the instruction 1-5 with
       prompt ``difficulty_v1``; the probability-weighted mean rating
-      (:func:`teachfit.scoring.judge.rating_scores_loaded`);
+      (:func:`teachfit.scoring.label_judge.rating_scores_loaded`);
     * ``nn_distance``: cosine distance to the nearest other instruction of the set, from the
       encoder at ``embed_dir`` (:func:`teachfit.studies.evolver.diversity.embed`, ``nn_distance``);
       NaN for a set of one;
@@ -44,7 +44,7 @@ def describe_instructions(instructions: str | Path, responses: str | Path, judge
     not spell each rating as one token.
     """
     from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
+    from teachfit.scoring.label_judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
     from teachfit.studies.evolver.diversity import embed, nn_distance
 
     df = read_parquet(instructions, required=["id", "instruction"])

@@ -131,7 +131,7 @@ def build_auto_evol_prompt(instruction: str) -> str:
 
 # --------------------------------------------------------------------------- parsing
 
-_MARKER_RE = re.compile(
+MARKER_RE = re.compile(
     r"(?:\bstep\s*\d\s*)?[#*\s]*"
     r"\b(?:finally\s+rewritten\s+(?:instruction|prompt)|rewritten\s+(?:instruction|prompt)"
     r"|new\s+(?:instruction|prompt)|created\s+(?:instruction|prompt))\b"
@@ -184,7 +184,7 @@ def _strip_wrappers(text: str) -> str:
 def _clean_body(text: str) -> str | None:
     lines = text.strip("\n").splitlines()
     while lines and (not lines[0].strip() or _PREAMBLE_RE.match(lines[0])
-                     or _MARKER_RE.fullmatch(lines[0].strip())):
+                     or MARKER_RE.fullmatch(lines[0].strip())):
         lines.pop(0)
     kept: list[str] = []
     for line in lines:
@@ -208,7 +208,7 @@ def parse_evolved(text: str | None) -> str | None:
     """
     if text is None or not text.strip():
         return None
-    for match in _MARKER_RE.finditer(text):
+    for match in MARKER_RE.finditer(text):
         body = _clean_body(text[match.end():])
         if body is not None:
             return body

@@ -79,13 +79,13 @@ def _empty_runs_table() -> pl.DataFrame:
 def gate_stats(drops: pl.DataFrame, rankings: Mapping[tuple[str, str], Mapping[str, Any]]) -> pl.DataFrame:
     """Per seed set, scenario, evolver and round: ``ranked``, ``status`` and the counts of
     ``merge_evolved``'s drop table, wide: ``n_replies``, ``n_<reason>`` for every drop reason (the
-    gate's, :data:`teachfit.studies.evolver.gate.REASONS`, then any other), ``n_dropped`` (their
+    gate's, :data:`teachfit.studies.evolver.gate_checks.REASONS`, then any other), ``n_dropped`` (their
     sum), ``n_valid``, ``n_kept``, ``n_equalized_away``, ``n_unused_round``, ``n_unranked``.
 
     ``rankings``: ``(seedset, scenario) -> ranking JSON`` of ``merge_evolved``; ``status`` is
     ``ranked`` or ``not ranked: <valid> valid < evolver.min_valid <m>``.
     """
-    from teachfit.studies.evolver.gate import REASONS
+    from teachfit.studies.evolver.gate_checks import REASONS
 
     keys = ["seedset", "scenario", "evolver", "round"]
     present = drops["reason"].unique().to_list()
@@ -219,7 +219,7 @@ def plot_evolver_figures(top1: Sequence[str], stats_table: str | Path, selection
     """
     from teachfit import figures
     from teachfit.studies.evolver.diversity import top1_kde, top1_probabilities
-    from teachfit.studies.evolver.gate import REASONS
+    from teachfit.studies.evolver.gate_checks import REASONS
 
     _aligned(top1, top1_rounds, ROUND_KEYS, "top1_rounds")
     fs = figures.FigureStyle.from_dict(dict(style))

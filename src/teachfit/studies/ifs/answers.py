@@ -195,12 +195,12 @@ def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path
     :func:`teachfit.studies.ifs.objecqa.calibrate_objecqa_judge`; the workflow passes an empty
     list when ObjecQA is off, and ObjecQA rows then raise :class:`DataError`) from
     :func:`teachfit.studies.ifs.objecqa.judge_objectivity`, the judge being
-    :func:`teachfit.scoring.judge.label_scorer` over ``judge_dir`` with its engine settings
+    :func:`teachfit.scoring.label_judge.label_scorer` over ``judge_dir`` with its engine settings
     ``backend`` (loaded only when there are ObjecQA rows). ``batch_size``: texts per forward pass
     of the classifier and of a local judge. Writes ``scores`` (IFS rows, then ObjecQA rows) and
     returns it.
     """
-    from teachfit.scoring.judge import label_scorer
+    from teachfit.scoring.label_judge import label_scorer
     from teachfit.studies.ifs.objecqa import judge_objectivity, read_calibration
     from teachfit.studies.ifs.tone import classify_responses
 

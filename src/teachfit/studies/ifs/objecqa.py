@@ -10,7 +10,7 @@ taste or feeling). :func:`objecqa_score` is the share judged objective.
 The judge is injected: ``score_fn(prompts, label_words) -> array (n, 2)`` of probabilities
 (or any non-negative scores) of each label word as the next token after each prompt; the
 workflow's rule ``score_ifs`` (:func:`teachfit.studies.ifs.answers.score_ifs`) passes
-:func:`teachfit.scoring.judge.label_scorer`. The answers come from the rules
+:func:`teachfit.scoring.label_judge.label_scorer`. The answers come from the rules
 ``answer_ifs_model`` / ``answer_ifs_run``. Nothing here imports torch.
 
 **Calibration** (rule :func:`calibrate_objecqa_judge`). A small judge has a label prior: SmolLM2
@@ -44,14 +44,14 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, package_data, read_json, read_records, write_csv, write_json
-from teachfit.scoring.judge import first_label_share
+from teachfit.scoring.label_judge import first_label_share
 
 log = logging.getLogger(__name__)
 
 OBJECQA_LABELS = ("objective", "subjective")
 # The bare label names are passed to ``score_fn``. The judge prompt ends with "Label:" (no
 # trailing space), so the score_fn scores the word *with* a leading space as the next token
-# (``" " + word``, as ``teachfit.scoring.judge.label_word_probs`` does).
+# (``" " + word``, as ``teachfit.scoring.label_judge.label_word_probs`` does).
 DEFAULT_LABEL_WORDS = OBJECQA_LABELS
 #: content-free inputs of contextual calibration (Zhao et al. 2021, run_classification.py L76)
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
@@ -268,7 +268,7 @@ def calibrate_objecqa_judge(judge_set: str | Path, judge_dir: str | Path, calibr
     """Rule ``calibrate_objecqa_judge``: the ObjecQA judge's calibration and its accuracy.
 
     ``judge_set``: the labelled answers (:func:`load_judge_set`); ``judge_dir`` / ``backend``:
-    the judge model and its engine settings (:func:`teachfit.scoring.judge.label_scorer`, texts per
+    the judge model and its engine settings (:func:`teachfit.scoring.label_judge.label_scorer`, texts per
     forward pass ``batch_size``); ``objecqa`` = config ``ifs.objecqa`` (its ``calibration``
     names the method the study uses: ``contextual``, ``labelled`` or ``none``). One judge pass scores
     the judge set and the content-free prompts; every method's shift is computed.
@@ -281,7 +281,7 @@ def calibrate_objecqa_judge(judge_set: str | Path, judge_dir: str | Path, calibr
     log-odds by :func:`judge_objectivity`), every method's shift, ``p_content_free``,
     ``content_free_inputs``, ``heldout_accuracy`` per method); returns that dict.
     """
-    from teachfit.scoring.judge import label_scorer
+    from teachfit.scoring.label_judge import label_scorer
 
     method = objecqa["calibration"]
     if method not in CALIBRATION_METHODS:

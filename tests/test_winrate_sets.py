@@ -9,7 +9,7 @@ import json
 import polars as pl
 import pytest
 
-from teachfit.evaluation.benchmark_data import download_winrate_data, read_benchmark_file
+from teachfit.evaluation.winrate_sets import download_winrate_data, read_benchmark_file
 from teachfit.io import DataError
 
 AE = [{"instruction": f"Write item {i}.", "output": f"Item {i} is written.", "generator": "gpt4_1106_preview",

@@ -151,11 +151,11 @@ def next_token_top_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], 
 
     Prompts are encoded like the generation backends do
     (:func:`teachfit.generation.base.encode_prompts`); batches as
-    :func:`teachfit.scoring.judge.last_position_logits`."""
+    :func:`teachfit.scoring.label_judge.last_position_logits`."""
     import torch
 
     from teachfit.generation.base import encode_prompts
-    from teachfit.scoring.judge import last_position_logits
+    from teachfit.scoring.label_judge import last_position_logits
 
     _check_k(k)
     seqs = encode_prompts(tokenizer, list(prompts))
