@@ -28,7 +28,7 @@ from teachfit.models import (
     train_tiny_tokenizer,
 )
 from teachfit.schema import defaults
-from teachfit.scoring.judge import JudgeError, JudgeSettings, SequenceClassifierReward
+from teachfit.scoring.label_judge import JudgeError, JudgeSettings, SequenceClassifierReward
 from teachfit.scoring.rewards import score_rewards
 
 MODELING = '''
