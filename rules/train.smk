@@ -43,5 +43,6 @@ rule train_sft:
     params:
         sft=config["sft"],
         scratch="results/scratch/sft/{dataset}/{generator}/{selection}/{base}",
+        nproc=gpus_train,
     script:
         "../scripts/train_sft.py"
