@@ -82,9 +82,10 @@ def trainer_fields(sft: Mapping[str, Any], n: int, strategy: str, cuda: bool) ->
                            "ddp_find_unused_parameters": False}
     if strategy == "fsdp":
         opts = sft["distributed"]["fsdp"]
-        wrap = {"min_num_params": int(opts["min_num_params"])} if opts["min_num_params"] else {}
+        wrap = ({"auto_wrap_policy": "SIZE_BASED_WRAP", "min_num_params": int(opts["min_num_params"])}
+                if opts["min_num_params"] else {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP"})
         out.update(
-            fsdp=f"{opts['sharding']} auto_wrap",
+            fsdp=True,
             fsdp_config={"version": 2, "activation_checkpointing": bool(opts["activation_checkpointing"]),
                          "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False,
                          "reshard_after_forward": opts["sharding"] == "full_shard", **wrap},
