@@ -332,17 +332,19 @@ class SequenceClassifierReward:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from teachfit.models import default_device
+        from teachfit.models import default_device, device_placement
 
         self.settings = settings
         self.name = str(model_dir)
         if not (Path(model_dir) / "config.json").exists():
             raise JudgeError(f"{model_dir}: not a model directory (no config.json)")
+        placement = device_placement(device)
         device = default_device(device)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), dtype=getattr(torch, self.settings.dtype),
-            trust_remote_code=self.settings.trust_remote_code,
-        ).to(device).eval()
+            trust_remote_code=self.settings.trust_remote_code, **placement,
+        )
+        self.model = (self.model if placement else self.model.to(device)).eval()
         self.tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=self.settings.trust_remote_code)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
