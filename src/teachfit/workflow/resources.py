@@ -228,7 +228,8 @@ def requests_table(config: Mapping[str, Any], jobs: list[tuple[str, str, str]]) 
         n = job_gpus(config, alias, kind, rule)
         gb = sum(estimate(config, alias, kind, max(n, 1)).values()) if n else 0.0
         rows.append({"rule": rule, "model": alias, "params_b": entry.get("params_b", 1.0),
-                     "method": config["sft"]["method"] if kind == "train" else entry.get("dtype", "float32"),
+                     "method": config["sft"]["method"] if kind == "train" else
+                     "api" if entry.get("source") == "api" else entry.get("dtype", "float32"),
                      "kind": kind, "gpus": n, "gb_per_gpu": round(gb, 1),
                      "strategy": sft_strategy(config["sft"], n) if kind == "train" else
                      ("tensor parallel" if kind == "vllm" and entry.get("backend") == "vllm" and n > 1
