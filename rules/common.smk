@@ -182,7 +182,9 @@ def model_gpus(alias, kind="forward", job=""):
 
 
 def gpus_generator(wildcards):
-    return model_gpus(config["generators"][wildcards.generator]["model"], "vllm", "generate_responses")
+    return model_gpus(
+        config["generators"][wildcards.generator]["model"], "vllm", "generate_responses"
+    )
 
 
 def gpus_evolver(wildcards):
@@ -227,9 +229,13 @@ def gpus_judge(wildcards):
 
 def gpus_winrate_judge(wildcards):
     return model_gpus(
-        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"], "vllm", "judge_winrate"
+        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"],
+        "vllm",
+        "judge_winrate",
     )
 
 
 def gpus_objecqa_judge(wildcards):
-    return max(1, model_gpus(config["ifs"]["objecqa"]["judge"], "forward", "objecqa judge"))
+    return max(
+        1, model_gpus(config["ifs"]["objecqa"]["judge"], "forward", "objecqa judge")
+    )
