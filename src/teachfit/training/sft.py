@@ -86,7 +86,9 @@ FINGERPRINT_FILE = "teachfit_sft_fingerprint.json"
 # Files of a trainer checkpoint that are only needed to resume training; they are not
 # copied into the declared output (the optimizer state alone is 2x the trainable params).
 RESUME_ONLY_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin")
-RESUME_ONLY_PREFIXES = ("rng_state",)
+# FSDP checkpoints add the resume copies accelerate writes (pytorch_model_fsdp*, optimizer*);
+# model.safetensors (the full state dict rank 0 saves) is what later stages read
+RESUME_ONLY_PREFIXES = ("rng_state", "pytorch_model_fsdp", "optimizer")
 LOG_COLUMNS = ("loss", "learning_rate", "grad_norm", "entropy", "num_tokens", "mean_token_accuracy")
 
 
