@@ -277,7 +277,8 @@ def make_sft_trainer(
     end-of-turn up to the first stop token).
 
     ``sft`` is the ``sft`` config section (:func:`make_sft_config`, :func:`make_lora_config`);
-    ``extra``: per-process SFTConfig fields of a multi-process run. Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template or its
+    ``extra``: per-process SFTConfig fields of a multi-process run. Raises :class:`DataError`
+    when the tokenizer in ``model_dir`` has no chat template or its
     template never ends an assistant turn with a token that stops generation.
     """
     import torch

@@ -239,7 +239,8 @@ def requests_table(config: Mapping[str, Any], jobs: list[tuple[str, str, str]]) 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`requests_table` as a Markdown table."""
-    head = "| rule | model | params (B) | method / dtype | kind | GB per GPU | GPUs | engine |\n|---|---|---|---|---|---|---|---|"
+    head = ("| rule | model | params (B) | method / dtype | kind | GB per GPU | GPUs | engine |\n"
+            "|---|---|---|---|---|---|---|---|")
     body = [f"| {r['rule']} | {r['model']} | {r['params_b']} | {r['method']} | {r['kind']} | {r['gb_per_gpu']} | "
             f"{r['gpus']} | {r['strategy']} |" for r in rows]
     return "\n".join([head, *body])
