@@ -51,6 +51,7 @@ def _models_read(job: dict, models: dict) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_every_paper_job_fits_its_gpus(paper_jobs, paper_config):
     """No job asks for more than one node; every model-loading job's per-GPU estimate, at the
     count it asks for, fits gpu_mem_gb (the rule's kind from rule_kind)."""
