@@ -83,7 +83,7 @@ class ModelSpec:
             )
         for key in ("backend", "tensor_parallel_size", "params_b", "max_model_len",
                     "gpu_memory_utilization", "enforce_eager", "cpu_kvcache_gib", "description",
-                    "api_base", "api_key_env", "api_max_retries", "api_timeout_s"):
+                    "api_base", "api_key_env", "api_max_retries", "api_timeout_s", "quantization"):
             entry.pop(key, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(entry) - known)
