@@ -30,6 +30,10 @@ Measured (each a ratio of wall times, best of ``--repeats``, after one warm-up r
    scheduler, ``max_length`` tokens per row. The loop is transformers' ``Trainer``, which trl's
    ``SFTTrainer`` (rule ``train_sft``) subclasses: trl and ``datasets`` (with pyarrow) are not
    assumed on the GPU machine and exceed what a device run carries.
+4. ``multi_gpu``: DDP and FSDP2 (``fully_shard`` per decoder layer) training steps/s of
+   gemma-3-270m's architecture on all N visible GPUs, one torchrun process each
+   (``benchmarks/gpu_check_dist.py``), with ``sharded`` (DTensor parameters) and peak memory per
+   rank; N = 1 on a one-GPU machine (the lent one), so it reports N = 1 only.
 
 ``--dry-run`` runs the same code paths on CPU with tiny random models (a 2-layer gemma3 with
 gemma-3-270m's layer pattern, a tiny llama with teachfit's own tokenizer) and few items, so
@@ -254,6 +258,30 @@ def check_sft(bundle: Path | None, device: str, dry_run: bool, steps: int, work:
     return out
 
 
+def check_multi_gpu(bundle: Path | None, dry_run: bool, steps: int, work: Path) -> dict[str, Any]:
+    """DDP and FSDP2 training steps/s on every visible GPU (N = torch.cuda.device_count(); the
+    lent machine has one, so N = 1 there), one torchrun process per GPU running
+    ``benchmarks/gpu_check_dist.py``; a dry run uses 2 gloo processes on CPU."""
+    import os
+    import subprocess
+
+    import torch
+
+    n = 2 if dry_run else torch.cuda.device_count()
+    out: dict[str, Any] = {"processes": n, "backend": "gloo" if dry_run else "nccl"}
+    for strategy in ("ddp", "fsdp"):
+        target = work / f"dist_{strategy}.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+               str(ROOT / "benchmarks" / "gpu_check_dist.py"), "--strategy", strategy, "--steps", str(steps),
+               "--json-out", str(target), *(["--dry-run"] if dry_run else ["--bundle", str(bundle)])]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if dry_run else dict(os.environ)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{strategy} on {n} processes failed:\n{proc.stderr[-3000:]}")
+        out[strategy] = json.loads(target.read_text())
+    return out
+
+
 def _checkpointing_field(value: bool) -> dict[str, bool]:
     """transformers 5.23 renamed ``gradient_checkpointing`` to ``activation_checkpointing``; the GPU
     machine's transformers may be either."""
@@ -308,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in (("scoring", lambda: check_scoring(bundle, device, args.dry_run, repeats)),
                          ("generation", lambda: check_generation(bundle, device, args.dry_run, new_tokens,
                                                                  Path(tmp))),
-                         ("sft", lambda: check_sft(bundle, device, args.dry_run, steps, Path(tmp)))):
+                         ("sft", lambda: check_sft(bundle, device, args.dry_run, steps, Path(tmp))),
+                         ("multi_gpu", lambda: check_multi_gpu(bundle, args.dry_run, steps, Path(tmp)))):
             t0 = time.perf_counter()
             result[name] = fn()
             result[name]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -14,6 +14,7 @@ from teachfit.schema import check_duplicate_keys
 from teachfit.workflow.config import validate_config
 from teachfit.workflow import inputs, paths, plan
 from teachfit.io import read_json
+from teachfit.workflow.resources import job_gpus
 
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
@@ -89,52 +90,66 @@ summary_run_evals = input_function(inputs.summary_run_evals, ranked=ranked_evolv
 summary_model_evals = input_function(inputs.summary_model_evals)
 
 
-def model_gpus(alias, engine="hf"):
-    """GPUs for one job on model ``alias``: vLLM uses exactly tensor_parallel_size;
-    transformers / trl / lm-eval jobs get max(tp, one GPU per 30B params); API models none.
-    """
-    m = config["models"][alias]
-    if m["source"] == "api":
-        return 0
-    tp = int(m["tensor_parallel_size"])
-    if engine == "vllm" and m["backend"] == "vllm":
-        return tp
-    return max(tp, -(-int(float(m["params_b"]) * 10) // 300), 1)
+def model_gpus(alias, kind="forward", job=""):
+    """GPUs of a ``kind`` job on model ``alias``: a memory estimate (teachfit.workflow.resources)."""
+    return job_gpus(config, alias, kind, job)
 
 
 def gpus_generator(wildcards):
-    return model_gpus(config["generators"][wildcards.generator]["model"], "vllm")
+    return model_gpus(
+        config["generators"][wildcards.generator]["model"], "vllm", "generate_responses"
+    )
 
 
 def gpus_evolver(wildcards):
-    return model_gpus(wildcards.evolver, "vllm")
+    return model_gpus(wildcards.evolver, "vllm", "evolve_instructions")
 
 
 def gpus_reward(wildcards):
-    return model_gpus(PLAN.reward_model(wildcards.dataset))
+    return model_gpus(PLAN.reward_model(wildcards.dataset), "forward", "score_rewards")
 
 
 def gpus_scorer(wildcards):
-    return model_gpus(wildcards.scorer)
+    return model_gpus(wildcards.scorer, "forward", "score_losses")
+
+
+def gpus_train(wildcards):
+    return model_gpus(wildcards.base, "train", "train_sft")
 
 
 def gpus_base(wildcards):
-    return model_gpus(wildcards.base)
+    return model_gpus(wildcards.base, "generate", "answer_ifs_run")
+
+
+def gpus_base_engine(wildcards):
+    return model_gpus(wildcards.base, "vllm", "answer_winrate")
+
+
+def gpus_base_eval(wildcards):
+    return model_gpus(wildcards.base, "eval", "evaluate_checkpoints")
 
 
 def gpus_model(wildcards):
-    return model_gpus(wildcards.model)
+    return model_gpus(wildcards.model, "eval", "evaluate_model")
+
+
+def gpus_model_engine(wildcards):
+    return model_gpus(wildcards.model, "vllm", "answer_ifs_model")
 
 
 def gpus_judge(wildcards):
-    return max(1, model_gpus(config["evolver"]["judge"]))
+    return max(1, model_gpus(config["evolver"]["judge"], "forward", "evolver judge"))
 
 
 def gpus_winrate_judge(wildcards):
     return model_gpus(
-        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"]
+        config["teacher"]["winrate"]["benchmarks"][wildcards.benchmark]["judge"],
+        "vllm",
+        "judge_winrate",
     )
 
 
 def gpus_objecqa_judge(wildcards):
-    return max(1, model_gpus(config["ifs"]["objecqa"]["judge"]))
+    return max(
+        1, model_gpus(config["ifs"]["objecqa"]["judge"], "forward", "objecqa judge")
+    )

@@ -51,7 +51,7 @@ rule evaluate_checkpoints:
         EVAL_ENV
     threads: 2
     resources:
-        gpu=gpus_base,
+        gpu=gpus_base_eval,
     params:
         eval=run_eval_settings,
         run=run_label,

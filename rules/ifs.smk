@@ -82,7 +82,7 @@ rule answer_ifs_model:
         "../envs/gen.yaml"
     threads: 2
     resources:
-        gpu=gpus_model,
+        gpu=gpus_model_engine,
     params:
         prompt_settings=config["ifs"]["prompts"],
         objecqa=config["ifs"]["objecqa"],

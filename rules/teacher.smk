@@ -94,7 +94,7 @@ rule answer_winrate:
         "../envs/gen.yaml"
     threads: 2
     resources:
-        gpu=gpus_base,
+        gpu=gpus_base_engine,
     params:
         max_new_tokens=winrate_max_new_tokens,
         backend=base_backend,

@@ -39,9 +39,10 @@ rule train_sft:
         "../envs/train.yaml"
     threads: 2
     resources:
-        gpu=gpus_base,
+        gpu=gpus_train,
     params:
         sft=config["sft"],
         scratch="results/scratch/sft/{dataset}/{generator}/{selection}/{base}",
+        nproc=gpus_train,
     script:
         "../scripts/train_sft.py"

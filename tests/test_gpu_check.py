@@ -31,6 +31,11 @@ def test_gpu_check_dry_run(tmp_path):
     sft = res["sft"]
     assert sft["lora"]["steps_per_s"] > 0 and sft["full"]["steps_per_s"] > 0
     assert 0 < sft["lora"]["trainable_params_m"] < sft["full"]["trainable_params_m"]
+    multi = res["multi_gpu"]
+    assert multi["processes"] == 2 and multi["backend"] == "gloo"
+    assert multi["fsdp"]["sharded"] is True and multi["ddp"]["sharded"] is False
+    assert multi["fsdp"]["processes"] == multi["ddp"]["processes"] == 2
+    assert multi["fsdp"]["steps_per_s"] > 0 and multi["ddp"]["steps_per_s"] > 0
     for dist in ("torch", "transformers", "peft", "accelerate", "polars", "jsonschema"):
         assert dist in res["imported_distributions"]
     # what the script needs beyond the GPU machine's four packages is in the bundle's wheel list

@@ -14,7 +14,7 @@ from typing import Any
 
 from teachfit.io import DataError, read_json
 from teachfit.logs import timed
-from teachfit.models import default_device, load_pretrained, load_tokenizer
+from teachfit.models import default_device, device_placement, load_pretrained, load_tokenizer
 
 
 def final_model_dir(sft_dir: str | Path) -> Path:
@@ -77,20 +77,22 @@ def load_for_inference(path: str | Path, base_model_dir: str | Path, dtype: str 
     path = Path(path)
     if (path / "checkpoints.json").exists():
         path = final_model_dir(path)
+    placement = device_placement(device)  # several GPUs: accelerate's device_map
     with timed("model_load"):
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
             if base is None:
-                base = load_pretrained("AutoModelForCausalLM", base_model_dir, dtype=dtype)
+                base = load_pretrained("AutoModelForCausalLM", base_model_dir, dtype=dtype, **placement)
             model = PeftModel.from_pretrained(base, str(path))
         elif (path / "config.json").exists():
-            model = load_pretrained("AutoModelForCausalLM", path, dtype=dtype, trust_from=base_model_dir)
+            model = load_pretrained("AutoModelForCausalLM", path, dtype=dtype, trust_from=base_model_dir, **placement)
         else:
             raise DataError(f"{path}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)")
         tok_dir = path if (path / "tokenizer_config.json").exists() else Path(base_model_dir)
         tokenizer = load_tokenizer(tok_dir, padding_side="left")
-        model.to(default_device(device))
+        if not placement:
+            model.to(default_device(device))
     model.eval()
     return model, tokenizer
 

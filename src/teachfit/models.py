@@ -90,7 +90,7 @@ class ModelSpec:
             )
         for key in ("backend", "tensor_parallel_size", "params_b", "max_model_len",
                     "gpu_memory_utilization", "enforce_eager", "cpu_kvcache_gib", "description",
-                    "api_base", "api_key_env", "api_max_retries", "api_timeout_s"):
+                    "api_base", "api_key_env", "api_max_retries", "api_timeout_s", "quantization"):
             entry.pop(key, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(entry) - known)
@@ -527,15 +527,35 @@ def default_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None) -> Any:
-    """The causal LM of ``model_dir`` in eval mode on :func:`default_device` (or ``device``),
+def device_placement(device: str | None = None, share: float = 0.9) -> dict[str, Any]:
+    """``from_pretrained`` keywords that spread a model over every visible GPU with accelerate's
+    big-model loading (``device_map="auto"``, ``max_memory`` = ``share`` of each GPU's memory,
+    layers filled in order) when the device is CUDA and the job sees more than one GPU (a job
+    given N GPUs by teachfit.workflow.resources); ``{}`` otherwise (one device: ``.to(device)``)."""
+    if device not in (None, "cuda"):
+        return {}
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n < 2:
+        return {}
+    return {"device_map": "auto",
+            "max_memory": {i: int(torch.cuda.get_device_properties(i).total_memory * share) for i in range(n)}}
+
+
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None,
+                   placement: dict[str, Any] | None = None) -> Any:
+    """A causal LM for inference, on one device or, with ``placement`` (default
+    :func:`device_placement`: several visible GPUs), spread by accelerate's ``device_map``;
     through :func:`load_pretrained` (raises :class:`ModelLoadError` on missing or unexpected
     weights)."""
     from teachfit.logs import timed
 
+    placement = device_placement(device) if placement is None else placement
     with timed("model_load"):
-        model = load_pretrained("AutoModelForCausalLM", model_dir, dtype=dtype)
-        model.to(default_device(device))
+        model = load_pretrained("AutoModelForCausalLM", model_dir, dtype=dtype, **placement)
+        if not placement:
+            model.to(default_device(device))
     model.eval()
     return model
 

