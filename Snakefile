@@ -40,6 +40,7 @@ include: "rules/eval.smk"
 include: "rules/analysis.smk"
 include: "rules/teacher.smk"
 include: "rules/recommend.smk"
+include: "rules/per_instruction.smk"
 include: "rules/evolve.smk"
 include: "rules/ifs.smk"
 

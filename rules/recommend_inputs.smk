@@ -1,5 +1,6 @@
 # Input and params functions of the recommendation rules (rules/recommend.smk, issue 14).
 from teachfit.generation.dataset import source_label
+from teachfit.generation.per_instruction import source_label as per_instruction_label
 
 SELECT_DATA_FIELDS = (
     "format",
@@ -32,6 +33,8 @@ def ranking_sources(wildcards):
         entry = config["generators"][g]
         if entry["kind"] == "dataset":
             out[g] = f"dataset {source_label(entry['dataset'])}"
+        elif entry["kind"] == "per_instruction":
+            out[g] = per_instruction_label(entry["per_instruction"])
         else:
             out[g] = f"model {entry['model']}"
     return out

@@ -172,6 +172,7 @@ rule build_teacher_performance:
     params:
         winrate_runs=teacher_winrate_runs,
         performance=config["performance"],
+        mixed=PLAN.names["per_instruction_generators"],
     script:
         "../scripts/build_teacher_performance.py"
 
