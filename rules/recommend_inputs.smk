@@ -100,7 +100,11 @@ def select_data_scoring(wildcards):
 
 def select_data_settings(wildcards):
     entry = select_data_entry(wildcards)
-    return {"metric": entry["metric"], "top_percent": float(entry["top_percent"])}
+    return {
+        "metric": entry["metric"],
+        "top_percent": float(entry["top_percent"]),
+        "per_instruction": entry["per_instruction"],
+    }
 
 
 def gpus_select_data(wildcards):

@@ -508,6 +508,18 @@ def _pack(lengths: Sequence[int], batch_tokens: int, max_padding: float = 1.0) -
     return batches
 
 
+def token_nll_and_rank(logits: Any, targets: Any) -> tuple[Any, Any]:
+    """NLL (nats) and rank of each target token: ``logits`` a float tensor ``[n, vocab]`` (the
+    logits predicting each token), ``targets`` an integer tensor ``[n]``. NLL = logsumexp(logits)
+    - logits[target]; rank = 1 + the number of vocabulary entries with a strictly higher logit
+    (1 = the argmax; tied logits share the best rank, as UmeanNever/RankSurprisalRatio
+    ``rsr_cal.py`` counts). Returns two tensors ``[n]`` (float, int64)."""
+    target = logits.gather(-1, targets[:, None])
+    nll = logits.logsumexp(dim=-1) - target[:, 0]
+    rank = 1 + (logits > target).sum(dim=-1)
+    return nll, rank
+
+
 def span_nll_batched(
     model: Any,
     seqs: Sequence[list[int]],
@@ -601,10 +613,9 @@ def span_nll_batched(
                 chunk = selected[c: c + settings.logit_chunk]
                 logits = (head.logits(chunk) if head.split else chunk).float()
                 t = tgt_t[c: c + settings.logit_chunk]
-                target = logits.gather(-1, t[:, None])
-                nll = torch.logsumexp(logits, dim=-1) - target[:, 0]
+                nll, rank = token_nll_and_rank(logits, t)
                 nll_parts.append(nll.double().cpu().numpy())
-                rank_parts.append((1 + (logits > target).sum(dim=-1)).cpu().numpy())
+                rank_parts.append(rank.cpu().numpy())
         nll_np = np.concatenate(nll_parts)
         rank_np = np.concatenate(rank_parts).astype(np.float64)
         np.add.at(sums.reshape(-1), grp_np, nll_np)
@@ -648,7 +659,7 @@ def _frame(encoded: Sequence[EncodedPair], q: np.ndarray, aq: np.ndarray, a: np.
     return pl.DataFrame(
         {
             "loss_q": [_mean(*x) for x in q],
-            "loss_a_given_q": [_mean(*x) for x in aq],
+            "loss_a_given_q": [_mean(x[0], x[1]) for x in aq],
             "loss_a": [_mean(*x) for x in a],
             "n_q_tokens": [int(x[1]) for x in q],
             "n_a_tokens": [int(x[1]) for x in aq],
@@ -739,8 +750,8 @@ def _naive_nll(model: Any, ids: list[int], span: tuple[int, int]) -> tuple[float
     logp = torch.log_softmax(logits[s - 1: e - 1], dim=-1)
     tgt = torch.tensor(ids[s:e], device=model.device)
     nll = -logp.gather(-1, tgt[:, None])[:, 0]
-    target = logits[s - 1: e - 1].gather(-1, tgt[:, None])
-    rank = (1 + (logits[s - 1: e - 1] > target).sum(dim=-1)).double()
+    _, rank = token_nll_and_rank(logits[s - 1: e - 1], tgt)
+    rank = rank.double()
     return (float(nll.double().sum()), float(e - s), float(rank.sum()),
             float(rank.clamp(max=RANK_CLIP).sum()))
 

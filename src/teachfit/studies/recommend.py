@@ -377,6 +377,22 @@ SELECT_REASONS = {
     "no_score": "the metric is NaN (the pair was truncated away or has no scorable tokens)",
     "duplicate": "the same (system, instruction, response) as an earlier row",
 }
+#: The reason of a row that another response to its instruction beat (``per_instruction`` set).
+NOT_CHOSEN = {"not_chosen_per_instruction": "another response to the same instruction has a lower L(A|Q) under "
+                                            "the student (per_instruction: student_likelihood, GRAPE)"}
+
+
+def per_instruction_keep(df: pl.DataFrame) -> pl.DataFrame:
+    """Per instruction (rows with the same ``system`` and ``instruction``), the row with the highest
+    student likelihood, i.e. the lowest finite ``loss_a_given_q`` (GRAPE, arXiv 2502.04194;
+    :func:`teachfit.generation.per_instruction.criterion_values`); ties: the lower ``source_index``.
+    Instructions whose rows all lack a finite loss keep none here (their rows are ``no_score``)."""
+    from teachfit.generation.per_instruction import criterion_values
+
+    v = criterion_values(df, "student_likelihood")
+    scored = df.with_columns(pl.Series("_v", v, dtype=pl.Float64)).filter(pl.col("_v").is_finite())
+    return (scored.sort(["_v", "source_index"], descending=[True, False])
+            .group_by(["system", "instruction"], maintain_order=True).first().drop("_v"))
 
 SELECT_METRIC_COLUMNS = {"icifd": "icifd", "ifd": "ifd", "loss": "loss_a_given_q"}
 #: The scoring convention each metric is computed under when ``select_data.<name>.convention`` is
@@ -463,7 +479,10 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     2024), highest first, ranked by :func:`teachfit.training.selection.select_top` (which owns the
     count rule, ties and any IFD filter); ``loss`` (the student's compatibility loss L(A|Q), CAR's L,
     Xu et al. 2024), lowest first with the same count rule. Pairs whose metric is NaN are not ranked
-    (``no_score``); k% applies to the scored pairs.
+    (``no_score``); k% applies to the scored pairs. With ``selection["per_instruction"]`` =
+    ``student_likelihood`` only each instruction's most student-likely response
+    (:func:`per_instruction_keep`, L(A|Q) of the entry's convention) competes; the others are
+    ``not_chosen_per_instruction``.
 
     Writes ``selected`` (JSONL, one ``{"messages": [...]}`` per kept pair in rank order: a system
     turn if the row had one, the user turn, the assistant turn -- what trl's SFTTrainer trains on);
@@ -486,7 +505,12 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     df = add_selection_metrics(df, sc)
     col = SELECT_METRIC_COLUMNS[metric]
     finite = pl.col(col).is_not_null() & pl.col(col).is_finite()
-    scored = df.filter(finite)
+    per = selection.get("per_instruction")
+    if per not in (None, "student_likelihood"):
+        raise ValueError(f"select_data.{name}.per_instruction: {per!r} not in [null, 'student_likelihood']")
+    chosen_ids = per_instruction_keep(df)["id"].implode() if per else df["id"].implode()
+    beaten = finite & ~pl.col("id").is_in(chosen_ids)
+    scored = df.filter(finite & pl.col("id").is_in(chosen_ids))
     if metric == "loss":
         kept = _top_by_loss(scored, top_percent)
         eligible = scored
@@ -496,6 +520,7 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     kept_ids = kept["id"].implode()
     filtered = scored.filter(~pl.col("id").is_in(eligible["id"].implode()))
     reason = (pl.when(pl.col("id").is_in(kept_ids)).then(pl.lit("kept"))
+              .when(beaten).then(pl.lit("not_chosen_per_instruction"))
               .when(pl.col("id").is_in(filtered["id"].implode())).then(pl.lit("filtered_by_select_top"))
               .when(finite).then(pl.lit("below_top_k"))
               .otherwise(pl.lit("no_score")))
@@ -514,7 +539,8 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     table = (pl.concat([rows, rejected_rows], how="vertical_relaxed").sort("source_index")
              .with_columns(pl.col("instruction").str.slice(0, 100)))
     lines = [json.dumps({"messages": to_messages(r)}, ensure_ascii=False) for r in kept.to_dicts()]
-    meanings = {**SELECT_REASONS, **{k: v for k, v in ROW_STATUSES.items() if k != "ok"}}
+    meanings = {**SELECT_REASONS, **(NOT_CHOSEN if per else {}),
+                **{k: v for k, v in ROW_STATUSES.items() if k != "ok"}}
     counts = dict(table.group_by("reason").len().iter_rows())
     unknown = sorted(set(counts) - set(meanings))
     if unknown:
