@@ -7,11 +7,15 @@ from teachfit.workflow import inputs_per_instruction
 
 
 def per_instruction_candidates(wildcards):
-    return inputs_per_instruction.candidate_responses(config, wildcards.dataset, wildcards.generator)
+    return inputs_per_instruction.candidate_responses(
+        config, wildcards.dataset, wildcards.generator
+    )
 
 
 def per_instruction_scores(wildcards):
-    return inputs_per_instruction.candidate_scores(config, wildcards.dataset, wildcards.generator)
+    return inputs_per_instruction.candidate_scores(
+        config, wildcards.dataset, wildcards.generator
+    )
 
 
 def per_instruction_names(wildcards):
