@@ -14,6 +14,7 @@ TEACHER_METRICS = [
     "ifd_base",
     "ifd_ref",
     "car",
+    "rsr_base",
 ]
 
 

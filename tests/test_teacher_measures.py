@@ -274,3 +274,52 @@ def test_select_data_per_instruction_keeps_the_most_student_likely_response_per_
     summary = pl.read_csv(out["summary"])
     assert summary.filter(pl.col("reason") == "total")["rows"][0] == 6
     assert len(out["selected"].read_text().splitlines()) == 3
+
+
+# --------------------------------------------------------------------------- the workflow
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory) -> Path:
+    from workflow_utils import copy_workflow
+
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+MIXED = ("--configfile", "tests/configs/tiny.yaml", "tests/configs/tiny_mixed.yaml")
+
+
+def test_mixed_teacher_enters_the_teacher_study_dag(wf):
+    """t_mix: chosen from the three teachers' responses under tiny_base's scores, then rewards, scores,
+    SFT, evaluation and win rates like any generator; rank_teachers compares with the measured ranks."""
+    from workflow_utils import dry_run
+
+    jobs = dry_run(wf, *MIXED)
+    assert jobs["mix_responses"] == 1
+    assert jobs["train_sft"] == 4 and jobs["evaluate_checkpoints"] == 4 and jobs["judge_winrate"] == 4
+    assert jobs["score_rewards"] == 4 and jobs["score_losses"] == 16  # 4 generators x (student, reference) x 2
+    assert jobs["build_teacher_performance"] == 1 and jobs["rank_teachers"] == 1
+
+
+@pytest.mark.slow
+def test_mixed_teacher_end_to_end(wf):
+    from workflow_utils import snakemake
+
+    snakemake(wf, *MIXED, "--", "results/tables/teacher_ranking.csv", "results/tables/teacher_performance.csv",
+              timeout=3000)
+    res = wf / "results"
+    choice = read_json(res / "generations" / "tiny" / "t_mix.choice.json")
+    responses = pl.read_parquet(res / "responses" / "tiny" / "t_mix.parquet")
+    assert responses.height == choice["chosen"] == sum(choice["chosen_per_generator"].values())
+    assert set(responses["chosen_from"]) <= {"t_greedy", "t_best2", "t_fewshot"}
+    perf = pl.read_csv(res / "tables" / "teacher_performance.csv")
+    mix = perf.filter(pl.col("generator") == "t_mix").row(0, named=True)
+    assert mix["mixed"] is True and mix["beats_every_single"] is not None
+    assert perf.filter(pl.col("generator") != "t_mix")["beats_every_single"].null_count() == 3
+    ranking = pl.read_csv(res / "tables" / "teacher_ranking.csv")
+    assert ranking.height == 4 and ranking["rsr_base"].is_finite().all()
+    for m in RANKING_METRICS:
+        assert {f"{m}_rho", f"{m}_rho_low", f"{m}_rho_high"} <= set(ranking.columns)
+    assert ranking["best_measure"].n_unique() == 1
+    scores = pl.read_parquet(res / "scores" / "tiny" / "t_mix" / "tiny_base.chat.parquet")
+    assert (scores["mean_rank_clip_a_given_q"].drop_nans() >= 1).all()

@@ -7,7 +7,9 @@
   a figure, and a one-paragraph verdict per student generated from the numbers. Its DAG holds
   generation, rewards and loss scoring only; where ``teacher.ranking.measured`` is on, it also
   reads the full study's ``teacher_performance.csv`` and reports, per metric, the Spearman rho
-  between the predicted and the measured ranks (did the metric pick well?).
+  between the predicted and the measured ranks (did the metric pick well?) with a 95 % bootstrap
+  interval over generators, and names the metric that predicted best. The measures and how to
+  read the table: ``docs/teacher-measures.md``.
 * :func:`prepare_select_data` and :func:`select_data` -- a user data set -> its top-k% by IC-IFD,
   IFD (:func:`teachfit.training.selection.select_top`, which owns the ranking and any IFD filter)
   or the student's compatibility loss L(A|Q) (lowest first), as a ready-to-train chat-messages
