@@ -2,30 +2,7 @@
 # responses chosen by a criterion (student_likelihood = GRAPE, reward, car); written as a
 # generations table so that it goes through score_rewards -> select_responses -> scores, SFT and
 # evaluation like any generator. Functions: teachfit.generation.per_instruction (rule),
-# teachfit.workflow.inputs_per_instruction (inputs; the delegators below).
-from teachfit.workflow import inputs_per_instruction
-
-
-def per_instruction_candidates(wildcards):
-    return inputs_per_instruction.candidate_responses(
-        config, wildcards.dataset, wildcards.generator
-    )
-
-
-def per_instruction_scores(wildcards):
-    return inputs_per_instruction.candidate_scores(
-        config, wildcards.dataset, wildcards.generator
-    )
-
-
-def per_instruction_names(wildcards):
-    return inputs_per_instruction.candidate_names(config, wildcards.generator)
-
-
-def per_instruction_entry(wildcards):
-    return inputs_per_instruction.entry(config, wildcards.generator)
-
-
+# teachfit.workflow.inputs_per_instruction (inputs; delegators in per_instruction_inputs.smk).
 rule mix_responses:
     input:
         candidates=per_instruction_candidates,
