@@ -323,3 +323,20 @@ def test_mixed_teacher_end_to_end(wf):
     assert ranking["best_measure"].n_unique() == 1
     scores = pl.read_parquet(res / "scores" / "tiny" / "t_mix" / "tiny_base.chat.parquet")
     assert (scores["mean_rank_clip_a_given_q"].drop_nans() >= 1).all()
+
+
+def test_select_data_cli_per_instruction_reaches_the_rule(wf, capfd, tmp_path):
+    import yaml
+
+    from teachfit.workflow.cli import main
+    from workflow_utils import planned_jobs
+
+    data = tmp_path / "multi.jsonl"
+    data.write_text("".join(json.dumps({"instruction": "Say hi.", "output": o}) + "\n" for o in ("Hi!", "Hello.")))
+    rc = main(["select-data", "--configfile", "tests/configs/tiny.yaml", "--data", str(data), "--student", "tiny_base",
+               "--metric", "loss", "--per-instruction", "student_likelihood", "-C", str(wf), "-n", "--cores", "1"])
+    out = capfd.readouterr()
+    assert rc == 0, out.err
+    assert planned_jobs(out.out + out.err)["select_data"] == 1
+    overlay = yaml.safe_load((wf / "results" / "cli" / "select_data.multi.yaml").read_text())
+    assert overlay["select_data"]["multi"]["per_instruction"] == "student_likelihood"
