@@ -340,3 +340,33 @@ def test_select_data_cli_per_instruction_reaches_the_rule(wf, capfd, tmp_path):
     assert planned_jobs(out.out + out.err)["select_data"] == 1
     overlay = yaml.safe_load((wf / "results" / "cli" / "select_data.multi.yaml").read_text())
     assert overlay["select_data"]["multi"]["per_instruction"] == "student_likelihood"
+
+
+def test_performance_stderr_and_the_mixed_margin_interval(tmp_path):
+    """performance_stderr = sqrt(sum se^2) / k over the averaged scores (lm-eval's and the win-rate
+    headline's); the mixed teacher's margin over the best single teacher gets a normal 95% interval."""
+    from teachfit.io import write_json, write_parquet
+    from teachfit.studies.teacher import build_teacher_performance
+
+    evals, winrates, runs = [], [], []
+    for g, acc, se, lc, lc_se in (("s1", 0.5, 0.03, 0.6, 0.04), ("s2", 0.4, 0.03, 0.5, 0.04),
+                                  ("mix", 0.7, 0.03, 0.7, 0.04)):
+        p = tmp_path / f"{g}.parquet"
+        write_parquet(pl.DataFrame({"base": ["b"], "generator": [g], "step": [4], "task": ["tf_arith"],
+                                    "metric": ["exact_match,flexible-extract"], "value": [acc], "stderr": [se],
+                                    "is_final": [True]}), p)
+        evals.append(str(p))
+        write_json({"win_rate": lc, "lc_win_rate_minimal_inhouse": lc, "lc_stderr_minimal_inhouse": lc_se},
+                   tmp_path / f"{g}.json")
+        winrates.append(str(tmp_path / f"{g}.json"))
+        runs.append({"base": "b", "generator": g, "benchmark": "h", "headline": "lc_win_rate_minimal_inhouse"})
+    perf = defaults("performance", include_winrate=True, metrics={"tf_arith": "exact_match,flexible-extract"})
+    df = build_teacher_performance(evals, winrates, tmp_path / "perf.csv", runs, perf, mixed=["mix"])
+    rows = {r["generator"]: r for r in df.to_dicts()}
+    assert rows["s1"]["performance_stderr"] == pytest.approx(math.sqrt(0.03 ** 2 + 0.04 ** 2) / 2)
+    assert rows["s1"]["mixed"] is False and rows["s1"]["beats_every_single"] is None
+    mix = rows["mix"]
+    assert mix["margin_vs_best_single"] == pytest.approx(0.7 - 0.55)  # s1: (0.5 + 0.6) / 2
+    half = 1.959963984540054 * math.sqrt(2) * rows["s1"]["performance_stderr"]
+    assert (mix["margin_low"], mix["margin_high"]) == (pytest.approx(0.15 - half), pytest.approx(0.15 + half))
+    assert mix["beats_every_single"] is True

@@ -200,6 +200,12 @@ WINRATE_COLUMNS = (("win_rate", "winrate"), ("lc_win_rate_minimal_inhouse", "win
                    ("lc_win_rate_alpaca_eval", "winrate_lc_alpaca_eval"))
 
 
+#: The standard-error key of each win-rate headline in a win-rate summary JSON
+#: (:mod:`teachfit.evaluation.winrate`, :mod:`teachfit.evaluation.alpaca_eval2`).
+HEADLINE_STDERR = {"win_rate": "stderr", "lc_win_rate_minimal_inhouse": "lc_stderr_minimal_inhouse",
+                   "lc_win_rate_alpaca_eval": "lc_stderr_alpaca_eval"}
+
+
 def add_mixed_margins(df: pl.DataFrame, mixed: Sequence[str]) -> pl.DataFrame:
     """Whether each mixed (``per_instruction``) teacher beat every single teacher, per base.
 
@@ -256,7 +262,8 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
     lm-eval metrics plus, with ``include_winrate``, each benchmark's headline (the CAR paper:
     the mean of AlpacaEval 2 LC and Arena-Hard). NaN when nothing counts.
     ``performance_stderr``: ``sqrt(sum se_i^2) / k`` over the ``k`` averaged scores (lm-eval's
-    standard errors, taken as independent; NaN when one has none, e.g. a win rate). ``mixed``:
+    and win rates' standard errors (:data:`HEADLINE_STDERR`), taken as independent; NaN when one
+    has none). ``mixed``:
     the per_instruction generators of the study; :func:`add_mixed_margins` adds whether each beat
     every single teacher, with a 95 % interval of its margin. Raises
     :class:`DataError` naming the file when a configured metric or a headline key is missing.
@@ -300,7 +307,7 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
                     raise DataError(f"{path}: benchmark {run['benchmark']!r} has no {run['headline']!r} "
                                     f"(its length_controlled setting); has {sorted(wr)}")
                 picked.append(wr[run["headline"]])
-                picked_se.append(None)
+                picked_se.append(wr.get(HEADLINE_STDERR.get(run["headline"], "")))
         row["performance"] = float(np.mean(picked)) if picked else float("nan")
         se = np.array([np.nan if v is None else float(v) for v in picked_se], dtype=float)
         row["performance_stderr"] = float(np.sqrt(np.sum(se ** 2)) / se.size) if se.size else float("nan")
