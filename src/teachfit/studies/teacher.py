@@ -13,6 +13,8 @@ Conventions (also in the README):
   for every generator, so lengths are comparable);
 * CAR = (mean reward + reward_offset) / (1 + beta * L_base), L_base the base
   model's mean L(A|Q) with the SFT chat template (paper Sec. 4, Eq. 3).
+* RSR = mean clipped token rank / mean L(A|Q) under the base, ratio of means over responses
+  (Yang et al. 2026, arXiv 2601.14249; lower = better; :func:`teachfit.scoring.metrics.dataset_rsr`).
 
 Which generator / scorer / base a file belongs to arrives as rule params aligned with the
 inputs (``generators``, ``score_keys``, ``winrate_runs``); paths are never parsed.
