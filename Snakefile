@@ -7,6 +7,7 @@
 #   results/instructions/{dataset}.parquet                              seed set, evolver pool or evolved set
 #   results/generations/{dataset}/{generator}.parquet                   all n samples per instruction
 #   results/generations/{dataset}/{generator}.join.json                 a dataset generator's join counts
+#   results/generations/{dataset}/{generator}.choice.json               a per_instruction generator's choice counts
 #   results/rewards/{dataset}/{generator}.parquet                       reward per sample
 #   results/responses/{dataset}/{generator}.parquet                     the kept response per instruction
 #   results/raw/generators/{generator}.parquet                          a dataset generator's hub download
@@ -58,6 +59,7 @@ include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/teacher.smk"
 include: "rules/recommend.smk"
+include: "rules/per_instruction.smk"
 include: "rules/evolve.smk"
 include: "rules/ifs.smk"
 

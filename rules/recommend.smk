@@ -78,6 +78,7 @@ rule rank_teachers:
         sources=ranking_sources,
         join_generators=ranking_join_generators,
         style=config["analysis"]["figures"],
+        bootstrap=config["teacher"]["ranking"]["bootstrap"],
     script:
         "../scripts/rank_teachers.py"
 

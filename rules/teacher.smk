@@ -14,6 +14,7 @@ TEACHER_METRICS = [
     "ifd_base",
     "ifd_ref",
     "car",
+    "rsr_base",
 ]
 
 
@@ -172,6 +173,7 @@ rule build_teacher_performance:
     params:
         winrate_runs=teacher_winrate_runs,
         performance=config["performance"],
+        mixed=PLAN.names["per_instruction_generators"],
     script:
         "../scripts/build_teacher_performance.py"
 

@@ -116,7 +116,8 @@ def test_build_teacher_performance_and_correlations(tmp_path):
                                      winrate_runs=runs, performance=defaults("performance", include_winrate=True))
     assert perf.columns == ["base", "generator", "step", "tf_ifeval/prompt_level_loose_acc,none",
                             "tf_arith/exact_match,flexible-extract", "heldout/winrate",
-                            "heldout/winrate_lc_minimal_inhouse", "performance"]
+                            "heldout/winrate_lc_minimal_inhouse", "performance", "performance_stderr",
+                            "mixed", "margin_vs_best_single", "margin_low", "margin_high", "beats_every_single"]
     assert not any("alpaca" in c or c == "winrate_lc" for c in perf.columns)  # the in-house fit is named for what it is
     g1, g2 = perf.rows(named=True)
     assert g1["step"] == 4 and g1["heldout/winrate"] == 0.6

@@ -251,6 +251,7 @@ METRICS = pl.DataFrame({
     "ppl_ref": [2.0, 2.5, 3.0, 1.5],
     "ifd_ref": [0.4, 0.6, 0.5, 0.3],
     "car": [0.60, 0.55, 0.70, 0.65],
+    "rsr_base": [2.0, 1.0, 1.5, 3.0],
 })
 
 
@@ -267,7 +268,8 @@ def _rank(tmp_path: Path, performance: pl.DataFrame | None = None, metrics: pl.D
     df = rank_teachers(dm, [str(join)], measured, out["table"], out["figure"], out["verdict"],
                        generators=["g1", "g2", "g3", "mine"],
                        sources={"g1": "model a", "g2": "model b", "g3": "model c", "mine": "dataset d.jsonl"},
-                       join_generators=["mine"], style=defaults("analysis.figures", formats=["png"]))
+                       join_generators=["mine"], style=defaults("analysis.figures", formats=["png"]),
+                       bootstrap=defaults("teacher.ranking.bootstrap", n=100))
     return df, out
 
 
@@ -311,7 +313,7 @@ def test_rank_teachers_rho_is_the_signed_spearman_of_the_correlation_table(tmp_p
     verdict = out["verdict"].read_text()
     assert "``g2`` performed best (performance 0.5)" in verdict
     assert "Spearman rho = -1 with the measured ranking over 4 teachers, and CAR would not have chosen" in verdict
-    assert "closest to the measured ranking was IFD under the student (rho = 1)" in verdict
+    assert "closest to the measured ranking was IFD under the student (rho = 1, 95% bootstrap interval" in verdict
 
 
 def test_rank_teachers_errors(tmp_path):

@@ -408,7 +408,8 @@ def test_score_losses_rule_keeps_ids_and_writes_atomically(models, tmp_path):
         assert back["id"].to_list() == ["a", "b", "c"]
         assert back.columns == ["id", "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens",
                                 "n_response_tokens", "n_instruction_tokens", "truncated", "prompt_overflow",
-                                "empty_response", "convention", "scoring_settings_hash", "scoring_version",
+                                "empty_response", "mean_rank_a_given_q", "mean_rank_clip_a_given_q",
+                                "convention", "scoring_settings_hash", "scoring_version",
                                 "scorer"]
         assert back["scorer"].to_list() == ["tiny_llama"] * 3
         assert back["convention"].unique().to_list() == [convention]

@@ -44,6 +44,12 @@ def tiny_studies_jobs() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def mixed_jobs() -> list[dict]:
+    """The tiny config with a per_instruction (mixed) teacher (issue 25): rule mix_responses."""
+    return dag_jobs(ROOT, "tests/configs/tiny.yaml", "tests/configs/tiny_mixed.yaml")
+
+
+@pytest.fixture(scope="module")
 def recommend_jobs() -> list[dict]:
     """The tiny config with the recommendation rules (issue 14): a dataset generator, rank_teachers
     without the full study, select_data on a user file."""
@@ -116,12 +122,18 @@ def test_recommend_rules_request_a_gpu_and_have_their_imports(recommend_jobs):
     assert problems == {}
 
 
-def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, recommend_jobs):
+def test_mixed_teacher_rule_has_its_imports(mixed_jobs):
+    assert "mix_responses" in {j["rule"] for j in mixed_jobs}
+    job = rules_of(mixed_jobs)["mix_responses"]
+    assert not missing_in_env(Path(job["script"]), Path(job["conda"]))
+
+
+def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, recommend_jobs, mixed_jobs):
     """Each script calls one package function through teachfit.workflow.adapter.run; every job's named
     input/output/params keys must bind to that function's signature (checked without running it)."""
     from teachfit.workflow.adapter import bind
 
-    jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs, *recommend_jobs] if j["script"]}
+    jobs = {j["rule"]: j for j in [*paper_jobs, *tiny_studies_jobs, *recommend_jobs, *mixed_jobs] if j["script"]}
     problems = []
     for script in sorted((ROOT / "scripts").glob("*.py")):
         tree = ast.parse(script.read_text())
@@ -134,7 +146,7 @@ def test_rule_keys_are_their_function_parameters(paper_jobs, tiny_studies_jobs, 
         fn = getattr(importlib.import_module(module), fn_name)
         users = [j for j in jobs.values() if Path(j["script"]).name == script.name]
         if not users:
-            problems.append(f"{script.name}: no rule of the paper, tiny-studies or recommend DAG uses it")
+            problems.append(f"{script.name}: no rule of the paper, tiny-studies, recommend or mixed DAG uses it")
         for job in users:
             try:
                 bind(fn, dict.fromkeys(job["keys"]), threads=1, rule=job["rule"])

@@ -73,6 +73,15 @@ inference (CAR's compatibility loss, Xu et al. 2024 Sec. 4):
   same kept response tokens. A prompt longer than ``max_length`` is cut (its instruction
   tokens beyond the cut are dropped) and the response losses are NaN (``prompt_overflow``).
 
+**Token ranks** (for the Rank-Surprisal Ratio, Yang et al. 2026, arXiv 2601.14249): in the same
+forward pass as L(A|Q), each scored response token's rank under the scorer: rank = 1 + the number
+of vocabulary entries whose logit is strictly higher than the token's (float32 logits), so the
+argmax token has rank 1 and tied logits share the best rank -- the rule of the reference code
+(UmeanNever/RankSurprisalRatio ``rsr_cal.py``: ``1 + (topk > target).sum()``). Per pair:
+``mean_rank_a_given_q`` (mean rank over the L(A|Q) tokens) and ``mean_rank_clip_a_given_q`` (the
+same with every rank clipped at :data:`RANK_CLIP` = 100, the reference's ``rank_clip_r``);
+NaN where L(A|Q) is NaN. The RSR derives from these in :mod:`teachfit.scoring.metrics`.
+
 Per pair the engine reports ``loss_q``, ``loss_a_given_q``, ``loss_a`` (nats), ``n_q_tokens``,
 ``n_a_tokens`` (tokens scored in L(Q), L(A|Q)), ``n_response_tokens`` (the response tokenized
 alone without special tokens, before any truncation), ``n_instruction_tokens`` (the
@@ -121,7 +130,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 SCORE_COLUMNS = (
     "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens", "n_response_tokens",
     "n_instruction_tokens", "truncated", "prompt_overflow", "empty_response",
+    "mean_rank_a_given_q", "mean_rank_clip_a_given_q",
 )
+#: Rank clip of the Rank-Surprisal Ratio (UmeanNever/RankSurprisalRatio ``rsr_cal.py``,
+#: ``rank_clip_r=100``): ``mean_rank_clip_a_given_q`` averages ``min(rank, RANK_CLIP)``.
+RANK_CLIP = 100
 _SENTINEL = "\ue000TEACHFIT_INSTRUCTION\ue001"
 
 #: Stanford Alpaca prompts as Cherry_LLM writes them (cherry_seletion/data_analysis.py:16-27).
@@ -495,6 +508,18 @@ def _pack(lengths: Sequence[int], batch_tokens: int, max_padding: float = 1.0) -
     return batches
 
 
+def token_nll_and_rank(logits: Any, targets: Any) -> tuple[Any, Any]:
+    """NLL (nats) and rank of each target token: ``logits`` a float tensor ``[n, vocab]`` (the
+    logits predicting each token), ``targets`` an integer tensor ``[n]``. NLL = logsumexp(logits)
+    - logits[target]; rank = 1 + the number of vocabulary entries with a strictly higher logit
+    (1 = the argmax; tied logits share the best rank, as UmeanNever/RankSurprisalRatio
+    ``rsr_cal.py`` counts). Returns two tensors ``[n]`` (float, int64)."""
+    target = logits.gather(-1, targets[:, None])
+    nll = logits.logsumexp(dim=-1) - target[:, 0]
+    rank = 1 + (logits > target).sum(dim=-1)
+    return nll, rank
+
+
 def span_nll_batched(
     model: Any,
     seqs: Sequence[list[int]],
@@ -505,7 +530,9 @@ def span_nll_batched(
     head: LogitHead | None = None,
     prefix: Sequence[int] = (),
 ) -> np.ndarray:
-    """Sum of NLL and token count for every (sequence, span): array ``[n_seq, n_span, 2]``.
+    """Sum of NLL, token count, sum of token ranks and sum of ranks clipped at :data:`RANK_CLIP`
+    for every (sequence, span): array ``[n_seq, n_span, 4]`` (rank = 1 + vocabulary entries with
+    a strictly higher logit; see the module docstring), all from one forward pass.
 
     Token ``j`` of a sequence is predicted from position ``j - 1``; spans hold
     token positions ``[start, end)`` with ``start ≥ 1``. With a ``prefix`` every
@@ -523,6 +550,8 @@ def span_nll_batched(
     n_spans = max((len(s) for s in spans), default=0)
     sums = np.zeros((len(seqs), n_spans), dtype=np.float64)
     counts = np.zeros((len(seqs), n_spans), dtype=np.int64)
+    rank_sums = np.zeros((len(seqs), n_spans), dtype=np.float64)
+    clip_sums = np.zeros((len(seqs), n_spans), dtype=np.float64)
     device = model.device
     lengths = [len(s) for s in seqs]
     batches = [b for b in _pack(lengths, settings.batch_tokens, settings.max_padding)
@@ -573,7 +602,7 @@ def span_nll_batched(
                           use_cache=True)
         else:
             kwargs.update(attention_mask=mask_t, use_cache=False)
-        nll_parts = []
+        nll_parts, rank_parts = [], []
         with torch.inference_mode():
             out = run(**kwargs)
             full = out.last_hidden_state if head.split else out.logits
@@ -584,12 +613,16 @@ def span_nll_batched(
                 chunk = selected[c: c + settings.logit_chunk]
                 logits = (head.logits(chunk) if head.split else chunk).float()
                 t = tgt_t[c: c + settings.logit_chunk]
-                nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, t[:, None])[:, 0]
+                nll, rank = token_nll_and_rank(logits, t)
                 nll_parts.append(nll.double().cpu().numpy())
+                rank_parts.append(rank.cpu().numpy())
         nll_np = np.concatenate(nll_parts)
+        rank_np = np.concatenate(rank_parts).astype(np.float64)
         np.add.at(sums.reshape(-1), grp_np, nll_np)
         np.add.at(counts.reshape(-1), grp_np, 1)
-    return np.stack([sums, counts.astype(np.float64)], axis=-1)
+        np.add.at(rank_sums.reshape(-1), grp_np, rank_np)
+        np.add.at(clip_sums.reshape(-1), grp_np, np.minimum(rank_np, RANK_CLIP))
+    return np.stack([sums, counts.astype(np.float64), rank_sums, clip_sums], axis=-1)
 
 
 def shared_prefix_len(encoded: Sequence[EncodedPair], min_len: int = 2) -> int:
@@ -616,16 +649,17 @@ _FRAME_SCHEMA = {
     "loss_q": pl.Float64, "loss_a_given_q": pl.Float64, "loss_a": pl.Float64,
     "n_q_tokens": pl.Int64, "n_a_tokens": pl.Int64, "n_response_tokens": pl.Int64,
     "n_instruction_tokens": pl.Int64, "truncated": pl.Boolean, "prompt_overflow": pl.Boolean,
-    "empty_response": pl.Boolean,
+    "empty_response": pl.Boolean, "mean_rank_a_given_q": pl.Float64, "mean_rank_clip_a_given_q": pl.Float64,
 }
 
 
 def _frame(encoded: Sequence[EncodedPair], q: np.ndarray, aq: np.ndarray, a: np.ndarray) -> pl.DataFrame:
-    """``q``, ``aq``, ``a``: arrays ``[n, 2]`` of (NLL sum, token count)."""
+    """``q``, ``a``: arrays ``[n, 2]`` of (NLL sum, token count); ``aq``: ``[n, 4]`` of (NLL sum,
+    token count, rank sum, clipped rank sum)."""
     return pl.DataFrame(
         {
             "loss_q": [_mean(*x) for x in q],
-            "loss_a_given_q": [_mean(*x) for x in aq],
+            "loss_a_given_q": [_mean(x[0], x[1]) for x in aq],
             "loss_a": [_mean(*x) for x in a],
             "n_q_tokens": [int(x[1]) for x in q],
             "n_a_tokens": [int(x[1]) for x in aq],
@@ -634,6 +668,8 @@ def _frame(encoded: Sequence[EncodedPair], q: np.ndarray, aq: np.ndarray, a: np.
             "truncated": [e.truncated for e in encoded],
             "prompt_overflow": [e.prompt_overflow for e in encoded],
             "empty_response": [e.empty_response for e in encoded],
+            "mean_rank_a_given_q": [_mean(x[2], x[1]) for x in aq],
+            "mean_rank_clip_a_given_q": [_mean(x[3], x[1]) for x in aq],
         },
         schema=_FRAME_SCHEMA,
     )
@@ -654,7 +690,7 @@ def score_encoded(
 ) -> pl.DataFrame:
     """Batched scoring of already-encoded pairs with a loaded model."""
     if not encoded:
-        return _frame([], *(np.zeros((0, 2)),) * 3)
+        return _frame([], np.zeros((0, 2)), np.zeros((0, 4)), np.zeros((0, 2)))
     head = head or LogitHead(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     k = shared_prefix_len(encoded) if settings.share_prefix and settings.padding_side == "right" else 0
@@ -668,7 +704,7 @@ def score_encoded(
         model, [e.alone for e in encoded], [[e.alone_span] for e in encoded],
         settings, pad_id=pad, desc=f"score pairs ({settings.convention}: response alone)", head=head,
     )
-    return _frame(encoded, joint[:, 0], joint[:, 1], alone[:, 0])
+    return _frame(encoded, joint[:, 0, :2], joint[:, 1], alone[:, 0, :2])
 
 
 def score_pairs(
@@ -702,18 +738,22 @@ def _score_with(model_dir: str | Path, instructions: Sequence[str], responses: S
         _set_threads(before)
 
 
-def _naive_nll(model: Any, ids: list[int], span: tuple[int, int]) -> tuple[float, float]:
+def _naive_nll(model: Any, ids: list[int], span: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(NLL sum, tokens, rank sum, clipped rank sum) of ``span`` from one plain forward pass."""
     import torch
 
     s, e = span
     if e <= s:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float()
     logp = torch.log_softmax(logits[s - 1: e - 1], dim=-1)
     tgt = torch.tensor(ids[s:e], device=model.device)
     nll = -logp.gather(-1, tgt[:, None])[:, 0]
-    return float(nll.double().sum()), float(e - s)
+    _, rank = token_nll_and_rank(logits[s - 1: e - 1], tgt)
+    rank = rank.double()
+    return (float(nll.double().sum()), float(e - s), float(rank.sum()),
+            float(rank.clamp(max=RANK_CLIP).sum()))
 
 
 def score_encoded_naive(model: Any, encoded: Sequence[EncodedPair]) -> pl.DataFrame:
@@ -727,8 +767,8 @@ def score_encoded_naive(model: Any, encoded: Sequence[EncodedPair]) -> pl.DataFr
         q.append(_naive_nll(model, e.joint[: max(e.prompt_len, e.q_span[1])], e.q_span))
         aq.append(_naive_nll(model, e.joint, e.a_span))
         a.append(_naive_nll(model, e.alone, e.alone_span))
-    return _frame(encoded, np.array(q).reshape(-1, 2), np.array(aq).reshape(-1, 2),
-                  np.array(a).reshape(-1, 2))
+    return _frame(encoded, np.array(q).reshape(-1, 4)[:, :2], np.array(aq).reshape(-1, 4),
+                  np.array(a).reshape(-1, 4)[:, :2])
 
 
 def score_pairs_naive(

@@ -16,6 +16,19 @@ log-likelihood in nats, never exponentiated.
   data set. A non-positive ``r`` would turn the loss penalty into a bonus, so it
   raises instead of returning an inverted ratio.
 
+* **RSR** (Rank-Surprisal Ratio, Yang et al. 2026, arXiv 2601.14249; abstract: "the ratio of a
+  trajectory's average token-wise rank to its average negative log-likelihood"; reference code
+  UmeanNever/RankSurprisalRatio ``rsr_cal.py``): per response, the mean token rank (ranks clipped
+  at 100, :data:`teachfit.scoring.losses.RANK_CLIP`) under the student divided by the mean
+  token surprisal (NLL, nats) under the student: ``sum min(rank_t, 100) / sum NLL_t``, i.e. the
+  surprisal-weighted mean of the token ratios ``rank_t / NLL_t``. **Lower is better** (the paper:
+  informative = low probability, aligned = high-ranked tokens). A data set's (a generator's) RSR
+  is the ratio of means, ``mean_i(avg_rank_i) / mean_i(avg_NLL_i)`` over its responses (the
+  reference's dataset aggregation, its Appendix A.8), not the mean of per-response ratios.
+  The paper's text was read only through abstracts and summaries; the definition, the clip and
+  the aggregation follow the authors' code. Here "response tokens" are L(A|Q)'s tokens under the
+  ``chat`` convention (the reference scores the assistant turn of the chat template).
+
 Ratios with a zero, negative or NaN denominator are NaN (never ``inf``).
 """
 
@@ -88,3 +101,23 @@ def response_length(texts: Sequence[str], unit: str = "words") -> np.ndarray:
     if unit == "words":
         return np.array([len(t.split()) for t in texts], dtype=np.int64)
     return np.array([len(t) for t in texts], dtype=np.int64)
+
+
+def rank_surprisal_ratio(mean_rank_clip, loss_a_given_q) -> np.ndarray:
+    """Per-response RSR = mean clipped token rank / mean token NLL (nats) under the student
+    (element-wise; both means over the same L(A|Q) tokens, so this is ``sum rank / sum NLL``;
+    NaN where the NLL is ≤ 0 or missing). Yang et al. 2026 (arXiv 2601.14249), abstract and method; lower is
+    better."""
+    return _safe_div(mean_rank_clip, loss_a_given_q)
+
+
+def dataset_rsr(mean_rank_clip, loss_a_given_q) -> float:
+    """A data set's RSR: ``mean(mean_rank_clip) / mean(loss_a_given_q)`` over the responses where
+    both are finite (the ratio of means of the reference code's dataset aggregation,
+    UmeanNever/RankSurprisalRatio ``rsr_cal.py`` ``compute_sample_metrics``, paper Appendix A.8).
+    NaN when no response is usable or the mean NLL is ≤ 0."""
+    r, s = np.broadcast_arrays(_arr(mean_rank_clip), _arr(loss_a_given_q))
+    ok = np.isfinite(r) & np.isfinite(s)
+    if not ok.any():
+        return math.nan
+    return float(_safe_div(r[ok].mean(), s[ok].mean()))

@@ -7,7 +7,9 @@
   a figure, and a one-paragraph verdict per student generated from the numbers. Its DAG holds
   generation, rewards and loss scoring only; where ``teacher.ranking.measured`` is on, it also
   reads the full study's ``teacher_performance.csv`` and reports, per metric, the Spearman rho
-  between the predicted and the measured ranks (did the metric pick well?).
+  between the predicted and the measured ranks (did the metric pick well?) with a 95 % bootstrap
+  interval over generators, and names the metric that predicted best. The measures and how to
+  read the table: ``docs/teacher-measures.md``.
 * :func:`prepare_select_data` and :func:`select_data` -- a user data set -> its top-k% by IC-IFD,
   IFD (:func:`teachfit.training.selection.select_top`, which owns the ranking and any IFD filter)
   or the student's compatibility loss L(A|Q) (lowest first), as a ready-to-train chat-messages
@@ -37,8 +39,12 @@ log = logging.getLogger(__name__)
 #: length: longer responses first (the length baseline of Xu et al. 2024, Sec. 5); PPL: lower first
 #: (more compatible with the scoring model, CAR's reasoning); IFD: higher first (Li et al. 2024:
 #: a high IFD marks data the model learns most from).
+#: RSR (Rank-Surprisal Ratio, Yang et al. 2026, arXiv 2601.14249): lower first (the paper: a low
+#: RSR marks data that is informative yet aligned with the student;
+#: :func:`teachfit.scoring.metrics.dataset_rsr`).
 RANKING_METRICS: dict[str, tuple[str, str]] = {
     "car": ("higher", "CAR"),
+    "rsr_base": ("lower", "RSR under the student"),
     "reward": ("higher", "reward"),
     "length": ("higher", "length"),
     "ppl_base": ("lower", "PPL under the student"),
@@ -46,6 +52,10 @@ RANKING_METRICS: dict[str, tuple[str, str]] = {
     "ppl_ref": ("lower", "PPL under the reference model"),
     "ifd_ref": ("higher", "IFD under the reference model"),
 }
+
+#: Columns of teacher_performance.csv copied into the measured ranking: does a mixed
+#: (``per_instruction``) teacher beat every single one (:func:`teachfit.studies.teacher.build_teacher_performance`).
+MIXED_COLUMNS = ("mixed", "margin_vs_best_single", "margin_low", "margin_high", "beats_every_single")
 
 #: Per-generator counts copied from a dataset generator's join report into the ranking table.
 JOIN_COLUMNS = {"rows": "rows_read", "unmatched": "unmatched_rows", "duplicate": "duplicate_rows",
@@ -78,11 +88,46 @@ def _join_counts(join_reports: Sequence[str], join_generators: Sequence[str]) ->
     return {g: read_json(p) for g, p in zip(join_generators, join_reports)}
 
 
+def bootstrap_rho(predicted: Sequence[float], measured: Sequence[float], n: int, seed: int,
+                  confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval (``confidence``, default 95 %) of the Spearman rho between ``predicted``
+    and ``measured`` ranks when the generators are resampled with replacement: ``n`` resamples
+    of ``len(predicted)`` generator indices drawn by ``numpy.random.default_rng(seed)``, rho of each
+    by :func:`teachfit.correlate.rank_correlation` (scipy's ``spearmanr``; ties get average
+    ranks); resamples where rho is undefined (fewer than 3 distinct generators, constant ranks)
+    are dropped. (NaN, NaN) when no resample has a rho."""
+    from teachfit.correlate import rank_correlation
+
+    x = np.asarray(predicted, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
+    rng = np.random.default_rng(int(seed))
+    draws = []
+    for _ in range(int(n)):
+        idx = rng.integers(0, x.size, size=x.size)
+        rho, _, _ = rank_correlation(x[idx], y[idx])
+        if math.isfinite(rho):
+            draws.append(rho)
+    if not draws:
+        return math.nan, math.nan
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(np.asarray(draws), [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def best_measure(rhos: Mapping[str, float]) -> str | None:
+    """The measure with the highest finite rho (ties: the first in :data:`RANKING_METRICS` order);
+    None when no rho is finite."""
+    finite = [m for m in RANKING_METRICS if m in rhos and rhos[m] is not None and math.isfinite(rhos[m])]
+    return max(finite, key=lambda m: rhos[m]) if finite else None
+
+
 def build_ranking(metrics: pl.DataFrame, generators: Sequence[str], sources: Mapping[str, str],
-                  joins: Mapping[str, Mapping[str, Any]], performance: pl.DataFrame | None) -> pl.DataFrame:
+                  joins: Mapping[str, Mapping[str, Any]], performance: pl.DataFrame | None,
+                  bootstrap: Mapping[str, Any] | None = None) -> pl.DataFrame:
     """The ranking table (see :func:`rank_teachers`) from the data metrics (one row per (generator,
     base)), the candidates in config order, their sources, the dataset generators' join reports
-    and, optionally, the measured performance (``base``, ``generator``, ``performance``)."""
+    and, optionally, the measured performance (``base``, ``generator``, ``performance``) with the
+    bootstrap settings of the rho intervals (``n``, ``seed``: ``teacher.ranking.bootstrap``)."""
     from teachfit.correlate import rank_correlation
 
     need = ["generator", "base", "n", *RANKING_METRICS]
@@ -105,20 +150,30 @@ def build_ranking(metrics: pl.DataFrame, generators: Sequence[str], sources: Map
             cols[f"{m}_rank"] = pl.Series(rank_values(part[m].to_list(), direction), dtype=pl.Int64)
         part = part.with_columns(**cols)
         if performance is not None:
-            perf = performance.filter(pl.col("base") == base).select("generator", "performance")
+            keep = ["generator", "performance", *[c for c in MIXED_COLUMNS if c in performance.columns]]
+            perf = performance.filter(pl.col("base") == base).select(keep)
             part = part.join(perf, on="generator", how="left", validate="1:1")
             if part["performance"].null_count():
                 lost = part.filter(pl.col("performance").is_null())["generator"].to_list()
                 raise DataError(f"teacher_performance.csv: no performance of base {base!r} for {lost}")
             part = part.with_columns(pl.Series(
                 "performance_rank", rank_values(part["performance"].to_list(), "higher"), dtype=pl.Int64))
-            rhos = {}
+            if bootstrap is None:
+                raise ValueError("build_ranking: measured performance needs the bootstrap settings (n, seed)")
+            rhos: dict[str, float] = {}
+            cols_rho: dict[str, float] = {}
+            measured_rank = part["performance_rank"].cast(pl.Float64).to_numpy()
             for m in RANKING_METRICS:
-                rho, _, _ = rank_correlation(part[f"{m}_rank"].cast(pl.Float64).to_numpy(),
-                                             part["performance_rank"].cast(pl.Float64).to_numpy())
-                rhos[f"{m}_rho"] = rho
-            part = part.with_columns(*(pl.lit(v, dtype=pl.Float64).alias(k) for k, v in rhos.items()),
-                                     pl.lit(part.height, dtype=pl.Int64).alias("rho_n"))
+                predicted = part[f"{m}_rank"].cast(pl.Float64).to_numpy()
+                rho, _, _ = rank_correlation(predicted, measured_rank)
+                ok = np.isfinite(predicted) & np.isfinite(measured_rank)
+                lo, hi = bootstrap_rho(predicted[ok], measured_rank[ok], bootstrap["n"], bootstrap["seed"])
+                rhos[m] = rho
+                cols_rho.update({f"{m}_rho": rho, f"{m}_rho_low": lo, f"{m}_rho_high": hi})
+            best = best_measure(rhos)
+            part = part.with_columns(*(pl.lit(v, dtype=pl.Float64).alias(k) for k, v in cols_rho.items()),
+                                     pl.lit(part.height, dtype=pl.Int64).alias("rho_n"),
+                                     pl.lit(best, dtype=pl.String).alias("best_measure"))
         frames.append(part.sort(["car_rank", "_order"], nulls_last=True))
     df = pl.concat(frames, how="vertical")
     join_cols = {col: [joins.get(g, {}).get(key, 0 if key != "rows" else None) for g in df["generator"]]
@@ -129,7 +184,9 @@ def build_ranking(metrics: pl.DataFrame, generators: Sequence[str], sources: Map
     )
     front = ["base", "generator", "source", "n", *JOIN_COLUMNS.values()]
     ranked = [c for m in RANKING_METRICS for c in (m, f"{m}_rank")]
-    tail = (["performance", "performance_rank", *[f"{m}_rho" for m in RANKING_METRICS], "rho_n"]
+    extra = [c for c in MIXED_COLUMNS if performance is not None and c in df.columns]
+    tail = (["performance", "performance_rank", *extra,
+             *[f"{m}_rho{x}" for m in RANKING_METRICS for x in ("", "_low", "_high")], "rho_n", "best_measure"]
             if performance is not None else [])
     return df.select(*front, *ranked, *tail)
 
@@ -195,12 +252,19 @@ def verdict_paragraph(part: pl.DataFrame) -> str:
         s.append(f"CAR's predicted ranking has Spearman rho = {_fmt(rho)} with the measured ranking over "
                  f"{rows[0]['rho_n']} teachers, and CAR {'would' if hit else 'would not'} have chosen the "
                  "best teacher.")
-        finite = {m: rows[0][f"{m}_rho"] for m in RANKING_METRICS
-                  if rows[0][f"{m}_rho"] is not None and math.isfinite(rows[0][f"{m}_rho"])}
-        if finite:
-            best_m = max(finite, key=lambda m: finite[m])
+        best_m = rows[0]["best_measure"]
+        if best_m:
             s.append(f"The metric closest to the measured ranking was {RANKING_METRICS[best_m][1]} "
-                     f"(rho = {_fmt(finite[best_m])}).")
+                     f"(rho = {_fmt(rows[0][f'{best_m}_rho'])}, 95% bootstrap interval over generators "
+                     f"[{_fmt(rows[0][f'{best_m}_rho_low'])}, {_fmt(rows[0][f'{best_m}_rho_high'])}]).")
+        else:
+            s.append("No metric has a defined rho with the measured ranking.")
+        for r in rows:
+            if r.get("mixed"):
+                verdict = "beat" if r["beats_every_single"] else "did not beat"
+                s.append(f"The mixed teacher ``{r['generator']}`` {verdict} every single teacher (margin over "
+                         f"the best single one {_fmt(r['margin_vs_best_single'])}, 95% interval "
+                         f"[{_fmt(r['margin_low'])}, {_fmt(r['margin_high'])}]).")
         if rows[0]["rho_n"] < 10:
             s.append(f"With {rows[0]['rho_n']} teachers a rank correlation is weak evidence.")
     else:
@@ -253,7 +317,8 @@ def plot_ranking(df: pl.DataFrame, path: str | Path, style: Mapping[str, Any]) -
 
 def rank_teachers(data_metrics: str | Path, join_reports: list[str], measured: list[str], table: str | Path,
                   figure: str | Path, verdict: str | Path, generators: list[str], sources: Mapping[str, str],
-                  join_generators: list[str], style: Mapping[str, Any]) -> pl.DataFrame:
+                  join_generators: list[str], style: Mapping[str, Any],
+                  bootstrap: Mapping[str, Any]) -> pl.DataFrame:
     """Rank the candidate teachers of every student without fine-tuning; rule ``rank_teachers``.
 
     ``data_metrics`` is ``teacher_data_metrics.csv`` (:func:`teachfit.studies.teacher.compute_car`:
@@ -271,7 +336,11 @@ def rank_teachers(data_metrics: str | Path, join_reports: list[str], measured: l
     metric ``m`` its value and ``m_rank`` (1 = best, ties share the best rank, null when the value
     is NaN); with ``measured`` also ``performance``, ``performance_rank``, ``m_rho`` (Spearman rho
     of ``m_rank`` vs ``performance_rank`` over the base's generators: +1 = the metric orders the
-    teachers as fine-tuning did; NaN below 3 generators or for constant ranks) and ``rho_n``.
+    teachers as fine-tuning did; NaN below 3 generators or for constant ranks), ``m_rho_low`` /
+    ``m_rho_high`` (95 % percentile interval of rho when the generators are resampled with
+    replacement, :func:`bootstrap_rho` with ``bootstrap`` = ``teacher.ranking.bootstrap``: ``n``
+    resamples, ``seed``), ``rho_n`` and ``best_measure`` (the metric with the highest rho); the
+    :data:`MIXED_COLUMNS` of ``teacher_performance.csv`` when it has them (per-instruction teachers).
     Writes ``figure`` (:func:`plot_ranking`, PNG + the other configured formats) and ``verdict``
     (reStructuredText, one :func:`verdict_paragraph` per base; the report shows it).
     Raises :class:`DataError` when the metrics lack a column or their generators differ from
@@ -288,7 +357,7 @@ def rank_teachers(data_metrics: str | Path, join_reports: list[str], measured: l
         if need:
             raise DataError(f"{measured[0]}: missing column(s) {need}; has {performance.columns}")
     joins = _join_counts(join_reports, join_generators)
-    df = build_ranking(metrics, generators, sources, joins, performance)
+    df = build_ranking(metrics, generators, sources, joins, performance, bootstrap)
     paragraphs = [verdict_paragraph(df.filter(pl.col("base") == b))
                   for b in dict.fromkeys(df["base"].to_list())]
     write_text("\n\n".join(paragraphs) + "\n", verdict)
@@ -310,6 +379,22 @@ SELECT_REASONS = {
     "no_score": "the metric is NaN (the pair was truncated away or has no scorable tokens)",
     "duplicate": "the same (system, instruction, response) as an earlier row",
 }
+#: The reason of a row that another response to its instruction beat (``per_instruction`` set).
+NOT_CHOSEN = {"not_chosen_per_instruction": "another response to the same instruction has a lower L(A|Q) under "
+                                            "the student (per_instruction: student_likelihood, GRAPE)"}
+
+
+def per_instruction_keep(df: pl.DataFrame) -> pl.DataFrame:
+    """Per instruction (rows with the same ``system`` and ``instruction``), the row with the highest
+    student likelihood, i.e. the lowest finite ``loss_a_given_q`` (GRAPE, arXiv 2502.04194;
+    :func:`teachfit.generation.per_instruction.criterion_values`); ties: the lower ``source_index``.
+    Instructions whose rows all lack a finite loss keep none here (their rows are ``no_score``)."""
+    from teachfit.generation.per_instruction import criterion_values
+
+    v = criterion_values(df, "student_likelihood")
+    scored = df.with_columns(pl.Series("_v", v, dtype=pl.Float64)).filter(pl.col("_v").is_finite())
+    return (scored.sort(["_v", "source_index"], descending=[True, False])
+            .group_by(["system", "instruction"], maintain_order=True).first().drop("_v"))
 
 SELECT_METRIC_COLUMNS = {"icifd": "icifd", "ifd": "ifd", "loss": "loss_a_given_q"}
 #: The scoring convention each metric is computed under when ``select_data.<name>.convention`` is
@@ -396,7 +481,10 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     2024), highest first, ranked by :func:`teachfit.training.selection.select_top` (which owns the
     count rule, ties and any IFD filter); ``loss`` (the student's compatibility loss L(A|Q), CAR's L,
     Xu et al. 2024), lowest first with the same count rule. Pairs whose metric is NaN are not ranked
-    (``no_score``); k% applies to the scored pairs.
+    (``no_score``); k% applies to the scored pairs. With ``selection["per_instruction"]`` =
+    ``student_likelihood`` only each instruction's most student-likely response
+    (:func:`per_instruction_keep`, L(A|Q) of the entry's convention) competes; the others are
+    ``not_chosen_per_instruction``.
 
     Writes ``selected`` (JSONL, one ``{"messages": [...]}`` per kept pair in rank order: a system
     turn if the row had one, the user turn, the assistant turn -- what trl's SFTTrainer trains on);
@@ -419,7 +507,12 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     df = add_selection_metrics(df, sc)
     col = SELECT_METRIC_COLUMNS[metric]
     finite = pl.col(col).is_not_null() & pl.col(col).is_finite()
-    scored = df.filter(finite)
+    per = selection.get("per_instruction")
+    if per not in (None, "student_likelihood"):
+        raise ValueError(f"select_data.{name}.per_instruction: {per!r} not in [null, 'student_likelihood']")
+    chosen_ids = per_instruction_keep(df)["id"].implode() if per else df["id"].implode()
+    beaten = finite & ~pl.col("id").is_in(chosen_ids)
+    scored = df.filter(finite & pl.col("id").is_in(chosen_ids))
     if metric == "loss":
         kept = _top_by_loss(scored, top_percent)
         eligible = scored
@@ -429,6 +522,7 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     kept_ids = kept["id"].implode()
     filtered = scored.filter(~pl.col("id").is_in(eligible["id"].implode()))
     reason = (pl.when(pl.col("id").is_in(kept_ids)).then(pl.lit("kept"))
+              .when(beaten).then(pl.lit("not_chosen_per_instruction"))
               .when(pl.col("id").is_in(filtered["id"].implode())).then(pl.lit("filtered_by_select_top"))
               .when(finite).then(pl.lit("below_top_k"))
               .otherwise(pl.lit("no_score")))
@@ -447,7 +541,8 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     table = (pl.concat([rows, rejected_rows], how="vertical_relaxed").sort("source_index")
              .with_columns(pl.col("instruction").str.slice(0, 100)))
     lines = [json.dumps({"messages": to_messages(r)}, ensure_ascii=False) for r in kept.to_dicts()]
-    meanings = {**SELECT_REASONS, **{k: v for k, v in ROW_STATUSES.items() if k != "ok"}}
+    meanings = {**SELECT_REASONS, **(NOT_CHOSEN if per else {}),
+                **{k: v for k, v in ROW_STATUSES.items() if k != "ok"}}
     counts = dict(table.group_by("reason").len().iter_rows())
     unknown = sorted(set(counts) - set(meanings))
     if unknown:

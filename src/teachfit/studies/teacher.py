@@ -13,6 +13,8 @@ Conventions (also in the README):
   for every generator, so lengths are comparable);
 * CAR = (mean reward + reward_offset) / (1 + beta * L_base), L_base the base
   model's mean L(A|Q) with the SFT chat template (paper Sec. 4, Eq. 3).
+* RSR = mean clipped token rank / mean L(A|Q) under the base, ratio of means over responses
+  (Yang et al. 2026, arXiv 2601.14249; lower = better; :func:`teachfit.scoring.metrics.dataset_rsr`).
 
 Which generator / scorer / base a file belongs to arrives as rule params aligned with the
 inputs (``generators``, ``score_keys``, ``winrate_runs``); paths are never parsed.
@@ -33,7 +35,7 @@ from teachfit.io import DataError, read_json, read_parquet, write_csv, write_par
 log = logging.getLogger(__name__)
 
 DATA_METRIC_COLUMNS = ("generator", "base", "n", "reward", "length", "loss_base", "ppl_base", "ifd_base",
-                       "loss_ref", "ppl_ref", "ifd_ref", "n_truncated_base", "n_truncated_ref",
+                       "loss_ref", "ppl_ref", "ifd_ref", "rank_base", "rsr_base", "n_truncated_base", "n_truncated_ref",
                        "n_truncated_ifd_base", "n_no_ifd_base", "n_truncated_ifd_ref", "n_no_ifd_ref",
                        "loss_convention", "ifd_convention")
 
@@ -59,8 +61,16 @@ def _loss_summary(scores: pl.DataFrame) -> dict[str, float]:
     valid = scores.filter(pl.col("loss_a_given_q").is_not_nan() & ~truncated)
     loss = _mean(valid["loss_a_given_q"])
     nonempty = scores.filter(~pl.col("empty_response").fill_null(False))
+    rank = rsr = float("nan")
+    if "mean_rank_clip_a_given_q" in valid.columns:
+        from teachfit.scoring.metrics import dataset_rsr
+
+        rank = _mean(valid["mean_rank_clip_a_given_q"])
+        rsr = dataset_rsr(valid["mean_rank_clip_a_given_q"].to_numpy(), valid["loss_a_given_q"].to_numpy())
     return {
         "loss": loss,
+        "rank": rank,
+        "rsr": rsr,
         "ppl": float(np.exp(loss)),
         "length": _mean(nonempty["n_response_tokens"].cast(pl.Float64)),
         "n_truncated": int(truncated.sum()),
@@ -111,6 +121,10 @@ def compute_data_metrics(responses: list[str], scores: list[str], metrics: str |
       (default ``cherry``: Cherry_LLM's Alpaca prompt and 512-token window);
       ``n_truncated_ifd_*`` of them were scored over a cut response (kept, as Cherry does),
       ``n_no_ifd_*`` responses have no IFD (empty, or the prompt fills the window);
+    * ``rank_base``: mean over those responses of the mean token rank clipped at 100 under the
+      base; ``rsr_base``: the Rank-Surprisal Ratio of the generator's data for the base, ratio of
+      means ``mean rank_clip / mean L(A|Q)`` (:func:`teachfit.scoring.metrics.dataset_rsr`;
+      lower = better; Yang et al. 2026). NaN when the scores file predates the rank columns;
     * ``loss_convention`` / ``ifd_convention``: the conventions used.
 
     CAR is added by :func:`compute_car`. Raises ``ValueError`` when params and inputs are not
@@ -147,6 +161,7 @@ def compute_data_metrics(responses: list[str], scores: list[str], metrics: str |
                 "length": ref_loss["length"],
                 "loss_base": base_loss["loss"], "ppl_base": base_loss["ppl"], "ifd_base": base_ifd["ifd"],
                 "loss_ref": ref_loss["loss"], "ppl_ref": ref_loss["ppl"], "ifd_ref": ref_ifd["ifd"],
+                "rank_base": base_loss["rank"], "rsr_base": base_loss["rsr"],
                 "n_truncated_base": base_loss["n_truncated"], "n_truncated_ref": ref_loss["n_truncated"],
                 "n_truncated_ifd_base": base_ifd["n_truncated"], "n_no_ifd_base": base_ifd["n_no_ifd"],
                 "n_truncated_ifd_ref": ref_ifd["n_truncated"], "n_no_ifd_ref": ref_ifd["n_no_ifd"],
@@ -187,8 +202,46 @@ WINRATE_COLUMNS = (("win_rate", "winrate"), ("lc_win_rate_minimal_inhouse", "win
                    ("lc_win_rate_alpaca_eval", "winrate_lc_alpaca_eval"))
 
 
+#: The standard-error key of each win-rate headline in a win-rate summary JSON
+#: (:mod:`teachfit.evaluation.winrate`, :mod:`teachfit.evaluation.alpaca_eval2`).
+HEADLINE_STDERR = {"win_rate": "stderr", "lc_win_rate_minimal_inhouse": "lc_stderr_minimal_inhouse",
+                   "lc_win_rate_alpaca_eval": "lc_stderr_alpaca_eval"}
+
+
+def add_mixed_margins(df: pl.DataFrame, mixed: Sequence[str]) -> pl.DataFrame:
+    """Whether each mixed (``per_instruction``) teacher beat every single teacher, per base.
+
+    ``df`` has ``base``, ``generator``, ``performance`` and ``performance_stderr``; ``mixed`` names
+    the mixed generators. Adds ``mixed`` (bool), and for mixed rows ``margin_vs_best_single`` =
+    performance - the best single (non-mixed) generator's performance of that base,
+    ``margin_low`` / ``margin_high`` (95 % normal interval of that difference from the two
+    standard errors, :func:`teachfit.studies.ifs.intervals.normal_diff_interval`; NaN when a
+    standard error is missing, e.g. a win rate counts) and ``beats_every_single`` (margin > 0;
+    the interval says whether that is more than noise); null for single teachers.
+    """
+    from teachfit.studies.ifs.intervals import normal_diff_interval
+
+    rows = []
+    for r in df.iter_rows(named=True):
+        out = {"mixed": r["generator"] in mixed, "margin_vs_best_single": None, "margin_low": None,
+               "margin_high": None, "beats_every_single": None}
+        singles = df.filter((pl.col("base") == r["base"]) & ~pl.col("generator").is_in(list(mixed))
+                            & pl.col("performance").is_not_nan())
+        if out["mixed"] and singles.height:
+            best = singles.sort("performance", descending=True).row(0, named=True)
+            margin = float(r["performance"]) - float(best["performance"])
+            lo, hi = normal_diff_interval(margin, r["performance_stderr"], best["performance_stderr"])
+            out.update(margin_vs_best_single=margin, margin_low=lo, margin_high=hi,
+                       beats_every_single=bool(margin > 0) if np.isfinite(margin) else None)
+        rows.append(out)
+    schema = {"mixed": pl.Boolean, "margin_vs_best_single": pl.Float64, "margin_low": pl.Float64,
+              "margin_high": pl.Float64, "beats_every_single": pl.Boolean}
+    return df.hstack(pl.DataFrame(rows, schema=schema))
+
+
 def build_teacher_performance(evals: list[str], winrates: list[str], table: str | Path,
-                              winrate_runs: list[Mapping[str, str]], performance: Mapping[str, Any]) -> pl.DataFrame:
+                              winrate_runs: list[Mapping[str, str]], performance: Mapping[str, Any],
+                              mixed: Sequence[str] = ()) -> pl.DataFrame:
     """Benchmark scores per (base, generator) and their average; rule ``build_teacher_performance``.
 
     ``evals`` are the tidy lm-eval tables of the runs (one per run; columns ``base``,
@@ -209,7 +262,12 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
     (the in-house fit, when computed) and ``<benchmark>/winrate_lc_alpaca_eval`` (AlpacaEval 2's
     LC, when computed), all fractions in [0, 1], and ``performance`` = the mean of the teacher's
     lm-eval metrics plus, with ``include_winrate``, each benchmark's headline (the CAR paper:
-    the mean of AlpacaEval 2 LC and Arena-Hard). NaN when nothing counts. Raises
+    the mean of AlpacaEval 2 LC and Arena-Hard). NaN when nothing counts.
+    ``performance_stderr``: ``sqrt(sum se_i^2) / k`` over the ``k`` averaged scores (lm-eval's
+    and win rates' standard errors (:data:`HEADLINE_STDERR`), taken as independent; NaN when one
+    has none). ``mixed``:
+    the per_instruction generators of the study; :func:`add_mixed_margins` adds whether each beat
+    every single teacher, with a 95 % interval of its margin. Raises
     :class:`DataError` naming the file when a configured metric or a headline key is missing.
     """
     _aligned(winrates, winrate_runs, "winrates", "winrate_runs")
@@ -233,13 +291,15 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
                                "step": int(tidy["step"].max())}
         for r in tidy.iter_rows(named=True):
             row[f"{r['task']}/{r['metric']}"] = r["value"]
-        picked = []
+        stderrs = {f"{r['task']}/{r['metric']}": r.get("stderr") for r in tidy.iter_rows(named=True)}
+        picked, picked_se = [], []
         for task, metric in metric_keys.items():
             key = f"{task}/{metric}"
             if key not in row:
                 raise DataError(f"{p}: no score for performance.metrics.{task} = {metric!r}; "
                                 f"available: {sorted(k for k in row if '/' in k)}")
             picked.append(row[key])
+            picked_se.append(stderrs.get(key))
         for run, path, wr in by_run.get((row["base"], row["generator"]), []):
             for key, column in WINRATE_COLUMNS:
                 if key in wr:
@@ -249,9 +309,12 @@ def build_teacher_performance(evals: list[str], winrates: list[str], table: str 
                     raise DataError(f"{path}: benchmark {run['benchmark']!r} has no {run['headline']!r} "
                                     f"(its length_controlled setting); has {sorted(wr)}")
                 picked.append(wr[run["headline"]])
+                picked_se.append(wr.get(HEADLINE_STDERR.get(run["headline"], "")))
         row["performance"] = float(np.mean(picked)) if picked else float("nan")
+        se = np.array([np.nan if v is None else float(v) for v in picked_se], dtype=float)
+        row["performance_stderr"] = float(np.sqrt(np.sum(se ** 2)) / se.size) if se.size else float("nan")
         rows.append(row)
-    df = pl.DataFrame(rows).sort(["base", "generator"])
+    df = add_mixed_margins(pl.DataFrame(rows).sort(["base", "generator"]), mixed)
     write_csv(df, table)
     return df
 

@@ -200,7 +200,8 @@ def plan_select_data(args: argparse.Namespace, config: dict[str, Any], workdir: 
         name = args.name
         entry = dict(entries[name])
         changes = {k: v for k, v in (("student", args.student), ("metric", args.metric),
-                                     ("top_percent", args.top_percent)) if v is not None}
+                                     ("top_percent", args.top_percent),
+                                     ("per_instruction", args.per_instruction)) if v is not None}
         if changes:
             overlay = {"select_data": {name: changes}}
             entry.update(changes)
@@ -213,7 +214,7 @@ def plan_select_data(args: argparse.Namespace, config: dict[str, Any], workdir: 
             raise CliError("select-data --data needs --student ALIAS (the model whose losses score the data); "
                            f"models: {', '.join(sorted(models))}")
         entry = {"path": _relative(path, workdir), "student": args.student}
-        for key in ("metric", "top_percent", *SOURCE_FIELDS):
+        for key in ("metric", "top_percent", "per_instruction", *SOURCE_FIELDS):
             value = getattr(args, key)
             if value is not None:
                 entry[key] = value
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--student", metavar="ALIAS", help="model alias of the student (from the config's models)")
     sd.add_argument("--metric", choices=["icifd", "ifd", "loss"], help="icifd (default), ifd, or loss (lowest first)")
     sd.add_argument("--top-percent", type=float, help="percent of the scored pairs to keep (default 50)")
+    sd.add_argument("--per-instruction", choices=["student_likelihood"],
+                    help="first keep, per instruction (rows with the same system turn and instruction), the "
+                         "response with the lowest L(A|Q) under the student (GRAPE); then the top-k%% by --metric")
     sd.add_argument("--format", choices=["auto", "pairs", "messages"], help="file layout (default: auto)")
     sd.add_argument("--instruction-field", help="instruction field (default: instruction)")
     sd.add_argument("--input-field", help="optional input field appended to the instruction (default: input)")

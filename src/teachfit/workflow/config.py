@@ -139,6 +139,28 @@ def winrate_problems(benchmarks: dict[str, Any], seedsets: dict[str, Any], gens:
     return problems
 
 
+def per_instruction_problems(name: str, g: dict[str, Any], gens: dict[str, Any]) -> list[str]:
+    """Problems of a ``per_instruction`` generator: no model, one response per instruction, and
+    candidates that are defined generators of kind model or dataset (no mixed teacher of mixed
+    teachers, so the DAG has no cycle)."""
+    out = []
+    where = f"config.generators.{name}"
+    if "model" in g:
+        out.append(f"{where}: a per_instruction generator takes its responses from its candidates "
+                   f"(per_instruction.generators); remove 'model' ({g['model']!r})")
+    if g.get("n", 1) != 1 or g.get("select", "first") != "first":
+        out.append(f"{where}: a per_instruction generator has one response per instruction; n must be 1 "
+                   "and select 'first'")
+    for i, c in enumerate(g["per_instruction"].get("generators", [])):
+        if c not in gens:
+            out.append(f"{where}.per_instruction.generators[{i}]: unknown generator {c!r}; "
+                       f"defined: {', '.join(sorted(gens))}")
+        elif gens[c].get("kind") == "per_instruction":
+            out.append(f"{where}.per_instruction.generators[{i}]: {c!r} is itself a per_instruction "
+                       "generator; list model or dataset generators")
+    return out
+
+
 def check_references(config: dict[str, Any]) -> None:
     """Cross-field checks that JSON Schema cannot express."""
     problems: list[str] = []
@@ -165,6 +187,11 @@ def check_references(config: dict[str, Any]) -> None:
             if g.get("n", 1) != 1 or g.get("select", "first") != "first":
                 problems.append(f"config.generators.{name}: a dataset generator has one response per "
                                 "instruction; n must be 1 and select 'first'")
+            continue
+        if g.get("kind") == "per_instruction":
+            problems += per_instruction_problems(name, g, gens)
+            need_model(f"generators.{name}.per_instruction.student", g["per_instruction"].get("student"),
+                       ("instruct", "base"))
             continue
         need_model(f"generators.{name}.model", g.get("model"), ("instruct", "base"))
         if g.get("select", "first") != "first" and g.get("n", 1) < 2:
@@ -208,8 +235,9 @@ def check_references(config: dict[str, Any]) -> None:
             need_model(f"evolver.evolvers[{i}]", m, ("instruct", "base"))
         if e.get("teacher") not in gens:
             problems.append(f"config.evolver.teacher: unknown generator {e.get('teacher')!r}")
-        elif gens[e["teacher"]].get("kind") == "dataset":
-            problems.append(f"config.evolver.teacher: generator {e['teacher']!r} is a dataset generator; "
+        elif gens[e["teacher"]].get("kind") in ("dataset", "per_instruction"):
+            problems.append(f"config.evolver.teacher: generator {e['teacher']!r} is a "
+                            f"{gens[e['teacher']]['kind']} generator; "
                             "the evolver teacher must answer newly evolved instructions (kind model)")
         evs = set(e.get("evolvers", []))
         subsets = {f"evolver.scenarios.{sc}.evolvers": (e.get("scenarios", {}).get(sc, {}) or {}).get("evolvers")

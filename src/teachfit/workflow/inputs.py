@@ -25,6 +25,8 @@ from typing import Any
 from teachfit.evaluation.winrate import headline_key
 from teachfit.generation.dataset import source_label
 from teachfit.generation.engines import backend_settings
+from teachfit.generation.per_instruction import SCORED_CRITERIA
+from teachfit.generation.per_instruction import source_label as per_instruction_label
 from teachfit.io import package_data
 from teachfit.scoring.losses import convention_settings
 from teachfit.studies.recommend import select_data_convention
@@ -594,6 +596,8 @@ def ranking_sources(config: Config, plan: Plan, wildcards: Wildcards) -> dict[st
         entry = config["generators"][g]
         if entry["kind"] == "dataset":
             out[g] = f"dataset {source_label(entry['dataset'])}"
+        elif entry["kind"] == "per_instruction":
+            out[g] = per_instruction_label(entry["per_instruction"])
         else:
             out[g] = f"model {entry['model']}"
     return out
@@ -649,4 +653,31 @@ def select_data_scoring(config: Config, plan: Plan, wildcards: Wildcards) -> dic
 
 def select_data_settings(config: Config, plan: Plan, wildcards: Wildcards) -> dict[str, Any]:
     entry = select_data_entry(config, plan, wildcards)
-    return {"metric": entry["metric"], "top_percent": float(entry["top_percent"])}
+    return {"metric": entry["metric"], "top_percent": float(entry["top_percent"]),
+            "per_instruction": entry["per_instruction"]}
+
+
+# --------------------------------------------------------------------------- per_instruction (rule mix_responses)
+def per_instruction_entry(config: Config, plan: Plan, wildcards: Wildcards) -> dict[str, Any]:
+    """The validated ``generators.<generator>.per_instruction`` section."""
+    return config["generators"][wildcards.generator]["per_instruction"]
+
+
+def per_instruction_names(config: Config, plan: Plan, wildcards: Wildcards) -> list[str]:
+    """The candidate generators of a per_instruction generator, in tie-break order."""
+    return list(per_instruction_entry(config, plan, wildcards)["generators"])
+
+
+def per_instruction_candidates(config: Config, plan: Plan, wildcards: Wildcards) -> list[str]:
+    """Each candidate's kept responses (aligned with :func:`per_instruction_names`)."""
+    return [paths.responses(wildcards.dataset, g) for g in per_instruction_names(config, plan, wildcards)]
+
+
+def per_instruction_scores(config: Config, plan: Plan, wildcards: Wildcards) -> list[str]:
+    """Each candidate's responses scored by the entry's student under its convention (aligned
+    with :func:`per_instruction_names`); none for a criterion that needs no scores (``reward``)."""
+    e = per_instruction_entry(config, plan, wildcards)
+    if e["criterion"] not in SCORED_CRITERIA:
+        return []
+    return [paths.scores(wildcards.dataset, g, e["student"], e["convention"])
+            for g in per_instruction_names(config, plan, wildcards)]

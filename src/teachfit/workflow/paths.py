@@ -56,6 +56,12 @@ def join_report(dataset: str, generator: str) -> str:
     return f"{RESULTS}/generations/{dataset}/{generator}.join.json"
 
 
+def choice_report(dataset: str, generator: str) -> str:
+    """``results/generations/<dataset>/<generator>.choice.json``: a per_instruction generator's
+    counts of responses chosen per candidate and of skipped instructions."""
+    return f"{RESULTS}/generations/{dataset}/{generator}.choice.json"
+
+
 def rewards(dataset: str, generator: str) -> str:
     """``results/rewards/<dataset>/<generator>.parquet``: the reward of each sample."""
     return f"{RESULTS}/rewards/{dataset}/{generator}.parquet"

@@ -403,6 +403,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         "generators": gens,
         "model_generators": [g for g in gens if config["generators"][g].get("kind", "model") == "model"],
         "dataset_generators": [g for g in gens if config["generators"][g].get("kind") == "dataset"],
+        "per_instruction_generators": [g for g in gens if config["generators"][g].get("kind") == "per_instruction"],
         "select_data": list(config.get("select_data", {})),
         "datasets": datasets,
         # the data sets the generic answer rules answer (select_responses): all but the evolved
