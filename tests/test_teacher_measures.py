@@ -302,9 +302,15 @@ def test_mixed_teacher_enters_the_teacher_study_dag(wf):
 
 
 @pytest.mark.slow
-def test_mixed_teacher_end_to_end(wf):
+def test_mixed_teacher_end_to_end(tiny_run, tmp_path):
+    """On a copy of the session's completed tiny run, so that only the mixed teacher's jobs (and
+    the tables that read them) run: the single teachers' data, SFT and evaluation are reused."""
+    import shutil
+
     from workflow_utils import snakemake
 
+    wf = tmp_path / "wf"
+    shutil.copytree(tiny_run, wf, symlinks=True)
     snakemake(wf, *MIXED, "--", "results/tables/teacher_ranking.csv", "results/tables/teacher_performance.csv",
               timeout=3000)
     res = wf / "results"
