@@ -23,6 +23,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,19 @@ def train_tiny_tokenizer(out_dir: Path, vocab_size: int = 512) -> Any:
     return fast
 
 
+def _bert_pair_template(tok: Any) -> Any:
+    """Make the tiny tokenizer encode like BERT's: ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``
+    with ``token_type_ids`` 0 on segment A and 1 on segment B (as all-MiniLM / cross-encoders)."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id)])
+    tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    tok.init_kwargs["model_input_names"] = tok.model_input_names
+    return tok
+
+
 def _tiny_corpus() -> list[str]:
     words = (
         "the a an of to and in is it you that he was for on are with as I his they be at one "
@@ -277,6 +292,7 @@ def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
         common.pop("eos_token_id")
         cfg = BertConfig(num_labels=2, **common)
         model = AutoModelForSequenceClassification.from_config(cfg)
+        _bert_pair_template(tok).save_pretrained(out_dir)
     else:
         raise ModelSourceError(
             f"models.{spec.alias}.arch: {spec.arch!r} not supported; allowed: llama, gemma3, bert"
@@ -417,13 +433,36 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 
 
 def load_tokenizer(model_dir: str | Path, padding_side: str = "left") -> Any:
+    """The tokenizer of ``model_dir`` with ``padding_side`` and right truncation set explicitly
+    (``tokenizer_config.json`` may say ``"truncation_side": "left"``; every caller that cuts
+    with ``truncation=True`` documents a right cut). A missing pad token becomes the EOS token."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     tok.padding_side = padding_side
+    tok.truncation_side = "right"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+@contextmanager
+def tokenizer_sides(tokenizer: Any, truncation: str = "right", padding: str = "right") -> Iterator[Any]:
+    """Within the block, ``tokenizer(..., truncation=..., padding=...)`` cuts from ``truncation``
+    and pads on ``padding`` (``"right"`` / ``"left"``) whatever the tokenizer's own
+    ``truncation_side`` / ``padding_side`` say (``tokenizer_config.json`` sets them per model:
+    transformers#15440, vllm#12050); both are restored on exit. Every encoding path that lets
+    the tokenizer cut or pad runs inside this, with the side its documentation names.
+    Raises ``ValueError`` for another side."""
+    for name, side in (("truncation", truncation), ("padding", padding)):
+        if side not in ("right", "left"):
+            raise ValueError(f"tokenizer_sides: {name} side must be 'right' or 'left', got {side!r}")
+    before = (tokenizer.truncation_side, tokenizer.padding_side)
+    tokenizer.truncation_side, tokenizer.padding_side = truncation, padding
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.truncation_side, tokenizer.padding_side = before
 
 
 def default_device(device: str | None = None) -> str:

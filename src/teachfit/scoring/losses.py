@@ -111,7 +111,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
-from teachfit.models import LogitHead
+from teachfit.models import LogitHead, tokenizer_sides
 from teachfit.settings import from_dict as settings_from_dict
 
 #: Named scoring conventions (see the module docstring).
@@ -276,11 +276,13 @@ def _span(start: int, end: int) -> tuple[int, int]:
 
 def _ids(tokenizer: Any, text: str, max_length: int | None = None, special: bool = True) -> list[int]:
     """``tokenizer(text)`` ids (special tokens as the tokenizer adds them), optionally with
-    transformers' right truncation to ``max_length`` tokens."""
+    transformers' truncation to ``max_length`` tokens from the right, whatever the tokenizer's
+    own ``truncation_side`` (:func:`teachfit.models.tokenizer_sides`)."""
     if max_length is None:
         return list(tokenizer(text, add_special_tokens=special)["input_ids"])
-    return list(tokenizer(text, add_special_tokens=special, truncation=True,
-                          max_length=max_length)["input_ids"])
+    with tokenizer_sides(tokenizer, truncation="right", padding=tokenizer.padding_side):
+        return list(tokenizer(text, add_special_tokens=special, truncation=True,
+                              max_length=max_length)["input_ids"])
 
 
 def _token_span(tokenizer: Any, text: str, q_start: int, q_end: int,
