@@ -485,3 +485,32 @@ def test_plan_scores_each_use_under_its_convention():
     cfg = plan.config
     cfg["teacher"]["ifd_convention"] = "chat"
     assert {k["convention"] for k in build_plan(cfg).teacher_score_keys()} == {"chat"}  # one file each
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cut_from_the_right_whatever_the_tokenizer_config_says(models, tmp_path, convention):
+    """Issue 24 (vllm#12050, transformers#15440): a scorer whose tokenizer_config.json says
+    truncation_side=left (and padding_side=left) is still cut from the right, as documented: the
+    L(Q) span covers the instruction, and the losses equal those of the same model without it."""
+    import json
+
+    left = tmp_path / "left"
+    shutil.copytree(models["llama"], left)
+    path = left / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "truncation_side": "left",
+                                "padding_side": "left"}))
+    q = "what is 1 plus 1 ? explain the answer step by step"
+    a = " ".join(["the answer is the sum of the two numbers"] * 8)
+    settings = scoring(convention, max_length=48)
+    _, tok = load_scoring_model(left)
+    assert tok.truncation_side == "right"
+    from transformers import AutoTokenizer
+
+    raw = AutoTokenizer.from_pretrained(left)  # as a library user may pass it
+    assert raw.truncation_side == "left"
+    (e,) = encode_pairs(raw, [q], [a], settings)
+    assert e.truncated and raw.decode(e.joint[slice(*e.q_span)]).strip() in q  # no response text
+    if convention == "evolution_analysis":
+        assert e.joint == raw(f"{q}\n{a}")["input_ids"][:48] and e.alone == raw(a)["input_ids"][:48]
+    got, want = score_pairs(left, [q], [a], settings), score_pairs(models["llama"], [q], [a], settings)
+    _assert_close(got, want, rtol=1e-6)
