@@ -3,6 +3,8 @@ models (tiny random models)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import polars as pl
 import pytest
@@ -226,12 +228,24 @@ def test_score_rewards_rule_classifier_and_errors(models, tmp_path):
 def _with_config(src, dst, **tokenizer_config):
     """A copy of the model at ``src`` whose tokenizer_config.json also says ``tokenizer_config``."""
     import json
-    import shutil
 
     shutil.copytree(src, dst)
     path = dst / "tokenizer_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **tokenizer_config}))
     return dst
+
+
+def _bert_pair_template(tok):
+    """The tiny tokenizer encoding like BERT's (all-MiniLM, cross-encoders): ``[CLS] A [SEP] B [SEP]``
+    with ``token_type_ids`` 0 on segment A and 1 on segment B."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id)])
+    tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    tok.init_kwargs["model_input_names"] = tok.model_input_names
+    return tok
 
 
 def test_encoder_reward_passes_segment_ids(models, tmp_path):
@@ -246,7 +260,7 @@ def test_encoder_reward_passes_segment_ids(models, tmp_path):
         model.bert.embeddings.token_type_embeddings.weight[1].normal_(0.0, 2.0)
         model.classifier.weight.mul_(1000.0)
     model.save_pretrained(src)
-    AutoTokenizer.from_pretrained(models["bert"]).save_pretrained(src)
+    _bert_pair_template(AutoTokenizer.from_pretrained(models["bert"])).save_pretrained(src)
     qs, rs = zip(*PAIRS, strict=True)
     rm = SequenceClassifierReward(src, judge(method="seq_cls", batch_size=2))
     got = rm.score(qs, rs)
@@ -265,13 +279,18 @@ def test_encoder_reward_cuts_the_response_end_whatever_truncation_side(models, t
     padding_side=left changes neither the kept tokens (the response END is cut) nor the scores."""
     from transformers import AutoTokenizer
 
-    left = _with_config(models["bert"], tmp_path / "bert_left", truncation_side="left", padding_side="left")
+    from transformers import AutoTokenizer as _Auto
+
+    bert = tmp_path / "bert_pairs"
+    shutil.copytree(models["bert"], bert)
+    _bert_pair_template(_Auto.from_pretrained(bert)).save_pretrained(bert)
+    left = _with_config(bert, tmp_path / "bert_left", truncation_side="left", padding_side="left")
     settings = judge(method="seq_cls", batch_size=3, max_length=24)
     q, a = PAIRS[1]
     ids, truncated = SequenceClassifierReward(left, settings).encode(q, a)
-    tok = AutoTokenizer.from_pretrained(models["bert"])
+    tok = AutoTokenizer.from_pretrained(bert)
     full = tok(q, a)["input_ids"]
     assert truncated and len(ids) == 24 and ids[:20] == full[:20] and ids[-1] == tok.sep_token_id
     qs, rs = zip(*PAIRS, strict=True)
     np.testing.assert_allclose(SequenceClassifierReward(left, settings).score(qs, rs),
-                               SequenceClassifierReward(models["bert"], settings).score(qs, rs), rtol=1e-5)
+                               SequenceClassifierReward(bert, settings).score(qs, rs), rtol=1e-5)

@@ -217,19 +217,6 @@ def train_tiny_tokenizer(out_dir: Path, vocab_size: int = 512) -> Any:
     return fast
 
 
-def _bert_pair_template(tok: Any) -> Any:
-    """Make the tiny tokenizer encode like BERT's: ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``
-    with ``token_type_ids`` 0 on segment A and 1 on segment B (as all-MiniLM / cross-encoders)."""
-    from tokenizers.processors import TemplateProcessing
-
-    tok.backend_tokenizer.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id)])
-    tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
-    tok.init_kwargs["model_input_names"] = tok.model_input_names
-    return tok
-
-
 def _tiny_corpus() -> list[str]:
     words = (
         "the a an of to and in is it you that he was for on are with as I his they be at one "
@@ -292,7 +279,6 @@ def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
         common.pop("eos_token_id")
         cfg = BertConfig(num_labels=2, **common)
         model = AutoModelForSequenceClassification.from_config(cfg)
-        _bert_pair_template(tok).save_pretrained(out_dir)
     else:
         raise ModelSourceError(
             f"models.{spec.alias}.arch: {spec.arch!r} not supported; allowed: llama, gemma3, bert"
