@@ -38,11 +38,15 @@ bench: setup
 # Scoring conventions (evolution_analysis, cherry, chat) computed by the batched engine vs plain
 # per-example implementations of the reference code, and SFT's training tokens, on SmolLM2-135M
 # and gemma-3-270m (CPU, a few minutes); agreement numbers in results/fidelity/fidelity.json.
+# With TEACHFIT_CHERRY_LLM_DIR=<a Cherry_LLM checkout> it also runs Cherry_LLM's own
+# data_analysis.py + data_by_IFD.py against the cherry convention (tests/test_cherry_upstream.py,
+# docs/fidelity.md; numbers in results/fidelity/cherry_upstream.json); skipped without it.
 FIDELITY_MODELS ?= results/models/smollm2 results/models/gemma270m
 fidelity: setup
 	$(SNAKEMAKE) --cores $(CORES) $(FIDELITY_MODELS)
-	TEACHFIT_FIDELITY=1 TEACHFIT_FIDELITY_OUT=results/fidelity/fidelity.json OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
-		$(BIN)/python -m pytest -q -s -m fidelity tests/test_fidelity.py $(PYTEST_ARGS)
+	TEACHFIT_FIDELITY=1 TEACHFIT_FIDELITY_OUT=results/fidelity/fidelity.json \
+		TEACHFIT_CHERRY_OUT=results/fidelity/cherry_upstream.json OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+		$(BIN)/python -m pytest -q -s -m fidelity tests/test_fidelity.py tests/test_cherry_upstream.py $(PYTEST_ARGS)
 
 # Precision and recall of the evolver validity gate on its labelled set, with and without the
 # SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv

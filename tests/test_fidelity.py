@@ -5,7 +5,7 @@ transformers forward pass per quantity, the HF ``labels=`` mean loss, as the ref
 
 * evolution_analysis: HypherX/Evolution-Analysis ``Evol_Instruct/eval_loss.py:35-66`` (HEAD 7595feb);
 * cherry: tianyi-lab/Cherry_LLM ``cherry_seletion/data_analysis.py:16-27, 120-151`` and
-  ``data_by_IFD.py:76-107`` (HEAD 01fac8d), at its 512-token window and at a 64-token window
+  ``data_by_IFD.py:76-107`` (HEAD 01fac8d), at its 512-token window and at 128- and 64-token windows
   (truncation and the prompt-fills-the-window drop);
 * chat: the scorer's chat template as inference tokenizes it (teachfit's own convention, the
   student's SFT template for CAR's L).
@@ -119,21 +119,26 @@ def ref_evolution_analysis(model, tok, q, inp, a):
 
 def ref_cherry(model, tok, q, inp, a, max_length):
     """data_analysis.py (--prompt alpaca --mod cherry) + data_by_IFD.py: L(A|Q) and L(A) over the
-    response tokens; None when data_by_IFD.py skips the pair (prompt fills the window). The direct
-    pass keeps max_length - P + len(encode("### Response:")) tokens (the reference's +4 for LLaMA)."""
+    response tokens; None when data_by_IFD.py skips the pair (l.92: the prompt fills the window;
+    l.100-101: P + the answer-alone response tokens exceed it). The direct pass keeps
+    max_length - P + 4 tokens, the reference's hard-coded 4 (l.94), whatever the tokenizer.
+    (tests/test_cherry_upstream.py runs the reference scripts themselves.)"""
     prompt = CHERRY_INPUT.format(instruction=q, input=inp) if inp else CHERRY_NO_INPUT.format(instruction=q)
     whole, direct = prompt + a, "### Response:" + a
     p_len = len(tok.encode(prompt, truncation=True, max_length=max_length))
     if max_length - p_len <= 0:
         return None
-    prefix_len = len(tok.encode("### Response:"))
 
     def part(text, limit):
         ids = tok.encode(text, truncation=True, max_length=limit)
         start = len(tok.encode(text[: text.rfind(a)]))
-        return hf_loss(model, ids, [-100] * start + ids[start:])
+        return len(ids) - start, hf_loss(model, ids, [-100] * start + ids[start:])
 
-    return part(whole, max_length), part(direct, max_length - p_len + prefix_len)
+    len_2, loss_2 = part(whole, max_length)
+    len_1, loss_1 = part(direct, max_length - p_len + 4)
+    if p_len + len_1 > max_length:
+        return None
+    return loss_2, loss_1
 
 
 def ref_chat(model, tok, q, a):
@@ -217,7 +222,7 @@ def test_evolution_analysis_matches_eval_loss_py(real):
              {"loss_q": ref[:, 0], "loss_a_given_q": ref[:, 1], "loss_a": ref[:, 2]})
 
 
-@pytest.mark.parametrize("max_length", [512, 64])
+@pytest.mark.parametrize("max_length", [512, 128, 64])
 def test_cherry_matches_data_analysis_and_data_by_ifd(real, max_length):
     alias, path, model, tok = real
     df, engine = _engine(path, "cherry", max_length=max_length)

@@ -3,6 +3,8 @@ models (tiny random models)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import polars as pl
 import pytest
@@ -228,3 +230,74 @@ def test_score_rewards_rule_classifier_and_errors(models, tmp_path):
 
 
 # difficulty ratings: rule describe_instructions (tests/test_diversity.py)
+
+
+def _with_config(src, dst, **tokenizer_config):
+    """A copy of the model at ``src`` whose tokenizer_config.json also says ``tokenizer_config``."""
+    import json
+
+    shutil.copytree(src, dst)
+    path = dst / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **tokenizer_config}))
+    return dst
+
+
+def _bert_pair_template(tok):
+    """The tiny tokenizer encoding like BERT's (all-MiniLM, cross-encoders): ``[CLS] A [SEP] B [SEP]``
+    with ``token_type_ids`` 0 on segment A and 1 on segment B."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id)])
+    tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    tok.init_kwargs["model_input_names"] = tok.model_input_names
+    return tok
+
+
+def test_encoder_reward_passes_segment_ids(models, tmp_path):
+    """Issue 24 (vllm#19988): a cross-encoder scores tok(q, a) with its token_type_ids 0…0 1…1;
+    the reward equals model(**tok(q, a)), not the score of the response read as segment A."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = tmp_path / "bert_tt"
+    model = AutoModelForSequenceClassification.from_pretrained(models["bert"])
+    with torch.no_grad():  # a segment-B embedding far from segment A's, a head that reads it
+        model.bert.embeddings.token_type_embeddings.weight[1].normal_(0.0, 2.0)
+        model.classifier.weight.mul_(1000.0)
+    model.save_pretrained(src)
+    _bert_pair_template(AutoTokenizer.from_pretrained(models["bert"])).save_pretrained(src)
+    qs, rs = zip(*PAIRS, strict=True)
+    rm = SequenceClassifierReward(src, judge(method="seq_cls", batch_size=2))
+    got = rm.score(qs, rs)
+    tok = AutoTokenizer.from_pretrained(src)
+    with torch.inference_mode():
+        want = np.array([rm.model(**tok(q, a, return_tensors="pt")).logits[0, 0].item() for q, a in PAIRS])
+        no_segments = np.array([rm.model(**{k: v for k, v in tok(q, a, return_tensors="pt").items()
+                                            if k != "token_type_ids"}).logits[0, 0].item() for q, a in PAIRS])
+    assert rm.encode_inputs(*PAIRS[0])[0]["token_type_ids"][-1] == 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(want - no_segments).max() > 1e-2  # the case would fail without the segment ids
+
+
+def test_encoder_reward_cuts_the_response_end_whatever_truncation_side(models, tmp_path):
+    """Issue 24 (transformers#15440): a tokenizer_config.json saying truncation_side=left and
+    padding_side=left changes neither the kept tokens (the response END is cut) nor the scores."""
+    from transformers import AutoTokenizer
+
+    from transformers import AutoTokenizer as _Auto
+
+    bert = tmp_path / "bert_pairs"
+    shutil.copytree(models["bert"], bert)
+    _bert_pair_template(_Auto.from_pretrained(bert)).save_pretrained(bert)
+    left = _with_config(bert, tmp_path / "bert_left", truncation_side="left", padding_side="left")
+    settings = judge(method="seq_cls", batch_size=3, max_length=24)
+    q, a = PAIRS[1]
+    ids, truncated = SequenceClassifierReward(left, settings).encode(q, a)
+    tok = AutoTokenizer.from_pretrained(bert)
+    full = tok(q, a)["input_ids"]
+    assert truncated and len(ids) == 24 and ids[:20] == full[:20] and ids[-1] == tok.sep_token_id
+    qs, rs = zip(*PAIRS, strict=True)
+    np.testing.assert_allclose(SequenceClassifierReward(left, settings).score(qs, rs),
+                               SequenceClassifierReward(bert, settings).score(qs, rs), rtol=1e-5)

@@ -174,13 +174,45 @@ def test_cherry_positions_and_window(models):
     assert tok.decode(e.joint[slice(*e.q_span)]) == q  # L(Q): the instruction inside the prompt
     assert not e.truncated and not e.prompt_overflow
 
-    (t,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=n_p + 2))
-    assert t.truncated and len(t.joint) == n_p + 2 and len(t.alone) == 3 + 2
+    (t,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=n_p + 2, answer_window="response_marker_tokens"))
+    assert t.truncated and len(t.joint) == n_p + 2 and len(t.alone) == 3 + 2 and not t.prompt_overflow
     assert t.joint[slice(*t.a_span)] == t.alone[slice(*t.alone_span)] == tok(a)["input_ids"][:2]
     (o,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=n_p))  # prompt fills the window
     assert o.prompt_overflow and o.a_span[0] == o.a_span[1] and o.alone_span[0] == o.alone_span[1]
     (w,) = encode_pairs(tok, [q], [a], scoring("cherry"), inputs=["2 and 3"])
     assert w.joint == tok(ALPACA_PROMPT_INPUT.format(instruction=q, input="2 and 3") + a)["input_ids"]
+
+
+def test_cherry_reference_answer_window_and_skip_rule(models):
+    """Issue 24: data_analysis.py:150 / data_by_IFD.py:94 cut the answer-alone text to
+    max_length - P + 4 tokens whatever the tokenizer (4 = LLaMA's "<s> ▁### ▁Response :"), and
+    data_by_IFD.py:100-101 drops a pair when P + its answer-alone response tokens exceed
+    max_length. Here "### Response:" is 3 tokens: a cut pair keeps one response token more alone
+    than jointly and is dropped (NaN, prompt_overflow); an uncut pair is scored as before."""
+    _, tok = load_scoring_model(models["llama"])
+    from teachfit.scoring.losses import ALPACA_PROMPT_NO_INPUT, CHERRY_REFERENCE_MARKER_TOKENS
+
+    assert CHERRY_REFERENCE_MARKER_TOKENS == 4 and len(tok("### Response:")["input_ids"]) == 3
+    q, a = "Give an example.", "The answer is 10 because 5 plus 5 equals 10 ."
+    n_p, n_a = len(tok(ALPACA_PROMPT_NO_INPUT.format(instruction=q))["input_ids"]), len(tok(a)["input_ids"])
+    for window in (n_p + 2, n_p + n_a - 1, n_p + n_a, n_p + n_a + 1):
+        (e,) = encode_pairs(tok, [q], [a], scoring("cherry", max_length=window))
+        assert len(e.alone) == min(3 + n_a, window - n_p + 4)  # the reference's window
+        len_1 = len(e.alone) - 3  # data_by_IFD.py:86-90 (end_token_real - start_token)
+        assert e.prompt_overflow == (n_p + len_1 > window)  # data_by_IFD.py:100-101
+        assert e.prompt_overflow == (n_p + n_a > window) == e.truncated  # with a 3-token marker
+        if e.prompt_overflow:
+            assert e.a_span[0] == e.a_span[1] and e.alone_span[0] == e.alone_span[1]
+        else:
+            assert e.alone[slice(*e.alone_span)] == tok(a)["input_ids"][:len_1]
+    scored = score_pairs(models["llama"], [q, q], [a, "yes"], scoring("cherry", max_length=n_p + 5))
+    assert scored["prompt_overflow"].to_list() == [True, False]
+    assert math.isnan(scored["loss_a"][0]) and math.isnan(scored["loss_a_given_q"][0])
+    assert not math.isnan(scored["loss_a"][1])
+    with pytest.raises(ValueError, match="answer_window: 'llama' not allowed"):
+        scoring("cherry", answer_window="llama")
+    with pytest.raises(ValueError, match="only the cherry convention"):
+        scoring("chat", answer_window="reference")
 
 
 def test_chat_positions_and_no_invented_start_token(models):
@@ -347,7 +379,9 @@ def test_convention_settings_narrow_the_section():
     section = defaults("scoring", max_length={"cherry": 300})
     assert section["max_length"] == {"evolution_analysis": 1024, "cherry": 300, "chat": 1024}
     assert convention_settings(section, "cherry") == {"convention": "cherry", "max_length": 300,
-                                                      "batch_tokens": 8192, "version": section["version"]}
+                                                      "batch_tokens": 8192, "version": section["version"],
+                                                      "answer_window": "reference"}
+    assert "answer_window" not in convention_settings(section, "chat")
     assert defaults("scoring")["max_length"]["cherry"] == 512  # Cherry_LLM's window
     with pytest.raises(ValueError, match="convention 'alpaca' unknown"):
         convention_settings(section, "alpaca")
@@ -486,3 +520,32 @@ def test_plan_scores_each_use_under_its_convention():
     cfg = plan.config
     cfg["teacher"]["ifd_convention"] = "chat"
     assert {k["convention"] for k in build_plan(cfg).teacher_score_keys()} == {"chat"}  # one file each
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cut_from_the_right_whatever_the_tokenizer_config_says(models, tmp_path, convention):
+    """Issue 24 (vllm#12050, transformers#15440): a scorer whose tokenizer_config.json says
+    truncation_side=left (and padding_side=left) is still cut from the right, as documented: the
+    L(Q) span covers the instruction, and the losses equal those of the same model without it."""
+    import json
+
+    left = tmp_path / "left"
+    shutil.copytree(models["llama"], left)
+    path = left / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "truncation_side": "left",
+                                "padding_side": "left"}))
+    q = "what is 1 plus 1 ? explain the answer step by step"
+    a = " ".join(["the answer is the sum of the two numbers"] * 8)
+    settings = scoring(convention, max_length=48)
+    _, tok = load_scoring_model(left)
+    assert tok.truncation_side == "right"
+    from transformers import AutoTokenizer
+
+    raw = AutoTokenizer.from_pretrained(left)  # as a library user may pass it
+    assert raw.truncation_side == "left"
+    (e,) = encode_pairs(raw, [q], [a], settings)
+    assert e.truncated and raw.decode(e.joint[slice(*e.q_span)]).strip() in q  # no response text
+    if convention == "evolution_analysis":
+        assert e.joint == raw(f"{q}\n{a}")["input_ids"][:48] and e.alone == raw(a)["input_ids"][:48]
+    got, want = score_pairs(left, [q], [a], settings), score_pairs(models["llama"], [q], [a], settings)
+    _assert_close(got, want, rtol=1e-6)

@@ -442,6 +442,40 @@ def test_merge_lora_same_function_and_unmerge_restores_base_exactly(lora_run, ti
         unmerge_lora(fresh, {"nope": torch.zeros(1)})
 
 
+def test_merge_lora_on_tied_embeddings_evaluates_what_was_trained(tiny, train_file, tmp_path):
+    """Issue 24 (peft#2972, #2777): LoRA on embed_tokens of the tiny tied llama, 4 steps. Training
+    changed the input embedding only; merge_lora unties the head first, so merged == unmerged
+    (a merge into the shared tensor changes the output projection too); unmerge_lora restores the
+    base bit for bit with the tie."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sft = {**RUN, "max_steps": 4, "lora": {**RUN["lora"], "target_modules": ["q_proj", "embed_tokens"]}}
+    _train(tiny, train_file, tmp_path, sft, threads=1)
+    model, tok = load_for_inference(tmp_path / "out", tiny)
+    base = model.get_base_model()
+    assert base.get_output_embeddings().weight is base.model.embed_tokens.get_base_layer().weight
+    batch = tok(["what is 1 plus 1 ?", "a longer question about 2 plus 2 ?"], return_tensors="pt", padding=True)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = model(**batch).logits
+        naive = load_for_inference(tmp_path / "out", tiny)[0].merge_and_unload()(**batch).logits
+    assert (naive - ref)[real].abs().max() > 1e-2  # the case: peft's plain merge changes the model
+    merged, originals = merge_lora(model)
+    with torch.no_grad():
+        got = merged(**batch).logits
+    assert torch.allclose(got[real], ref[real], rtol=1e-4, atol=1e-4)
+    assert (got.argmax(-1) == ref.argmax(-1))[real].all()
+    assert merged.get_output_embeddings().weight is not merged.get_input_embeddings().weight
+    assert merged.config.tie_word_embeddings is False
+    restored = unmerge_lora(merged, originals)
+    assert restored.get_output_embeddings().weight is restored.get_input_embeddings().weight
+    assert restored.config.tie_word_embeddings is True
+    want = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32).state_dict()
+    for name, value in restored.state_dict().items():
+        assert torch.equal(value, want[name]), name
+
+
 # --------------------------------------------------------------------------- resume
 
 

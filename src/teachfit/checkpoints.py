@@ -106,6 +106,13 @@ def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
     a copy of the weight the merge overwrote, so that :func:`unmerge_lora` gives the base model
     back bit for bit. A model that is not a ``PeftModel`` is returned unchanged with ``{}``.
 
+    Tied embeddings: when the adapter targets a layer whose weight the output head shares
+    (``embed_tokens`` with ``tie_word_embeddings``), training changed the input side only; the
+    head is untied first (its own copy of the base weight, ``tie_word_embeddings`` False, entry
+    ``originals[<head name>] = None``), so the merged model computes what was trained
+    (``tests/test_sft.py::test_merge_lora_on_tied_embeddings_*``); merging into the shared
+    tensor would change the output projection as well (peft#2972, #2777).
+
     Why: an unmerged adapter adds two small matmuls and peft's Python wrapper to every adapted
     layer in every forward pass; merged, a decode step of gemma-3-270m (batch 16, one thread)
     took 262 ms instead of 339 ms. The outputs are the same function of the input up to float
@@ -113,23 +120,58 @@ def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
     adapter's; all 258 greedy IFS answers of a default-run gemma-3-270m LoRA run identical,
     README "Measured").
     """
+    import torch
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
     if not isinstance(model, PeftModel):
         return model, {}
     inner = model.get_base_model()
-    originals = {name: module.get_base_layer().weight.detach().clone()
-                 for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
+    originals: dict[str, Any] = {name: module.get_base_layer().weight.detach().clone()
+                                 for name, module in inner.named_modules() if isinstance(module, LoraLayer)}
+    head_name, head = _tied_head(inner, LoraLayer)
+    if head is not None:
+        # The adapter changed the input embedding only (the unmerged model's output head reads
+        # the base weight): the head gets its own copy of the base weight before the merge
+        # writes W + BA into the shared tensor (peft#2972, #2777), and the config says untied
+        with torch.no_grad():
+            head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+        _set_tied(inner, False)
+        originals[head_name] = None
     merged = model.merge_and_unload()
     merged.eval()
     return merged, originals
 
 
+def _tied_head(model: Any, lora_layer: type) -> tuple[str, Any]:
+    """``(name, module)`` of ``model``'s output head when its weight is the very tensor of a
+    LoRA-wrapped layer's base weight (tied input/output embeddings with ``embed_tokens``
+    targeted), else ``("", None)``."""
+    head = model.get_output_embeddings()
+    if head is None or isinstance(head, lora_layer) or getattr(head, "weight", None) is None:
+        return "", None
+    ptr = head.weight.data_ptr()
+    if not any(isinstance(m, lora_layer) and m.get_base_layer().weight.data_ptr() == ptr
+               for m in model.modules()):
+        return "", None
+    name = next(n for n, m in model.named_modules() if m is head)
+    return name, head
+
+
+def _set_tied(model: Any, tied: bool) -> None:
+    """Set ``tie_word_embeddings`` wherever the model's config (and its text config) carries it."""
+    configs = {id(c): c for c in (model.config, model.config.get_text_config())}
+    for cfg in configs.values():
+        if hasattr(cfg, "tie_word_embeddings"):
+            cfg.tie_word_embeddings = tied
+
+
 def unmerge_lora(model: Any, originals: Mapping[str, Any]) -> Any:
     """Undo :func:`merge_lora`: copy ``originals`` (layer name -> weight) back into ``model``
     (the merged plain model) in place and return it: the base model exactly as it was loaded,
-    ready for the next adapter. Raises ``KeyError`` naming a layer ``model`` does not have."""
+    ready for the next adapter. An entry whose weight is ``None`` is an output head that
+    :func:`merge_lora` untied: it shares the input embedding's tensor again and the config says
+    tied again. Raises ``KeyError`` naming a layer ``model`` does not have."""
     import torch
 
     with torch.no_grad():
@@ -138,5 +180,10 @@ def unmerge_lora(model: Any, originals: Mapping[str, Any]) -> Any:
                 module = model.get_submodule(name)
             except AttributeError as exc:
                 raise KeyError(f"unmerge_lora: the model has no layer {name!r}") from exc
-            module.weight.copy_(weight)
+            if weight is not None:
+                module.weight.copy_(weight)
+        for name, weight in originals.items():
+            if weight is None:
+                model.get_submodule(name).weight = model.get_input_embeddings().weight
+                _set_tied(model, True)
     return model

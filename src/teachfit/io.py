@@ -130,8 +130,40 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path}: not valid UTF-8 JSON: {exc}") from exc
 
 
+def check_unicode(value: Any, where: str, field: str = "") -> None:
+    """Raise :class:`DataError` ``"<where>: field <field> is not valid Unicode text"`` when a
+    string anywhere in ``value`` (dict values and list items, recursively) holds a lone surrogate
+    (JSON may escape one, ``"\\ud800"``; it cannot be written as UTF-8, tokenized or stored)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{where}: field {field or '(value)'!r} is not valid Unicode text "
+                            f"({exc.reason} at character {exc.start})") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_unicode(k, where, field)
+            check_unicode(v, where, f"{field}.{k}" if field else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_unicode(v, where, f"{field}[{i}]")
+
+
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of JSONL ``text``, split at ``"\n"`` only (JSON Lines: a ``"\r"``
+    before it is JSON whitespace). ``str.splitlines()`` would also split at U+2028, U+2029, U+0085
+    and other separators that JSON allows raw inside strings (jsonlines#53)."""
+    yield from enumerate(text.split("\n"), start=1)
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read JSON (a list), JSONL, or Parquet records; errors name the file and line."""
+    """Read JSON (a list), JSONL, or Parquet records; errors name the file and line.
+
+    JSONL lines end at ``"\n"`` only (:func:`jsonl_lines`), so every file :func:`write_jsonl`
+    writes reads back. Raises :class:`DataError` naming the file (and ``:line`` for JSONL,
+    ``record i`` for a JSON list) for a missing file, text that is not UTF-8, malformed JSON, a
+    record that is not an object, or a string holding a lone surrogate (:func:`check_unicode`).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
@@ -144,7 +176,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from exc
     if suffix == ".jsonl":
         records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in jsonl_lines(text):
             if not line.strip():
                 continue
             try:
@@ -153,6 +185,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{lineno}: malformed JSON line: {exc.msg}") from exc
             if not isinstance(rec, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            check_unicode(rec, f"{path}:{lineno}")
             records.append(rec)
         return records
     if suffix == ".json":
@@ -162,8 +195,25 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise DataError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise DataError(f"{path}: expected a JSON list of objects")
+        for i, rec in enumerate(data):
+            check_unicode(rec, f"{path}: record {i}")
         return data
     raise DataError(f"{path}: unsupported file type {suffix!r} (use .json, .jsonl or .parquet)")
+
+
+def jsonl_text(records: Sequence[Any], where: str | Path = "JSONL") -> str:
+    """One ``json.dumps(record, ensure_ascii=False)`` line per record, each ended by ``"\n"``:
+    raw U+2028 / U+2029 / U+0085 stay inside their strings, ``"\r"`` / ``"\n"`` are escaped, so
+    :func:`read_records` reads back the same records. Raises :class:`DataError` naming ``where``
+    and the record for a string holding a lone surrogate (it cannot be written as UTF-8)."""
+    for i, rec in enumerate(records):
+        check_unicode(rec, f"{where}: record {i}")
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def write_jsonl(records: Sequence[Any], path: str | Path) -> Path:
+    """Write :func:`jsonl_text` of ``records`` to ``path`` atomically."""
+    return write_text(jsonl_text(records, path), path)
 
 
 def read_table(path: str | Path) -> pl.DataFrame:
@@ -177,13 +227,10 @@ def read_table(path: str | Path) -> pl.DataFrame:
 
 
 def write_table(df: pl.DataFrame, path: str | Path) -> Path:
-    """Write Parquet, or JSONL when the name ends in ``.jsonl`` (atomically)."""
-    import json
-
-
+    """Write Parquet, or JSONL when the name ends in ``.jsonl`` (atomically, :func:`write_jsonl`)."""
     path = Path(path)
     if path.suffix.lower() == ".jsonl":
-        return write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in df.to_dicts()), path)
+        return write_jsonl(df.to_dicts(), path)
     return write_parquet(df, path)
 
 

@@ -23,6 +23,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -509,13 +511,36 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 
 
 def load_tokenizer(model_dir: str | Path, padding_side: str = "left") -> Any:
+    """The tokenizer of ``model_dir`` with ``padding_side`` and right truncation set explicitly
+    (``tokenizer_config.json`` may say ``"truncation_side": "left"``; every caller that cuts
+    with ``truncation=True`` documents a right cut). A missing pad token becomes the EOS token."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trusts_remote_code(model_dir))
     tok.padding_side = padding_side
+    tok.truncation_side = "right"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+@contextmanager
+def tokenizer_sides(tokenizer: Any, truncation: str = "right", padding: str = "right") -> Iterator[Any]:
+    """Within the block, ``tokenizer(..., truncation=..., padding=...)`` cuts from ``truncation``
+    and pads on ``padding`` (``"right"`` / ``"left"``) whatever the tokenizer's own
+    ``truncation_side`` / ``padding_side`` say (``tokenizer_config.json`` sets them per model:
+    transformers#15440, vllm#12050); both are restored on exit. Every encoding path that lets
+    the tokenizer cut or pad runs inside this, with the side its documentation names.
+    Raises ``ValueError`` for another side."""
+    for name, side in (("truncation", truncation), ("padding", padding)):
+        if side not in ("right", "left"):
+            raise ValueError(f"tokenizer_sides: {name} side must be 'right' or 'left', got {side!r}")
+    before = (tokenizer.truncation_side, tokenizer.padding_side)
+    tokenizer.truncation_side, tokenizer.padding_side = truncation, padding
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.truncation_side, tokenizer.padding_side = before
 
 
 def default_device(device: str | None = None) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, write_parquet
+from teachfit.io import DataError, check_unicode, jsonl_lines, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,24 @@ def _text(value: Any, where: str) -> str:
 
 
 def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a JSONL file; lines end at ``"\\n"`` only
+    (:func:`teachfit.io.jsonl_lines`); a lone surrogate in a string is a DataError naming the line."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{no}: expected a JSON object, got {type(rec).__name__}")
-            out.append((no, rec))
+    for no, line in jsonl_lines(text):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{no}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{no}: expected a JSON object, got {type(rec).__name__}")
+        check_unicode(rec, f"{path}:{no}")
+        out.append((no, rec))
     return out
 
 
@@ -117,6 +123,8 @@ def read_benchmark_file(path: str | Path, fmt: str, part: str) -> pl.DataFrame:
     if fmt == "alpaca_eval":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if not isinstance(data, list):
@@ -126,6 +134,7 @@ def read_benchmark_file(path: str | Path, fmt: str, part: str) -> pl.DataFrame:
             where = f"{path}: record {i}"
             if not isinstance(rec, dict):
                 raise DataError(f"{where}: expected an object")
+            check_unicode(rec, where)
             row = {"id": f"{i:0{width}d}", "index": i}
             if part == "instructions":
                 row["instruction"] = _text(rec.get("instruction"), f"{where}: instruction")

@@ -22,7 +22,10 @@ Two methods (``JudgeSettings.method``):
   one logit and no ``score`` is refused). The model loads with its models entry's
   ``trust_remote_code`` and is refused when its weights do not fit the class
   (:func:`teachfit.models.load_pretrained`). Decoder models are
-  left-padded and pooled at the last position; encoders are right-padded.
+  left-padded and pooled at the last position; encoders are right-padded and get every
+  input the tokenizer makes for the pair (``token_type_ids``: the response is segment B, as
+  ``model(**tok(q, a))``; vllm#19988); only inputs the model's ``forward`` has no parameter for
+  are left out. A conversation longer than ``max_length`` loses the end of its response.
 
 Rule ``score_rewards`` (:mod:`teachfit.scoring.rewards`) scores generated responses with
 either method (Xu et al. 2024, "Stronger models are not stronger teachers", rate every
@@ -32,6 +35,7 @@ response with a reward model).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from teachfit.io import DataError, content_id
+from teachfit.models import tokenizer_sides
 from teachfit.scoring.losses import adds_bos
 from teachfit.settings import from_dict as settings_from_dict
 
@@ -344,10 +349,22 @@ class SequenceClassifierReward:
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.encoder = self.model.config.model_type in ENCODER_TYPES
+        # tokenizer outputs the forward has no parameter for cannot reach it (documented drop)
+        params = inspect.signature(self.model.forward).parameters
+        self.forward_args = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
         self.chat = bool(getattr(self.tok, "chat_template", None)) and not self.encoder
 
     def encode(self, instruction: str, response: str) -> tuple[list[int], bool]:
         """Token ids of one conversation and whether they were truncated (to max_length)."""
+        inputs, truncated = self.encode_inputs(instruction, response)
+        return inputs["input_ids"], truncated
+
+    def encode_inputs(self, instruction: str, response: str) -> tuple[dict[str, list[int]], bool]:
+        """The model inputs of one conversation (``input_ids`` and, for a text pair, every other
+        per-token input the tokenizer makes, e.g. ``token_type_ids`` 0…0 1…1) and whether they
+        were cut to ``max_length`` tokens. The cut always removes the END of the response:
+        a chat conversation keeps its first ``max_length`` tokens; a text pair is cut
+        ``only_second`` from the right, whatever the tokenizer's ``truncation_side``."""
         max_len = self.settings.max_length
         if self.chat:
             text = self.tok.apply_chat_template(
@@ -357,18 +374,21 @@ class SequenceClassifierReward:
             ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
             if adds_bos(self.tok) and (not ids or ids[0] != self.tok.bos_token_id):
                 ids = [self.tok.bos_token_id, *ids]
-            return ids[:max_len], len(ids) > max_len
+            return {"input_ids": ids[:max_len]}, len(ids) > max_len
         full = self.tok(instruction, response)["input_ids"]
-        ids = self.tok(instruction, response, truncation="only_second" if len(full) > max_len else False,
-                       max_length=max_len)["input_ids"]
-        return list(ids), len(full) > max_len
+        with tokenizer_sides(self.tok, truncation="right", padding="right"):
+            enc = self.tok(instruction, response, truncation="only_second" if len(full) > max_len else False,
+                           max_length=max_len)
+        inputs = {k: list(v) for k, v in enc.items() if k != "attention_mask"
+                  and (self.forward_args is None or k in self.forward_args)}
+        return inputs, len(full) > max_len
 
     def score_loaded(self, instructions: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         import torch
         from tqdm.auto import tqdm
 
-        enc = [self.encode(q, a) for q, a in zip(instructions, responses, strict=True)]
-        seqs = [e[0] for e in enc]
+        enc = [self.encode_inputs(q, a) for q, a in zip(instructions, responses, strict=True)]
+        seqs = [e[0]["input_ids"] for e in enc]
         truncated = np.array([e[1] for e in enc], dtype=bool)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         bs = self.settings.batch_size
@@ -386,13 +406,18 @@ class SequenceClassifierReward:
                 t_max = max(len(seqs[i]) for i in batch)
                 ids = torch.full((len(batch), t_max), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), t_max), dtype=torch.long)
+                extra = {k: torch.zeros((len(batch), t_max), dtype=torch.long)
+                         for k in enc[batch[0]][0] if k != "input_ids"}
                 for r, i in enumerate(batch):
                     n = len(seqs[i])
                     sl = slice(0, n) if self.encoder else slice(t_max - n, t_max)
                     ids[r, sl] = torch.tensor(seqs[i])
                     mask[r, sl] = 1
+                    for k, t in extra.items():
+                        t[r, sl] = torch.tensor(enc[i][0][k])
                 ids, mask = ids.to(device), mask.to(device)
-                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+                kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask,
+                                          **{k: t.to(device) for k, t in extra.items()}}
                 if not self.encoder:
                     kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
                 with torch.inference_mode():

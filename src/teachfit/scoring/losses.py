@@ -27,7 +27,8 @@ its own config section (``evolver.selection.convention``, ``teacher.ifd_conventi
   ``1..end`` (l.62): with a BOS every response token, without one all but the first;
 * the reference does not truncate; here each of the three tokenizations is cut to
   ``max_length`` tokens from the right, as ``tokenizer(text, truncation=True,
-  max_length=...)`` would, and the row is flagged ``truncated``;
+  max_length=...)`` does with ``truncation_side="right"`` (forced, whatever the scorer's
+  ``tokenizer_config.json`` says; every convention), and the row is flagged ``truncated``;
 * IFD = L(A|Q)/L(A) (l.65), IC-IFD = L(A|Q)/(L(Q)·L(A)) (l.66, the division form; the product
   form of l.67 is commented out); a set's score is the mean of per-pair values (l.69-70).
 
@@ -38,15 +39,21 @@ its own config section (``evolver.selection.convention``, ``teacher.ifd_conventi
   template when the pair has an input; data_analysis.py:16-27, l.127-138); the response is
   appended with no separator; texts are tokenized with the tokenizer's own special tokens and
   ``truncation=True, max_length=...`` (right side: the response END is cut);
-* ``P`` = tokens of the prompt alone (truncated to ``max_length``); a pair with
+* ``P`` = tokens of the prompt alone (cut to ``max_length`` from the right); a pair with
   ``max_length - P <= 0`` (the prompt fills the window) gets no response losses
   (``prompt_overflow``; data_by_IFD.py:92, 113-114: dropped there);
 * L(A|Q) = tokens of ``prompt + response`` from ``len(tok(prompt))`` to the truncated end
   (data_by_IFD.py:79-90, 95);
-* L(A) = tokens of ``"### Response:" + response`` from ``len(tok("### Response:"))`` on, the
-  text cut to ``max_length - P + len(tok("### Response:"))`` tokens (data_by_IFD.py:94; the
-  reference hard-codes that count as 4, LLaMA's ``<s>`` ``▁###`` ``▁Response`` ``:``), so both
-  passes score the same ``<= max_length - P`` response tokens;
+* L(A) = tokens of ``"### Response:" + response`` from ``M = len(tok("### Response:"))`` on,
+  the text cut to ``max_length - P + 4`` tokens (data_analysis.py:150, data_by_IFD.py:94: the
+  ``4`` is LLaMA's ``M``, ``<s>`` ``▁###`` ``▁Response`` ``:``); a pair whose ``P`` plus
+  answer-alone response tokens exceed ``max_length`` is dropped (data_by_IFD.py:100-101; NaN
+  losses, flagged ``prompt_overflow``). With ``M = 4`` nothing is dropped and both passes score
+  the same ``<= max_length - P`` response tokens; with ``M = 3`` (SmolLM2) every pair whose
+  answer-alone pass is cut is dropped, as the reference drops it. This is
+  ``scoring.conventions.cherry.answer_window: reference``; ``response_marker_tokens`` is the
+  generalisation: the window ``max_length - P + M``, so both passes score the same response
+  tokens on any tokenizer, and nothing is dropped by this rule;
 * the reference window is 512 tokens (scripts/cherry_analysis.sh, cherry_selection.sh);
 * L(Q) is not part of the reference: here it is the instruction's tokens inside the Alpaca
   prompt of the joint pass (an extension, so that IC-IFD can be computed under this
@@ -120,12 +127,17 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
-from teachfit.models import LogitHead
+from teachfit.models import LogitHead, tokenizer_sides
 from teachfit.settings import from_dict as settings_from_dict
 
 #: Named scoring conventions (see the module docstring).
 CONVENTIONS = ("evolution_analysis", "cherry", "chat")
 PADDING_SIDES = ("right", "left")
+#: ``scoring.conventions.cherry.answer_window`` (see the module docstring, ``cherry``).
+CHERRY_ANSWER_WINDOWS = ("reference", "response_marker_tokens")
+#: The answer-alone window's allowance of data_analysis.py:150 / data_by_IFD.py:94 (``+4``: LLaMA's
+#: ``<s>`` ``▁###`` ``▁Response`` ``:``).
+CHERRY_REFERENCE_MARKER_TOKENS = 4
 DTYPES = ("float32", "bfloat16", "float16")
 SCORE_COLUMNS = (
     "loss_q", "loss_a_given_q", "loss_a", "n_q_tokens", "n_a_tokens", "n_response_tokens",
@@ -177,6 +189,11 @@ class ScoringSettings:
         metadata={"help": "token budget of a batch: rows × longest sequence ≤ batch_tokens"},
     )
     version: int = field(metadata={"help": "bump when the scoring semantics change"})
+    answer_window: str | None = field(
+        default=None,
+        metadata={"help": "cherry only (scoring.conventions.cherry.answer_window, required there): "
+                          "the answer-alone window and skip rule", "choices": CHERRY_ANSWER_WINDOWS},
+    )
     padding_side: str = field(
         default="right",
         metadata={"help": "padding side of batches (results do not depend on it)", "choices": PADDING_SIDES},
@@ -203,6 +220,11 @@ class ScoringSettings:
         if self.convention not in CONVENTIONS:
             raise ValueError(f"scoring.convention: {self.convention!r} not allowed; "
                              f"allowed: {', '.join(CONVENTIONS)}")
+        if self.convention == "cherry" and self.answer_window not in CHERRY_ANSWER_WINDOWS:
+            raise ValueError(f"scoring.conventions.cherry.answer_window: {self.answer_window!r} not allowed; "
+                             f"allowed: {', '.join(CHERRY_ANSWER_WINDOWS)}")
+        if self.convention != "cherry" and self.answer_window is not None:
+            raise ValueError(f"scoring.answer_window: only the cherry convention has one, not {self.convention}")
         if self.padding_side not in PADDING_SIDES:
             raise ValueError(f"scoring.padding_side: {self.padding_side!r} not allowed; "
                              f"allowed: {', '.join(PADDING_SIDES)}")
@@ -229,16 +251,20 @@ class ScoringSettings:
 
 def convention_settings(section: Mapping[str, Any], convention: str) -> dict[str, Any]:
     """What one scoring job computes with: the ``scoring`` config section (``max_length`` per
-    convention, ``batch_tokens``, ``version``) narrowed to ``convention``, so that changing one
-    convention's window re-runs only that convention's jobs. Raises ``ValueError`` for an
+    convention, ``batch_tokens``, ``version``; ``conventions.cherry.answer_window`` for cherry)
+    narrowed to ``convention``, so that changing one convention's window re-runs only that
+    convention's jobs. Raises ``ValueError`` for an
     unknown convention or a section without its window."""
     if convention not in CONVENTIONS:
         raise ValueError(f"scoring convention {convention!r} unknown; allowed: {', '.join(CONVENTIONS)}")
     windows = section["max_length"]
     if convention not in windows:
         raise ValueError(f"scoring.max_length: no window for convention {convention!r}; has {sorted(windows)}")
-    return {"convention": convention, "max_length": windows[convention],
-            "batch_tokens": section["batch_tokens"], "version": section["version"]}
+    job = {"convention": convention, "max_length": windows[convention],
+           "batch_tokens": section["batch_tokens"], "version": section["version"]}
+    if convention == "cherry":
+        job["answer_window"] = section["conventions"]["cherry"]["answer_window"]
+    return job
 
 
 def check_scoring_section(section: Mapping[str, Any]) -> None:
@@ -289,11 +315,13 @@ def _span(start: int, end: int) -> tuple[int, int]:
 
 def _ids(tokenizer: Any, text: str, max_length: int | None = None, special: bool = True) -> list[int]:
     """``tokenizer(text)`` ids (special tokens as the tokenizer adds them), optionally with
-    transformers' right truncation to ``max_length`` tokens."""
+    transformers' truncation to ``max_length`` tokens from the right, whatever the tokenizer's
+    own ``truncation_side`` (:func:`teachfit.models.tokenizer_sides`)."""
     if max_length is None:
         return list(tokenizer(text, add_special_tokens=special)["input_ids"])
-    return list(tokenizer(text, add_special_tokens=special, truncation=True,
-                          max_length=max_length)["input_ids"])
+    with tokenizer_sides(tokenizer, truncation="right", padding=tokenizer.padding_side):
+        return list(tokenizer(text, add_special_tokens=special, truncation=True,
+                              max_length=max_length)["input_ids"])
 
 
 def _token_span(tokenizer: Any, text: str, q_start: int, q_end: int,
@@ -376,7 +404,8 @@ def _encode_evolution_analysis(tok: Any, q: str, a: str, inp: str | None, max_le
     )
 
 
-def _encode_cherry(tok: Any, q: str, a: str, inp: str | None, max_len: int) -> EncodedPair:
+def _encode_cherry(tok: Any, q: str, a: str, inp: str | None, max_len: int,
+                   answer_window: str = "reference") -> EncodedPair:
     """Cherry_LLM ``data_analysis.py:127-151`` + ``data_by_IFD.py:76-101`` (see the module docstring)."""
     template = ALPACA_PROMPT_INPUT if inp else ALPACA_PROMPT_NO_INPUT
     prompt = template.format_map({"instruction": q, "input": inp or ""})
@@ -393,7 +422,12 @@ def _encode_cherry(tok: Any, q: str, a: str, inp: str | None, max_len: int) -> E
     # start token = len(encode(text[: text.rfind(output)])) (data_by_IFD.py:82-85)
     s_whole = len(_ids(tok, whole[: whole.rfind(a)])) if a else len(joint)
     s_direct = len(_ids(tok, CHERRY_RESPONSE_PREFIX))
-    alone = _ids(tok, direct, max(max_len - n_prompt + s_direct, 1))  # data_by_IFD.py:94 (+4 for LLaMA)
+    allowance = CHERRY_REFERENCE_MARKER_TOKENS if answer_window == "reference" else s_direct
+    alone = _ids(tok, direct, max(max_len - n_prompt + allowance, 1))  # data_by_IFD.py:94
+    # data_by_IFD.py:100-101: dropped when the prompt and the answer-alone tokens exceed the window
+    # (only when the marker is not 4 tokens: e.g. 3 on SmolLM2, whose answer-alone pass then keeps
+    # one response token more than the joint pass)
+    overflow = overflow or n_prompt + max(len(alone) - s_direct, 0) > max_len
     no_response = empty or overflow
     return EncodedPair(
         joint=joint, prompt_len=min(s_whole, len(joint)), q_span=_span(qs, min(qe, s_whole, len(joint))),
@@ -461,7 +495,7 @@ def encode_pairs(
         if conv == "evolution_analysis":
             out.append(_encode_evolution_analysis(tokenizer, q, a, inp, max_len))
         elif conv == "cherry":
-            out.append(_encode_cherry(tokenizer, q, a, inp, max_len))
+            out.append(_encode_cherry(tokenizer, q, a, inp, max_len, settings.answer_window))
         else:
             out.append(_encode_chat(tokenizer, fmt, q, a, add_bos, max_len))
     return out

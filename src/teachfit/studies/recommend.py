@@ -20,7 +20,6 @@ Losses are mean per-token NLLs in nats under the student (:mod:`teachfit.scoring
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from teachfit.io import DataError, content_id, read_json, read_parquet, write_csv, write_parquet, write_text
+from teachfit.io import (
+    DataError,
+    content_id,
+    read_json,
+    read_parquet,
+    write_csv,
+    write_jsonl,
+    write_parquet,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +548,7 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
         "instruction")
     table = (pl.concat([rows, rejected_rows], how="vertical_relaxed").sort("source_index")
              .with_columns(pl.col("instruction").str.slice(0, 100)))
-    lines = [json.dumps({"messages": to_messages(r)}, ensure_ascii=False) for r in kept.to_dicts()]
+    conversations = [{"messages": to_messages(r)} for r in kept.to_dicts()]
     meanings = {**SELECT_REASONS, **(NOT_CHOSEN if per else {}),
                 **{k: v for k, v in ROW_STATUSES.items() if k != "ok"}}
     counts = dict(table.group_by("reason").len().iter_rows())
@@ -556,7 +564,7 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     log.info("select_data %s: kept %d of %d records (%d scored pairs) by %s, top %g%%; %s", name, kept.height,
              table.height, scored.height, metric, top_percent,
              {r: n for r, n in counts.items() if r != "kept"})
-    write_text("".join(line + "\n" for line in lines), selected)
+    write_jsonl(conversations, selected)
     write_csv(table, decisions)
     write_csv(summ, summary)
     return table

@@ -151,7 +151,9 @@ def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path,
         output_dir=str(scratch_dir),
         data_seed=sft["seed"],
         fp16=False,
-        # data
+        # data: a sequence over max_length loses its END (the response's), padding on the right
+        # (trl's collator pads right; the tokenizer's padding_side is set right too)
+        truncation_mode="keep_start",
         packing=False,
         completion_only_loss=True,
         assistant_only_loss=False,
@@ -293,7 +295,7 @@ def make_sft_trainer(
             f"{model_dir}: tokenizer has no chat template; materialize the model with "
             "teachfit.models.materialize (it adds teachfit.models.DEFAULT_CHAT_TEMPLATE to base models)"
         )
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # float32 master weights; bf16=True means autocast mixed precision, not bf16 weights

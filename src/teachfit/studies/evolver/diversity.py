@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from teachfit.models import tokenizer_sides
+
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
 
 
@@ -98,8 +100,9 @@ def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,
     Loads the encoder at ``model_dir`` with ``transformers.AutoModel`` (a
     sequence-classification checkpoint loads its base encoder) on ``device``
     (:func:`teachfit.models.default_device`). Texts are batched by length (``batch_size``
-    texts, at most ``max_length`` tokens each) and the result is returned in input order.
-    Raises ValueError for ``batch_size < 1``.
+    texts, at most ``max_length`` tokens each, cut from the right and right-padded whatever the
+    tokenizer's config says; every model input the tokenizer makes, ``token_type_ids`` included,
+    reaches the model) and the result is returned in input order. Raises ValueError for ``batch_size < 1``.
     """
     import torch
     from tqdm.auto import tqdm
@@ -122,8 +125,9 @@ def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for start in tqdm(range(0, len(order), batch_size), desc="embed", leave=False):
         idx = order[start:start + batch_size]
-        enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                  return_tensors="pt").to(device)
+        with tokenizer_sides(tok, truncation="right", padding="right"):
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt").to(device)
         with torch.no_grad():
             last = model(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(last.dtype)

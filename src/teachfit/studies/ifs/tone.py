@@ -48,6 +48,7 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
+from teachfit.models import tokenizer_sides
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,9 @@ def fit_tone_classifier(
         if tok.eos_token is None:
             raise ValueError(f"{encoder_dir}: tokenizer has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
+    # the text's start carries the signal: cut its end, pad on the right (the collator pads with
+    # tok.padding_side), whatever tokenizer_config.json says; saved with the classifier
+    tok.truncation_side, tok.padding_side = "right", "right"
     from teachfit.logs import timed
 
     with timed("model_load"):
@@ -513,8 +517,9 @@ class ToneClassifier:
             for b in tqdm(range(0, len(order), batch_size), desc="classify", unit="batch",
                           disable=len(order) <= batch_size):
                 idx = order[b:b + batch_size]
-                enc = self.tok([texts[i] for i in idx], padding=True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt").to(self.device)
+                with tokenizer_sides(self.tok, truncation="right", padding="right"):
+                    enc = self.tok([texts[i] for i in idx], padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt").to(self.device)
                 if not self._accepts_tti:
                     enc.pop("token_type_ids", None)
                 logits = self.model(**enc).logits.float()
