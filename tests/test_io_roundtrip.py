@@ -9,7 +9,7 @@ import json
 import polars as pl
 import pytest
 
-from teachfit.evaluation.benchmark_data import read_benchmark_file
+from teachfit.evaluation.winrate_sets import read_benchmark_file
 from teachfit.io import DataError, jsonl_text, read_records, write_jsonl, write_table
 from teachfit.pairs import read_pairs
 from teachfit.schema import defaults
