@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import types
 from collections import Counter
 
@@ -416,17 +415,13 @@ def test_backend_glue_uses_the_generation_api(monkeypatch):
             seen["build"] = (model_dir, threads, seed)
             return Backend()
 
-    base_mod = types.ModuleType("teachfit.generation.base")
-    base_mod.SamplingConfig = SamplingConfig
-    engines_mod = types.ModuleType("teachfit.generation.engines")
-    engines_mod.BackendConfig = BackendConfig
-    prompts_mod = types.ModuleType("teachfit.prompts")
-    prompts_mod.format_prompt = lambda tok, ins, fmt="chat", system=None, fewshot=(): f"[{fmt}|{system}]{ins}"
-    prompts_mod.stop_strings = lambda fmt, extra=(): ["STOP"] if fmt == "fewshot" else []
-    monkeypatch.setitem(sys.modules, "teachfit.generation.base", base_mod)
-    monkeypatch.setitem(sys.modules, "teachfit.generation.engines", engines_mod)
-    monkeypatch.setitem(sys.modules, "teachfit.prompts", prompts_mod)
-    monkeypatch.setattr("teachfit.models.load_tokenizer", lambda d: "TOK")
+    evolve = "teachfit.studies.evolver.evolve"
+    monkeypatch.setattr(f"{evolve}.SamplingConfig", SamplingConfig)
+    monkeypatch.setattr(f"{evolve}.BackendConfig", BackendConfig)
+    monkeypatch.setattr(f"{evolve}.format_prompt",
+                        lambda tok, ins, fmt="chat", system=None, fewshot=(): f"[{fmt}|{system}]{ins}")
+    monkeypatch.setattr(f"{evolve}.stop_strings", lambda fmt, extra=(): ["STOP"] if fmt == "fewshot" else [])
+    monkeypatch.setattr(f"{evolve}.load_tokenizer", lambda d: "TOK")
     gen = {"prompt_format": "chat", "temperature": 0.3, "top_p": 0.9, "system": "sys", "logprobs": True,
            "max_new_tokens": 64, "seed": 5}
     fn = make_generate_fn("m", gen, {"backend": "vllm", "tensor_parallel_size": 2}, threads=3)
@@ -445,10 +440,10 @@ def test_openai_evolver_sends_chat_text_without_primer(monkeypatch):
     """An ``openai`` evolver runs through the OpenAI backend (no silent swap to transformers):
     the prompt text goes out as the user message, no tokenizer is loaded, and priming the
     reply (Auto Evol-Instruct's small-model aid) is off."""
-    import teachfit.models
     from teachfit.studies.evolver.evolve import auto_evol_round, build_auto_evol_prompt
 
-    monkeypatch.setattr(teachfit.models, "load_tokenizer", lambda d: pytest.fail("api evolver loads no tokenizer"))
+    monkeypatch.setattr("teachfit.studies.evolver.evolve.load_tokenizer",
+                        lambda d: pytest.fail("api evolver loads no tokenizer"))
     sent = []
 
     class OpenAIBackend:

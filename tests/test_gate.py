@@ -353,9 +353,7 @@ def _replies(texts, parent=VALID_PARENT, op="deepen"):
 
 
 def test_gate_instructions_writes_kept_verdicts_and_counts(tmp_path, monkeypatch):
-    import teachfit.scoring.label_judge
-
-    monkeypatch.setattr(teachfit.scoring.label_judge, "label_scorer", lambda *a, **k: pytest.fail("judge loaded"))
+    monkeypatch.setattr("teachfit.studies.evolver.gate_judge.label_scorer", lambda *a, **k: pytest.fail("judge loaded"))
     _replies(["Write a limerick about a cat who loves rain but fears thunder, puddles and the neighbour's dog.",
               "#", VALID_PARENT]
              ).write_parquet(tmp_path / "r.parquet")

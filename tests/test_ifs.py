@@ -786,7 +786,7 @@ def test_answers_and_scores_with_fake_engine_classifier_and_judge(tiny_llama, if
         assert (judge_dir, batch_size) == ("JUDGE", 4)
         return lambda prompts, words: np.array([[0.6, 0.2]] * len(prompts))
 
-    monkeypatch.setattr("teachfit.scoring.label_judge.label_scorer", judge_factory)
+    monkeypatch.setattr("teachfit.studies.ifs.answers.label_scorer", judge_factory)
     (tmp_path / "cal.json").write_text(json.dumps({"method": "none", "shift": 0.0}))
     sc = score_ifs(tmp_path / "ans.parquet", "CLF", "JUDGE", tmp_path / "cal.json", tmp_path / "scores.parquet", 4,
                    tiny_backend())

@@ -113,7 +113,7 @@ def test_objecqa_on_the_rule_path_with_fakes(tiny_llama, tmp_path, monkeypatch):
 
     monkeypatch.setattr(BackendConfig, "build", lambda self, d, threads=None, seed=0: Engine())
     judge = FakeJudge()
-    monkeypatch.setattr("teachfit.scoring.label_judge.label_scorer", lambda *a, **k: judge)
+    monkeypatch.setattr("teachfit.studies.ifs.answers.label_scorer", lambda *a, **k: judge)
     write_parquet(pl.DataFrame({"id": ["a__full"], "variant": ["full"], "text": ["Say hi"]}), tmp_path / "p.parquet")
     backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
     answer_ifs_model(tmp_path / "p.parquet", package_data("objecqa.jsonl"), tiny_llama, tmp_path / "a.parquet",
@@ -233,7 +233,7 @@ def test_calibrate_objecqa_judge_rule(tmp_path, monkeypatch):
         calls.append((judge_dir, batch_size))
         return PriorJudge()
 
-    monkeypatch.setattr("teachfit.scoring.label_judge.label_scorer", factory)
+    monkeypatch.setattr(objecqa, "label_scorer", factory)
     backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
     res = objecqa.calibrate_objecqa_judge(package_data("objecqa_judge_set.jsonl"), "JUDGE", tmp_path / "cal.json",
                                           tmp_path / "judge.csv", defaults("ifs.objecqa", judge="j"), backend, 4)

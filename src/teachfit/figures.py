@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from teachfit.correlate import rank_correlation
 from teachfit.io import atomic_path
 from teachfit.settings import from_dict as settings_from_dict
 
@@ -113,8 +114,6 @@ def heatmap(df: pl.DataFrame, row: str, col: str, value: str, path_stem: str | P
 def scatter_with_rho(df: pl.DataFrame, x: str, y: str, path_stem: str | Path, title: str = "",
                      style: FigureStyle | None = None, label: str | None = None) -> list[Path]:
     """Scatter of ``y`` against ``x`` with Spearman ρ and Kendall τ in the title line."""
-    from teachfit.correlate import rank_correlation
-
     style = style or FigureStyle()
     _need(df, [x, y, *([label] if label else [])], "scatter_with_rho")
     xs = df[x].cast(pl.Float64).to_numpy()

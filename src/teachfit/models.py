@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from teachfit.io import atomic_dir, sha256_file, write_json
+from teachfit.logs import timed
 
 log = logging.getLogger(__name__)
 
@@ -574,8 +575,6 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | 
     :func:`device_placement`: several visible GPUs), spread by accelerate's ``device_map``;
     through :func:`load_pretrained` (raises :class:`ModelLoadError` on missing or unexpected
     weights)."""
-    from teachfit.logs import timed
-
     placement = device_placement(device) if placement is None else placement
     with timed("model_load"):
         model = load_pretrained("AutoModelForCausalLM", model_dir, dtype=dtype, **placement)

@@ -52,6 +52,7 @@ import numpy as np
 import polars as pl
 
 from teachfit.evaluation.winrate_judges import Conversation, render
+from teachfit.io import read_json, read_parquet, write_json
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,6 @@ def alpaca_eval_lc(judged: str | Path, summary: str | Path, result: str | Path, 
     the summary's ``win_rate``), ``alpaca_eval_glm`` and ``alpaca_eval_version``.
     """
     from importlib.metadata import version
-
-    from teachfit.io import read_json, read_parquet, write_json
 
     if glm_name not in GLM_NAMES:
         raise ValueError(f"alpaca_eval_lc: glm_name {glm_name!r} is not known; allowed: {', '.join(GLM_NAMES)}")

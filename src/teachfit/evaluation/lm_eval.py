@@ -42,6 +42,7 @@ from typing import Any
 
 import polars as pl
 
+from teachfit.checkpoints import checkpoint_list, load_for_inference, merge_lora
 from teachfit.io import (
     DataError,
     atomic_dir,
@@ -49,11 +50,12 @@ from teachfit.io import (
     package_data,
     read_json,
     read_parquet,
+    read_records,
     write_csv,
     write_json,
     write_parquet,
 )
-from teachfit.models import trusts_remote_code
+from teachfit.models import default_device, trusts_remote_code
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -259,8 +261,6 @@ def load_jsonl_splits(files: Mapping[str, str | Path]) -> Any:
     """
     import datasets
 
-    from teachfit.io import read_records
-
     out = {}
     for split, path in files.items():
         records = read_records(Path(path))
@@ -380,8 +380,6 @@ def merged_lora_hflm(model_args: Mapping[str, Any], batch_size: int) -> Any:
     """
     from lm_eval.models.huggingface import HFLM
 
-    from teachfit.checkpoints import load_for_inference, merge_lora
-
     model, tokenizer = load_for_inference(model_args["peft"], model_args["pretrained"], dtype=model_args["dtype"])
     model, _ = merge_lora(model)
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
@@ -476,8 +474,6 @@ def _lm_eval(
         raise EvalError(f"label keys {clash} clash with result columns {TIDY_COLUMNS}")
 
     import torch
-
-    from teachfit.models import default_device
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -646,8 +642,6 @@ def evaluate_model(model_dir: str | Path, results: str | Path, samples: str | Pa
 def _checkpoints_to_evaluate(sft_dir: str | Path, mode: str, selected: list[str]) -> list[dict[str, Any]]:
     """The :func:`teachfit.checkpoints.checkpoint_list` entries ``mode`` asks for: ``all``, the
     ``final`` one, or ``final_and_selected`` (plus the steps in the IFS ``selected`` JSONs)."""
-    from teachfit.checkpoints import checkpoint_list
-
     ckpts = checkpoint_list(sft_dir)
     if mode == "all":
         return ckpts

@@ -45,8 +45,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from teachfit.io import content_id, read_parquet, write_json, write_parquet
-from teachfit.scoring.label_judge import first_label_share
+from teachfit.checkpoints import final_model_dir, load_for_inference, merge_lora
+from teachfit.evaluation import alpaca_eval2 as ae
+from teachfit.evaluation import arena_hard as ah
+from teachfit.evaluation.winrate_judges import chat_judge, load_judge_prompt
+from teachfit.generation.base import SamplingConfig
+from teachfit.generation.engines import BackendConfig
+from teachfit.generation.hf import TransformersBackend
+from teachfit.io import DataError, content_id, read_parquet, write_json, write_parquet
+from teachfit.prompts import format_prompt
+from teachfit.scoring.label_judge import first_label_share, label_scorer
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -327,12 +335,6 @@ def answer_winrate(instructions: str | Path, model_dir: str | Path, sft_dir: str
     :func:`judge_winrate` reads a row's position as its index in the benchmark (AlpacaEval's
     instruction index).
     """
-    from teachfit.generation.base import SamplingConfig
-    from teachfit.generation.engines import BackendConfig
-    from teachfit.generation.hf import TransformersBackend
-    from teachfit.prompts import format_prompt
-    from teachfit.checkpoints import final_model_dir, load_for_inference, merge_lora
-
     cfg = BackendConfig.from_dict(backend)
     final = final_model_dir(sft_dir)
     is_adapter = (final / "adapter_config.json").is_file()
@@ -436,8 +438,6 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
     [0, 1]) and returns the summary. Raises ``ValueError`` for a bad setting or a prompt file with
     ``pairwise_ab``, :class:`teachfit.io.DataError` when no reference name can be found.
     """
-    from teachfit.io import DataError
-
     settings = WinrateJudgeSettings.from_dict(benchmark)
     if len(judge_prompt) > 1:
         raise ValueError(f"judge_winrate: at most one judge_prompt file, got {judge_prompt}")
@@ -463,21 +463,15 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
     lc_on = settings.length_controlled != "none"
 
     if settings.protocol == "pairwise_ab":
-        from teachfit.scoring.label_judge import label_scorer
-
         score_fn = label_scorer(judge_dir, backend, backend["batch_size"], threads)
         table = judge_pairs(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
                             score_fn, seed=seed, ids=df["id"].to_list())
         result = {**head, **summarize(table, length_controlled=lc_on)}
     else:
-        from teachfit.evaluation.winrate_judges import chat_judge, load_judge_prompt
-
         prompt = load_judge_prompt(judge_prompt[0]) if judge_prompt else None
         df = ans.with_row_index("index").join(ref, on="id", how="inner").sort("index")
         judge = chat_judge(judge_dir, backend, threads=threads, seed=seed)
         if settings.protocol == "alpaca_eval2":
-            from teachfit.evaluation import alpaca_eval2 as ae
-
             table = ae.annotate(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
                                 lambda convs: judge.top_logprobs(convs, ae.TOP_LOGPROBS, ae.JUDGE_TEMPERATURE),
                                 ids=df["id"].to_list(), indices=df["index"].to_list(), generator_1=reference_name,
@@ -494,8 +488,6 @@ def judge_winrate(answers: str | Path, reference: str | Path, judge_dir: str | P
                     result.update({"lc_win_rate_minimal_inhouse": float("nan"), "lc_stderr_minimal_inhouse": float("nan"),
                                    "lc_length_coef_minimal_inhouse": float("nan"), "lc_target_minimal_inhouse": "p_win"})
         else:
-            from teachfit.evaluation import arena_hard as ah
-
             table = ah.judge_games(df["instruction"].to_list(), df["response"].to_list(), df["reference"].to_list(),
                                    lambda convs: judge.chat(convs, settings.judge_max_new_tokens, ah.JUDGE_TEMPERATURE),
                                    ids=df["id"].to_list(), prompt=prompt)

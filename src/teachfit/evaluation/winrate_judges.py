@@ -38,6 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from teachfit.generation.base import SamplingConfig, encode_prompts
+from teachfit.generation.engines import BackendConfig
+from teachfit.generation.openai import APIError
+from teachfit.models import load_causal_lm, load_tokenizer
+from teachfit.schema import load_yaml
+from teachfit.scoring.label_judge import last_position_logits
+
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
@@ -104,8 +111,6 @@ class APIChatJudge:
                      temperature: float) -> list[list[tuple[str, float]]]:
         """``logprobs=true, top_logprobs=k, max_tokens=1``; the alternatives of the first position.
         Raises :class:`teachfit.generation.openai.APIError` when an answer carries no logprobs."""
-        from teachfit.generation.openai import APIError
-
         _check_k(k)
         convs = check_conversations(conversations)
         payloads = [{"messages": c, "temperature": float(temperature), self.api.max_tokens_field: 1,
@@ -154,9 +159,6 @@ def next_token_top_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], 
     :func:`teachfit.scoring.label_judge.last_position_logits`."""
     import torch
 
-    from teachfit.generation.base import encode_prompts
-    from teachfit.scoring.label_judge import last_position_logits
-
     _check_k(k)
     seqs = encode_prompts(tokenizer, list(prompts))
     out: list[list[tuple[str, float]]] = [[] for _ in seqs]
@@ -173,9 +175,6 @@ class LocalChatJudge:
     """A judge model from a local folder (see the module docstring)."""
 
     def __init__(self, model_dir: str | Path, backend: dict[str, Any], threads: int | None, seed: int) -> None:
-        from teachfit.generation.engines import BackendConfig
-        from teachfit.models import load_tokenizer
-
         self.model_dir = Path(model_dir)
         self.cfg = BackendConfig.from_dict(backend)
         if self.cfg.backend == "openai":
@@ -188,8 +187,6 @@ class LocalChatJudge:
 
     def chat(self, conversations: Sequence[Conversation], max_new_tokens: int,
              temperature: float) -> list[str]:
-        from teachfit.generation.base import SamplingConfig
-
         convs = check_conversations(conversations)
         if not convs:
             return []
@@ -205,8 +202,6 @@ class LocalChatJudge:
                      temperature: float) -> list[list[tuple[str, float]]]:
         """``temperature`` is not applied: these are the raw log-probabilities (see the module
         docstring)."""
-        from teachfit.models import load_causal_lm
-
         _check_k(k)
         convs = check_conversations(conversations)
         if not convs:
@@ -225,8 +220,6 @@ def chat_judge(model_dir: str | Path, backend: dict[str, Any], threads: int | No
                seed: int = 0) -> ChatJudge:
     """The :class:`ChatJudge` of a judge model: its folder (``results/models/<alias>``; an API
     model's folder holds only its manifest) and its engine settings ``backend``."""
-    from teachfit.generation.engines import BackendConfig
-
     cfg = BackendConfig.from_dict(backend)
     if cfg.backend == "openai":
         return APIChatJudge(cfg.build(model_dir))
@@ -255,8 +248,6 @@ def load_judge_prompt(path: str | Path) -> tuple[str, str]:
     (strings); ``user`` must contain ``{instruction}``, ``{output_1}`` and ``{output_2}``. This is
     how a run uses a benchmark's official judge prompt, which the project does not ship. Raises
     ``ValueError`` naming the file and the problem."""
-    from teachfit.schema import load_yaml
-
     data = load_yaml(path)
     if not isinstance(data, dict) or set(data) != {"system", "user"}:
         got = sorted(data) if isinstance(data, dict) else type(data).__name__

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from teachfit.generation.base import BACKENDS, DTYPES, Backend
+from teachfit.generation.hf import TransformersBackend
+from teachfit.generation.openai import OpenAIBackend
+from teachfit.generation.vllm import VLLMBackend
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -84,17 +87,12 @@ class BackendConfig:
         (transformers); ``seed`` is vLLM's engine seed (per-prompt sampling seeds come from
         :class:`~teachfit.generation.base.SamplingConfig`)."""
         if self.backend == "openai":
-            from teachfit.generation.openai import OpenAIBackend
-
             return OpenAIBackend(api_base=self.api_base, api_model=self.api_model,
                                  api_key_env=self.api_key_env, max_retries=self.api_max_retries,
                                  timeout_s=self.api_timeout_s)
         if self.backend == "transformers":
-            from teachfit.generation.hf import TransformersBackend
-
             return TransformersBackend(model_dir, batch_size=self.batch_size, dtype=self.dtype,
                                        device=self.device, max_length=self.max_length, threads=threads)
-        from teachfit.generation.vllm import VLLMBackend
 
         return VLLMBackend(model_dir, tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype,
                            gpu_memory_utilization=self.gpu_memory_utilization,

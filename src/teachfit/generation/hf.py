@@ -29,6 +29,7 @@ from teachfit.generation.base import (
     row_seed,
     truncate_at_stop,
 )
+from teachfit.models import load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ class TransformersBackend:
         max_length: int | None = None,
         threads: int | None = None,
     ) -> None:
-        from teachfit.models import load_causal_lm, load_tokenizer
-
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")

@@ -9,12 +9,17 @@ from typing import Any
 
 import polars as pl
 
+from teachfit.generation.base import SamplingConfig
+from teachfit.generation.driver import generate_to_parquet
+from teachfit.generation.engines import BackendConfig
 from teachfit.io import (
     DataError,
     content_id,
     read_parquet,
     write_parquet,
 )
+from teachfit.models import load_tokenizer, read_manifest
+from teachfit.prompts import FEWSHOT_STOPS, format_prompt
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,6 @@ def build_prompts(tokenizer: Any, instructions: list[str], generator: dict[str, 
     """The prompt string of each instruction in the generator's ``prompt_format`` (chat template,
     raw text, or the plain-text few-shot format with :data:`FEWSHOT_EXAMPLES`), with its
     ``system`` message; see :func:`teachfit.prompts.format_prompt`."""
-    from teachfit.prompts import format_prompt
-
     fmt = generator["prompt_format"]
     fewshot = FEWSHOT_EXAMPLES if fmt == "fewshot" else ()
     return [
@@ -53,9 +56,6 @@ def build_prompts(tokenizer: Any, instructions: list[str], generator: dict[str, 
 def sampling_from_generator(generator: dict[str, Any], logprobs: bool = False) -> Any:
     """The :class:`~teachfit.generation.base.SamplingConfig` of a generator entry (every sampling
     key of the validated entry; few-shot prompts add :data:`teachfit.prompts.FEWSHOT_STOPS`)."""
-    from teachfit.generation.base import SamplingConfig
-    from teachfit.prompts import FEWSHOT_STOPS
-
     params = {k: generator[k] for k in SAMPLING_KEYS}
     stops = list(params["stop"])
     if generator["prompt_format"] == "fewshot":
@@ -89,10 +89,6 @@ def generate_responses(
     ``generator, model, backend, prompt_format`` (:func:`~teachfit.generation.driver.generate_to_parquet`).
     Raises :class:`~teachfit.io.DataError` on an empty or malformed instruction table.
     """
-    from teachfit.generation.driver import generate_to_parquet
-    from teachfit.generation.engines import BackendConfig
-    from teachfit.models import load_tokenizer, read_manifest
-
     df = read_parquet(instructions, required=["id", "instruction"])
     if df.height == 0:
         raise DataError(f"{instructions}: empty instruction list; nothing to generate")

@@ -42,7 +42,9 @@ from teachfit.generation.base import (
     row_seed,
     truncate_at_stop,
 )
-from teachfit.models import trusts_remote_code
+from teachfit.logs import timed
+from teachfit.models import load_tokenizer, trusts_remote_code
+from teachfit.processes import in_spawn_reimport
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,6 @@ def _refuse_spawn_reimport() -> None:
     """Raise when called while ``multiprocessing`` re-imports the main module of a spawned child
     (``__main__`` is then named ``__mp_main__``): an engine built at the top level of an
     unguarded script would otherwise start a second engine process during bootstrapping."""
-    from teachfit.processes import in_spawn_reimport
-
     if in_spawn_reimport():
         main = sys.modules.get("__main__")
         raise RuntimeError(
@@ -182,7 +182,6 @@ class VLLMBackend:
                  "CPU" if self.on_cpu else "GPU", self.model_dir, dtype, max_model_len,
                  f"KV cache {cpu_kvcache_gib} GiB" if self.on_cpu
                  else f"gpu_memory_utilization {gpu_memory_utilization}")
-        from teachfit.logs import timed
 
         trust = trusts_remote_code(self.model_dir)
         with timed("model_load"):  # engine start: weights, KV cache, (compilation)
@@ -198,8 +197,6 @@ class VLLMBackend:
                 trust_remote_code=trust,  # the models entry's, from the manifest
             )
         from transformers import AutoConfig, GenerationConfig
-
-        from teachfit.models import load_tokenizer
 
         model_config = self.llm.llm_engine.model_config
         actual = str(model_config.dtype).removeprefix("torch.")

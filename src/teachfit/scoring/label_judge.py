@@ -43,8 +43,17 @@ from typing import Any
 
 import numpy as np
 
+from teachfit.generation.engines import BackendConfig
 from teachfit.io import DataError, content_id
-from teachfit.models import tokenizer_sides
+from teachfit.models import (
+    default_device,
+    device_placement,
+    load_causal_lm,
+    load_pretrained,
+    load_tokenizer,
+    model_name,
+    tokenizer_sides,
+)
 from teachfit.scoring.losses import adds_bos
 from teachfit.settings import from_dict as settings_from_dict
 
@@ -334,8 +343,6 @@ class SequenceClassifierReward:
     """
 
     def __init__(self, model_dir: str | Path, settings: JudgeSettings, device: str | None = None) -> None:
-        from teachfit.models import default_device, device_placement, load_pretrained, load_tokenizer, model_name
-
         self.settings = settings
         self.name = model_name(model_dir)
         if not (Path(model_dir) / "config.json").exists():
@@ -469,13 +476,10 @@ def label_scorer(model_dir: str | Path, backend: dict[str, Any], batch_size: int
 
     Prompts are plain text (no chat template is applied here).
     """
-    from teachfit.generation.engines import BackendConfig
-
     cfg = BackendConfig.from_dict(backend)
     if cfg.backend == "openai":
         api = cfg.build(model_dir)
         return lambda prompts, words: api.score_labels(list(prompts), list(words))
-    from teachfit.models import load_causal_lm, load_tokenizer
 
     if threads:
         import torch

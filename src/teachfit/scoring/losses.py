@@ -127,7 +127,8 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
-from teachfit.models import LogitHead, tokenizer_sides
+from teachfit.models import LogitHead, load_causal_lm, load_tokenizer, tokenizer_sides
+from teachfit.prompts import format_prompt
 from teachfit.settings import from_dict as settings_from_dict
 
 #: Named scoring conventions (see the module docstring).
@@ -361,8 +362,6 @@ class PromptFormatter:
         self.pre, self.post = rendered.split(_SENTINEL)
 
     def _render(self, instruction: str) -> str:
-        from teachfit.prompts import format_prompt
-
         return format_prompt(self.tok, instruction, fmt="chat")
 
     def render(self, instruction: str) -> tuple[str, int, int]:
@@ -506,8 +505,6 @@ def encode_pairs(
 def load_scoring_model(model_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
     """Load (model, tokenizer) for scoring, on :func:`teachfit.models.default_device`
     (right padding). Raises :class:`ScoringError` when ``model_dir`` has no ``config.json``."""
-    from teachfit.models import load_causal_lm, load_tokenizer
-
     path = Path(model_dir)
     if not (path / "config.json").exists():
         raise ScoringError(f"{path}: not a model directory (no config.json)")

@@ -10,6 +10,10 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, read_parquet, write_parquet
+from teachfit.models import load_causal_lm, load_tokenizer, read_manifest
+from teachfit.scoring.label_judge import JudgeSettings, SequenceClassifierReward, rating_scores_loaded, reward_prompt
+from teachfit.scoring.losses import _set_threads as set_threads
+from teachfit.scoring.losses import require_text
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +40,6 @@ def score_rewards(generations: str | Path, model_dir: str | Path, rewards: str |
     Raises :class:`~teachfit.io.DataError` on a missing or non-string column, or a duplicate
     (``id``, ``sample_idx``) pair.
     """
-    from teachfit.models import read_manifest
-    from teachfit.scoring.label_judge import (
-        JudgeSettings,
-        SequenceClassifierReward,
-        rating_scores_loaded,
-        reward_prompt,
-    )
-    from teachfit.scoring.losses import _set_threads as set_threads
-    from teachfit.scoring.losses import require_text
-
     gens = read_parquet(generations, required=["id", "sample_idx", "instruction", "response"])
     require_text(gens, ["instruction", "response"], generations)
     if gens.select(pl.struct("id", "sample_idx").is_duplicated().any()).item():
@@ -60,8 +54,6 @@ def score_rewards(generations: str | Path, model_dir: str | Path, rewards: str |
         elif settings.method == "seq_cls":
             values, truncated = SequenceClassifierReward(model_dir, settings).score_loaded(qs, rs)
         else:
-            from teachfit.models import load_causal_lm, load_tokenizer
-
             tok = load_tokenizer(model_dir, padding_side="left")
             model = load_causal_lm(model_dir, dtype=settings.dtype)
             prompts = [reward_prompt(tok, q, a, settings.prompt_id, settings.ratings) for q, a in zip(qs, rs)]

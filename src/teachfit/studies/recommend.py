@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from teachfit import figures
+from teachfit.correlate import rank_correlation
+from teachfit.generation.per_instruction import criterion_values
 from teachfit.io import (
     DataError,
     content_id,
@@ -39,6 +42,8 @@ from teachfit.io import (
     write_parquet,
     write_text,
 )
+from teachfit.pairs import ROW_STATUSES, read_pairs
+from teachfit.training.selection import add_selection_metrics, select_top
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +109,6 @@ def bootstrap_rho(predicted: Sequence[float], measured: Sequence[float], n: int,
     by :func:`teachfit.correlate.rank_correlation` (scipy's ``spearmanr``; ties get average
     ranks); resamples where rho is undefined (fewer than 3 distinct generators, constant ranks)
     are dropped. (NaN, NaN) when no resample has a rho."""
-    from teachfit.correlate import rank_correlation
-
     x = np.asarray(predicted, dtype=np.float64)
     y = np.asarray(measured, dtype=np.float64)
     rng = np.random.default_rng(int(seed))
@@ -136,8 +139,6 @@ def build_ranking(metrics: pl.DataFrame, generators: Sequence[str], sources: Map
     base)), the candidates in config order, their sources, the dataset generators' join reports
     and, optionally, the measured performance (``base``, ``generator``, ``performance``) with the
     bootstrap settings of the rho intervals (``n``, ``seed``: ``teacher.ranking.bootstrap``)."""
-    from teachfit.correlate import rank_correlation
-
     need = ["generator", "base", "n", *RANKING_METRICS]
     missing = [c for c in need if c not in metrics.columns]
     if missing:
@@ -284,8 +285,6 @@ def verdict_paragraph(part: pl.DataFrame) -> str:
 def plot_ranking(df: pl.DataFrame, path: str | Path, style: Mapping[str, Any]) -> list[Path]:
     """One panel per student: the rank (1 = best) of every candidate teacher under each metric
     (+ the measured rank where known), rho vs the measured ranks in the column labels."""
-    from teachfit import figures
-
     fs = figures.FigureStyle.from_dict(style)
     import matplotlib
 
@@ -397,8 +396,6 @@ def per_instruction_keep(df: pl.DataFrame) -> pl.DataFrame:
     student likelihood, i.e. the lowest finite ``loss_a_given_q`` (GRAPE, arXiv 2502.04194;
     :func:`teachfit.generation.per_instruction.criterion_values`); ties: the lower ``source_index``.
     Instructions whose rows all lack a finite loss keep none here (their rows are ``no_score``)."""
-    from teachfit.generation.per_instruction import criterion_values
-
     v = criterion_values(df, "student_likelihood")
     scored = df.with_columns(pl.Series("_v", v, dtype=pl.Float64)).filter(pl.col("_v").is_finite())
     return (scored.sort(["_v", "source_index"], descending=[True, False])
@@ -436,8 +433,6 @@ def prepare_select_data(source: str | Path, pairs: str | Path, rejected: str | P
     Raises :class:`DataError` naming the file (see :func:`teachfit.pairs.read_pairs`) or when no
     row is usable.
     """
-    from teachfit.pairs import read_pairs
-
     df = read_pairs(source, entry)
     ok = df.filter(pl.col("status") == "ok").with_columns(
         pl.struct("system", "instruction", "response").map_elements(
@@ -503,9 +498,6 @@ def select_data(pairs: str | Path, rejected: str | Path, scores: str | Path, sel
     :data:`teachfit.pairs.ROW_STATUSES`, then ``total`` = every record of the file).
     Raises ``ValueError`` for an unknown metric, :class:`DataError` when a file lacks a column.
     """
-    from teachfit.pairs import ROW_STATUSES
-    from teachfit.training.selection import add_selection_metrics, select_top
-
     metric, top_percent = selection["metric"], float(selection["top_percent"])
     if metric not in SELECT_METRIC_COLUMNS:
         raise ValueError(f"select_data.{name}.metric: {metric!r} not in {list(SELECT_METRIC_COLUMNS)}")

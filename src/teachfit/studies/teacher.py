@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from teachfit import figures
+from teachfit.correlate import correlation_table
 from teachfit.io import DataError, read_json, read_parquet, write_csv, write_parquet
+from teachfit.scoring.metrics import car as car_fn
+from teachfit.scoring.metrics import dataset_rsr, ifd
+from teachfit.studies.ifs.intervals import normal_diff_interval
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,6 @@ def _loss_summary(scores: pl.DataFrame) -> dict[str, float]:
     nonempty = scores.filter(~pl.col("empty_response").fill_null(False))
     rank = rsr = float("nan")
     if "mean_rank_clip_a_given_q" in valid.columns:
-        from teachfit.scoring.metrics import dataset_rsr
-
         rank = _mean(valid["mean_rank_clip_a_given_q"])
         rsr = dataset_rsr(valid["mean_rank_clip_a_given_q"].to_numpy(), valid["loss_a_given_q"].to_numpy())
     return {
@@ -82,8 +85,6 @@ def _ifd_summary(scores: pl.DataFrame) -> dict[str, float]:
     have none (empty response, or a prompt filling the convention's window: NaN losses);
     ``n_truncated`` responses with an IFD were scored over a truncated window (kept, as Cherry_LLM
     keeps them)."""
-    from teachfit.scoring.metrics import ifd
-
     per = ifd(scores["loss_a_given_q"].to_numpy(), scores["loss_a"].to_numpy())
     ok = np.isfinite(per)
     truncated = scores["truncated"].fill_null(False).to_numpy()
@@ -181,8 +182,6 @@ def compute_car(metrics: str | Path, table: str | Path, car: Mapping[str, Any]) 
     ``car_beta`` and ``car_reward_offset``. Raises :class:`DataError` naming the generator and
     base when a mean reward + offset is not positive (:func:`teachfit.scoring.metrics.car`).
     """
-    from teachfit.scoring.metrics import car as car_fn
-
     df = read_parquet(metrics, required=["generator", "base", "reward", "loss_base"])
     beta = float(car["beta"])
     offset = float(car["reward_offset"])
@@ -219,8 +218,6 @@ def add_mixed_margins(df: pl.DataFrame, mixed: Sequence[str]) -> pl.DataFrame:
     standard error is missing, e.g. a win rate counts) and ``beats_every_single`` (margin > 0;
     the interval says whether that is more than noise); null for single teachers.
     """
-    from teachfit.studies.ifs.intervals import normal_diff_interval
-
     rows = []
     for r in df.iter_rows(named=True):
         out = {"mixed": r["generator"] in mixed, "margin_vs_best_single": None, "margin_low": None,
@@ -328,8 +325,6 @@ def correlate_teacher_metrics(data_metrics: str | Path, performance: str | Path,
     they are joined 1:1 on (base, generator). ``metrics`` names the columns to correlate. Writes
     ``table`` (CSV, :func:`teachfit.correlate.correlation_table`: one row per base plus ``average``).
     """
-    from teachfit.correlate import correlation_table
-
     m = pl.read_csv(data_metrics)
     p = pl.read_csv(performance).select("base", "generator", "performance")
     df = m.join(p, on=["base", "generator"], how="inner", validate="1:1")
@@ -348,8 +343,6 @@ def plot_teacher_figures(data_metrics: str | Path, performance: str | Path, corr
     Spearman rho from ``correlations``. ``style`` is ``analysis.figures``
     (:class:`teachfit.figures.FigureStyle`). Each figure's extension comes from its path.
     """
-    from teachfit import figures
-
     _aligned(scatter, metrics, "scatter", "metrics")
     fs = figures.FigureStyle.from_dict(style)
     m = pl.read_csv(data_metrics)

@@ -48,6 +48,7 @@ from typing import Any
 import polars as pl
 
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
+from teachfit.scoring.metrics import ic_ifd, ifd, ppl
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ def add_selection_metrics(df: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFram
     """Join per-pair losses (nats) on ``id`` and derive ``icifd``, ``ifd``, ``instruction_ppl``
     (= exp L(Q)) and ``response_length`` (scored response tokens); ``n_instruction_tokens`` and
     ``truncated`` are carried over."""
-    from teachfit.scoring.metrics import ic_ifd, ifd, ppl
-
     s = scores.select(list(SCORE_INPUT_COLUMNS))
     out = df.join(s, on="id", how="left", validate="1:1")
     return out.with_columns(

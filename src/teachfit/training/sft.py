@@ -55,6 +55,7 @@ from typing import Any
 
 import polars as pl
 
+from teachfit.generation.base import encode_prompts, eos_token_ids
 from teachfit.io import (
     DataError,
     atomic_dir,
@@ -65,7 +66,9 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
-from teachfit.models import MANIFEST, load_pretrained, read_manifest, trusts_remote_code
+from teachfit.logs import timed
+from teachfit.models import MANIFEST, LogitHead, default_device, load_pretrained, read_manifest, trusts_remote_code
+from teachfit.prompts import format_prompt
 from teachfit.training.distributed import (
     is_sharded,
     launch_command,
@@ -135,8 +138,6 @@ def make_sft_config(sft: Mapping[str, Any], scratch_dir: str | Path,
     import dataclasses
 
     from trl import SFTConfig
-
-    from teachfit.models import default_device
 
     # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing and trl's
     # SFTConfig defaults the old name to True, so set both where both exist; transformers < 5.23
@@ -231,9 +232,6 @@ def tokenize_sft_example(tokenizer: Any, instruction: str, response: str,
     encode_prompts`) and the response's ids (tokenized alone, no special tokens) + ``end_ids``
     (:func:`completion_end_ids`). Training on ``prompt_ids + completion_ids`` with the loss on
     the completion means the trained context is, token for token, what inference feeds."""
-    from teachfit.generation.base import encode_prompts
-    from teachfit.prompts import format_prompt
-
     prompt_ids = encode_prompts(tokenizer, [format_prompt(tokenizer, instruction, fmt="chat")])[0]
     completion = list(tokenizer(response, add_special_tokens=False)["input_ids"]) + list(end_ids)
     return {"prompt_ids": prompt_ids, "completion_ids": completion}
@@ -299,12 +297,8 @@ def make_sft_trainer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # float32 master weights; bf16=True means autocast mixed precision, not bf16 weights
-    from teachfit.logs import timed
-
     with timed("model_load"):
         model = load_pretrained("AutoModelForCausalLM", model_dir, dtype="float32")
-
-    from teachfit.generation.base import eos_token_ids
 
     end_ids = completion_end_ids(tokenizer, eos_token_ids(tokenizer, model.config,
                                                           getattr(model, "generation_config", None)))
@@ -340,8 +334,6 @@ def completion_loss_trainer_class() -> type:
     """
     import torch
     from trl import SFTTrainer
-
-    from teachfit.models import LogitHead
 
     class CompletionLossSFTTrainer(SFTTrainer):
         _plain_keys = frozenset({"input_ids", "attention_mask", "labels", "position_ids"})
@@ -594,8 +586,6 @@ def run_sft_process(
     (``resume``: the checkpoint to resume from, from :func:`train_sft`), and on rank 0 write the
     outputs described in :func:`train_sft`. Returns the summary (rank 0) or ``{"rank": r}``."""
     import torch
-
-    from teachfit.models import default_device
 
     t0 = time.time() if t0 is None else t0
     model_dir, train_path = Path(model_dir), Path(trainset)

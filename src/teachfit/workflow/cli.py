@@ -32,11 +32,12 @@ from typing import Any
 
 import yaml
 
-from teachfit.schema import ConfigError, load_yaml
+from teachfit.schema import ConfigError, defaults, load_yaml
 
 from teachfit.workflow import paths
 from teachfit.workflow.config import validate_config
 from teachfit.io import DataError, write_text
+from teachfit.pairs import read_pairs
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 OVERLAY_DIR = Path("results") / "cli"
@@ -103,8 +104,6 @@ def check_source(path: Path, entry: dict[str, Any], what: str) -> int:
     """Read a data file with the jobs' reader (:func:`teachfit.pairs.read_pairs`); return the usable
     rows. Raises CliError naming ``what`` when the file is missing, empty, has no usable row or a
     wrong field name."""
-    from teachfit.pairs import read_pairs
-
     try:
         pairs = read_pairs(path, entry)
     except DataError as exc:
@@ -177,8 +176,6 @@ def plan_rank_teachers(args: argparse.Namespace, config: dict[str, Any], workdir
 
 def validated_source(entry: dict[str, Any]) -> dict[str, Any]:
     """A ``generators.<name>.dataset`` entry with the schema's defaults filled in."""
-    from teachfit.schema import defaults
-
     try:
         return defaults("generators.*", kind="dataset", dataset=entry)["dataset"]
     except ConfigError as exc:

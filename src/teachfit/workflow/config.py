@@ -14,6 +14,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from teachfit.evaluation.lm_eval import EvalSettings
+from teachfit.evaluation.winrate_sets import FORMAT_PARTS
+from teachfit.figures import FigureStyle
 from teachfit.schema import (
     ConfigError,
     _extend_with_default,
@@ -23,6 +26,12 @@ from teachfit.schema import (
     load_yaml,
     non_finite_numbers,
 )
+from teachfit.scoring.losses import check_scoring_section
+from teachfit.studies.evolver.gate_checks import GateSettings
+from teachfit.studies.ifs.prompts import IfsPromptSettings
+from teachfit.studies.ifs.scores import PlateauSettings
+from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
+from teachfit.training.sft import check_sft_settings
 
 __all__ = ["ConfigError", "check_duplicate_keys", "check_references", "check_stage_settings",
            "load_yaml", "validate_config", "winrate_problems"]
@@ -52,11 +61,6 @@ def check_stage_settings(config: dict[str, Any]) -> None:
     """Checks stricter than the schema, run on the sections the rules pass unchanged, so that
     they fail here, not inside a job: the settings dataclasses' ``__post_init__`` and
     :func:`teachfit.training.sft.check_sft_settings`."""
-    from teachfit.evaluation.lm_eval import EvalSettings
-    from teachfit.figures import FigureStyle
-    from teachfit.scoring.losses import check_scoring_section
-    from teachfit.training.sft import check_sft_settings
-
     sections = [
         ("sft", check_sft_settings, config.get("sft")),
         ("scoring", check_scoring_section, config.get("scoring")),
@@ -64,15 +68,9 @@ def check_stage_settings(config: dict[str, Any]) -> None:
         ("analysis.figures", FigureStyle.from_dict, config.get("analysis", {}).get("figures")),
     ]
     if config.get("evolver", {}).get("activate"):
-        from teachfit.studies.evolver.gate_checks import GateSettings
-
         sections.append(("evolver.gate", GateSettings.from_dict, config["evolver"].get("gate")))
     ifs = config.get("ifs", {})
     if ifs.get("activate"):
-        from teachfit.studies.ifs.prompts import IfsPromptSettings
-        from teachfit.studies.ifs.scores import PlateauSettings
-        from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
-
         sections += [(f"ifs.{key}", cls.from_dict, ifs.get(key)) for key, cls in (
             ("tone_data", ToneDataSettings), ("classifier", ToneClassifierSettings),
             ("prompts", IfsPromptSettings), ("early_stopping", PlateauSettings))]
@@ -94,8 +92,6 @@ def winrate_problems(benchmarks: dict[str, Any], seedsets: dict[str, Any], gens:
     their role (instructions: seedset or hub; reference: generator, only with seed-set instructions,
     or hub), hub formats that hold that part, a judge model, and length control / protocol /
     judge_prompt combinations the judge supports."""
-    from teachfit.evaluation.winrate_sets import FORMAT_PARTS
-
     problems: list[str] = []
     active = {k: v for k, v in benchmarks.items() if v.get("activate", True)}
     if not active:

@@ -14,6 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from teachfit.io import read_parquet, write_parquet
+from teachfit.models import load_causal_lm, load_tokenizer
+from teachfit.scoring.label_judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
+from teachfit.studies.evolver.diversity import embed, nn_distance
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ def describe_instructions(instructions: str | Path, responses: str | Path, judge
     Raises DataError when an input lacks a column, JudgeError when the judge's tokenizer does
     not spell each rating as one token.
     """
-    from teachfit.models import load_causal_lm, load_tokenizer
-    from teachfit.scoring.label_judge import JudgeSettings, difficulty_prompt, rating_scores_loaded
-    from teachfit.studies.evolver.diversity import embed, nn_distance
-
     df = read_parquet(instructions, required=["id", "instruction"])
     resp = read_parquet(responses, required=["id", "reward"]).select("id", "reward")
     texts = df["instruction"].to_list()

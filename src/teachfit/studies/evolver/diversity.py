@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from teachfit.models import tokenizer_sides
+from teachfit.logs import timed
+from teachfit.models import default_device, tokenizer_sides
 
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
 
@@ -108,11 +109,8 @@ def embed(texts: Sequence[str], model_dir: str | Path, batch_size: int = 32,
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from teachfit.models import default_device
-
     if batch_size < 1:
         raise ValueError(f"embed: batch_size must be >= 1, got {batch_size}")
-    from teachfit.logs import timed
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     device = default_device(device)

@@ -39,7 +39,11 @@ from typing import Any
 
 import polars as pl
 
+from teachfit.generation.base import SamplingConfig
+from teachfit.generation.engines import BackendConfig
 from teachfit.io import DataError, content_id, read_parquet, write_parquet
+from teachfit.models import load_tokenizer
+from teachfit.prompts import format_prompt, stop_strings
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -481,9 +485,6 @@ class BackendGenerateFn:
 
     def __init__(self, model_dir: str | Path, settings: EvolverGeneration, backend: Any,
                  desc: str = "evolve", api: bool = False) -> None:
-        from teachfit.generation.base import SamplingConfig
-        from teachfit.prompts import stop_strings
-
         self.settings = settings
         self.desc = desc
         self.api = api
@@ -496,8 +497,6 @@ class BackendGenerateFn:
         if api:
             self.tokenizer = None
         else:
-            from teachfit.models import load_tokenizer
-
             self.tokenizer = load_tokenizer(model_dir)
         self.backend = backend
         self.supports_primer = not api
@@ -529,8 +528,6 @@ class BackendGenerateFn:
         (prompt, reply) demonstrations precede the prompt (earlier chat turns, or few-shot
         blocks for base models). Raises ValueError for a primer or few-shot turns through an
         OpenAI-compatible endpoint."""
-        from teachfit.prompts import format_prompt
-
         primers = [primer] * len(prompts) if isinstance(primer, str) else list(primer)
         if self.api:
             if any(primers) or fewshot:
@@ -561,8 +558,6 @@ def make_generate_fn(model_dir: str | Path, generation: Mapping[str, Any] | Evol
     """
     settings = generation if isinstance(generation, EvolverGeneration) else EvolverGeneration.from_dict(generation)
     if isinstance(backend, Mapping):
-        from teachfit.generation.engines import BackendConfig
-
         config = BackendConfig.from_dict(dict(backend))
         api = config.backend == "openai"
         engine = config.build(model_dir, threads=threads, seed=settings.seed)

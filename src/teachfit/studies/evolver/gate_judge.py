@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from teachfit.scoring.label_judge import first_label_share, label_scorer
+
 LABEL_WORDS = ("yes", "no")
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -85,8 +87,6 @@ class GateJudge:
         self._cf: dict[str, float] = {}
 
     def _p_yes(self, prompts: list[str]) -> np.ndarray:
-        from teachfit.scoring.label_judge import first_label_share
-
         if not prompts:
             return np.zeros(0)
         return first_label_share(self.score_fn(prompts, list(LABEL_WORDS)), len(prompts))
@@ -121,8 +121,6 @@ def judge_factory(judge_dir: str | Path, backend: Mapping[str, Any], threads: in
     """A zero-argument factory of the :class:`GateJudge` over ``judge_dir`` with engine settings
     ``backend`` (loaded only when called: a round without open questions never loads the model)."""
     def make() -> GateJudge:
-        from teachfit.scoring.label_judge import label_scorer
-
         return GateJudge(label_scorer(judge_dir, dict(backend), int(backend["batch_size"]), threads))
 
     return make

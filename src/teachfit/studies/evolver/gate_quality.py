@@ -15,7 +15,9 @@ from typing import Any
 
 import polars as pl
 
-from teachfit.io import DataError, read_records
+from teachfit.generation.engines import backend_settings
+from teachfit.io import DataError, package_data, read_records, write_csv
+from teachfit.schema import defaults
 from teachfit.studies.evolver.evolve import AUTO_EVOL_OPERATION, build_auto_evol_prompt, build_evol_prompt
 from teachfit.studies.evolver.gate import gate_replies
 from teachfit.studies.evolver.gate_checks import OPTIONAL_CHECKS, PARSERS, REASONS, GateSettings, response_failure
@@ -33,8 +35,6 @@ def load_gate_labels(path: str | Path | None = None) -> pl.DataFrame:
     ``id``, ``split`` (:data:`SPLITS`), ``scenario``, ``operation``, ``parent``, ``reply``, ``response`` (the teacher's answer
     or null), ``label`` (``valid`` or the expected reason of :data:`REASONS`), ``note``.
     Raises DataError naming the line of a bad record."""
-    from teachfit.io import package_data
-
     path = Path(path) if path is not None else package_data(LABELS_FILE)
     recs = read_records(path)
     for i, r in enumerate(recs, start=1):
@@ -130,16 +130,11 @@ def measure_gate(judge_dir: str | Path | None, out: str | Path, labels: str | Pa
     heldout). ``backend``: the judge's engine settings (default: transformers, from the schema).
     Returns the quality rows by mode.
     """
-    from teachfit.io import write_csv
-
     table = load_gate_labels(labels)
     out = Path(out)
     results = {"deterministic": predict_labels(table, GateSettings.deterministic())}
     if judge_dir is not None:
         if backend is None:
-            from teachfit.schema import defaults
-            from teachfit.generation.engines import backend_settings
-
             backend = backend_settings(defaults("models.*", source="random"), defaults("generation"))
         settings = GateSettings(checks=list(OPTIONAL_CHECKS), judge=True, threshold=threshold, version=1)
         results["judge"] = predict_labels(table, settings, judge_factory(judge_dir, backend, None))

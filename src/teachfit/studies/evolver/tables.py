@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from teachfit import figures
 from teachfit.io import DataError, read_json, read_parquet, write_csv
+from teachfit.studies.evolver.diversity import top1_kde, top1_probabilities, top1_stats
+from teachfit.studies.evolver.gate_checks import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,6 @@ def gate_stats(drops: pl.DataFrame, rankings: Mapping[tuple[str, str], Mapping[s
     ``rankings``: ``(seedset, scenario) -> ranking JSON`` of ``merge_evolved``; ``status`` is
     ``ranked`` or ``not ranked: <valid> valid < evolver.min_valid <m>``.
     """
-    from teachfit.studies.evolver.gate_checks import REASONS
-
     keys = ["seedset", "scenario", "evolver", "round"]
     present = drops["reason"].unique().to_list()
     reasons = [r for r in REASONS if r in present] + sorted(
@@ -145,8 +146,6 @@ def build_evolver_tables(stats: Sequence[str], drops: Sequence[str], rankings: S
     ``first_*``, of the first min(len, 5) greedy tokens, the paper's output-space statistic).
     Raises DataError when metadata and files disagree.
     """
-    from teachfit.studies.evolver.diversity import top1_stats
-
     _aligned(comparison_evals, comparison_runs, RUN_KEYS, "comparison_runs")
     _aligned(selection_evals, selection_runs, RUN_KEYS, "selection_runs")
     _aligned(selection_trainsets, selection_runs, RUN_KEYS, "selection_runs (trainsets)")
@@ -217,10 +216,6 @@ def plot_evolver_figures(top1: Sequence[str], stats_table: str | Path, selection
     empty); ``gate_figure``: per evolver, scenario and round, the replies split into kept,
     equalized away, unused, unranked and each drop reason (from ``stats_table``).
     """
-    from teachfit import figures
-    from teachfit.studies.evolver.diversity import top1_kde, top1_probabilities
-    from teachfit.studies.evolver.gate_checks import REASONS
-
     _aligned(top1, top1_rounds, ROUND_KEYS, "top1_rounds")
     fs = figures.FigureStyle.from_dict(dict(style))
     samples: dict[str, list[list[float]]] = {}

@@ -22,7 +22,17 @@ from typing import Any
 
 import polars as pl
 
+from teachfit.checkpoints import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
+from teachfit.generation.base import SamplingConfig
+from teachfit.generation.engines import BackendConfig
+from teachfit.generation.hf import TransformersBackend
 from teachfit.io import DataError, read_parquet, write_parquet
+from teachfit.models import read_manifest
+from teachfit.prompts import format_prompt
+from teachfit.scoring.label_judge import label_scorer
+from teachfit.studies.ifs.objecqa import judge_objectivity, load_objecqa, read_calibration
+from teachfit.studies.ifs.prompts import IfsPromptSettings, build_ifs_requests
+from teachfit.studies.ifs.tone import classify_responses
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +43,6 @@ def _generate(engine: Any, groups: list[tuple[list[str], int]], desc: str) -> li
     ``engine.generate`` call, so that they share batches (a checkpoint's 6 ObjecQA questions
     ride in the IFS prompts' batches instead of a 6-row batch of their own); a prompt's greedy
     answer does not depend on its batch (tested)."""
-    from teachfit.generation.base import SamplingConfig
-
     out: list[list[str]] = [[] for _ in groups]
     for max_new in sorted({m for _, m in groups}):
         members = [g for g, (_, m) in enumerate(groups) if m == max_new]
@@ -49,8 +57,6 @@ def _generate(engine: Any, groups: list[tuple[list[str], int]], desc: str) -> li
 def _questions(questions: str | Path, objecqa: Mapping[str, Any]) -> pl.DataFrame:
     """The ObjecQA questions to answer: none when ``objecqa.activate`` is off, else the first
     ``objecqa.limit`` (all when null)."""
-    from teachfit.studies.ifs.objecqa import load_objecqa
-
     if not objecqa["activate"]:
         return pl.DataFrame(schema={"id": pl.String, "question": pl.String, "topic": pl.String})
     df = load_objecqa(questions)
@@ -68,9 +74,6 @@ def _answers_for(engine: Any, tokenizer: Any, prompts: pl.DataFrame, questions: 
     ``id, variant, fmt, prompt, response, task ("ifs" | "objecqa"), question`` (null on IFS
     rows) and then the ``label`` keys as constant columns.
     """
-    from teachfit.prompts import format_prompt
-    from teachfit.studies.ifs.prompts import build_ifs_requests
-
     frames = []
     if formats == ["chat"]:
         req = build_ifs_requests(prompts, ["none"]).with_columns(pl.lit("chat").alias("fmt"))
@@ -109,10 +112,6 @@ def answer_ifs_model(prompts: str | Path, questions: str | Path, model_dir: str 
     :func:`_answers_for`, labelled ``model`` = the alias in the model's manifest,
     ``checkpoint="base"``, ``step=0``, ``examples_seen=0``) and returns it.
     """
-    from teachfit.generation.engines import BackendConfig
-    from teachfit.models import read_manifest
-    from teachfit.studies.ifs.prompts import IfsPromptSettings
-
     s = IfsPromptSettings.from_dict(prompt_settings)
     cfg = BackendConfig.from_dict(dict(backend))
     alias = read_manifest(model_dir)["alias"]
@@ -150,11 +149,6 @@ def answer_ifs_run(prompts: str | Path, questions: str | Path, model_dir: str | 
     (labelled ``model`` = base alias, ``checkpoint="checkpoint-<step>"``, ``step``,
     ``examples_seen``) and returns it.
     """
-    from teachfit.generation.hf import TransformersBackend
-    from teachfit.models import read_manifest
-    from teachfit.studies.ifs.prompts import IfsPromptSettings
-    from teachfit.checkpoints import checkpoint_list, load_for_inference, merge_lora, unmerge_lora
-
     s = IfsPromptSettings.from_dict(prompt_settings)
     alias = read_manifest(model_dir)["alias"]
     if backend["backend"] != "transformers":
@@ -200,10 +194,6 @@ def score_ifs(answers: str | Path, classifier: str | Path, judge_dir: str | Path
     of the classifier and of a local judge. Writes ``scores`` (IFS rows, then ObjecQA rows) and
     returns it.
     """
-    from teachfit.scoring.label_judge import label_scorer
-    from teachfit.studies.ifs.objecqa import judge_objectivity, read_calibration
-    from teachfit.studies.ifs.tone import classify_responses
-
     ans = read_parquet(answers, required=["task", "response", "checkpoint"])
     ifs = ans.filter(pl.col("task") == "ifs")
     probs, labels = classify_responses(classifier, ifs["response"].to_list(), batch_size=batch_size)

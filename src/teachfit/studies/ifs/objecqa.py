@@ -44,7 +44,8 @@ import numpy as np
 import polars as pl
 
 from teachfit.io import DataError, package_data, read_json, read_records, write_csv, write_json
-from teachfit.scoring.label_judge import first_label_share
+from teachfit.scoring.label_judge import first_label_share, label_scorer
+from teachfit.studies.ifs.intervals import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +250,6 @@ def labelled_shift(p_objective: Sequence[float], is_objective: Sequence[bool]) -
 def _judge_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy (with 95% Wilson interval), precision / recall of 'objective', share predicted
     objective, AUC-free summary of a thresholded judge at 0.5."""
-    from teachfit.studies.ifs.intervals import wilson_interval
-
     pred = p >= 0.5
     correct = pred == (y == 1)
     lo, hi = wilson_interval(int(correct.sum()), int(y.size))
@@ -281,8 +280,6 @@ def calibrate_objecqa_judge(judge_set: str | Path, judge_dir: str | Path, calibr
     log-odds by :func:`judge_objectivity`), every method's shift, ``p_content_free``,
     ``content_free_inputs``, ``heldout_accuracy`` per method); returns that dict.
     """
-    from teachfit.scoring.label_judge import label_scorer
-
     method = objecqa["calibration"]
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"ifs.objecqa.calibration: {method!r} not in {CALIBRATION_METHODS}")

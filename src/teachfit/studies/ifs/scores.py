@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from teachfit import figures
 from teachfit.io import (
     DataError,
     read_parquet,
@@ -544,8 +545,6 @@ def plot_ifs_curve(curve: str | Path, figure: str | Path, style: Mapping[str, An
 
     ``style`` = config ``analysis.figures`` (only PNG is written, to ``figure``).
     """
-    from teachfit import figures
-
     fs = figures.FigureStyle.from_dict({**style, "formats": ["png"]})
     c = read_parquet(curve)
     long = pl.concat([

@@ -48,8 +48,10 @@ from teachfit.io import (
     write_json,
     write_parquet,
 )
-from teachfit.models import tokenizer_sides
+from teachfit.logs import timed
+from teachfit.models import default_device, load_pretrained, tokenizer_sides
 from teachfit.settings import from_dict as settings_from_dict
+from teachfit.studies.ifs.intervals import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +367,6 @@ def fit_tone_classifier(
         set_seed,
     )
 
-    from teachfit.models import default_device
-
     s = (settings if isinstance(settings, ToneClassifierSettings)
          else ToneClassifierSettings.from_dict(settings))
     if "split" in train_df.columns:
@@ -391,7 +391,6 @@ def fit_tone_classifier(
     # the text's start carries the signal: cut its end, pad on the right (the collator pads with
     # tok.padding_side), whatever tokenizer_config.json says; saved with the classifier
     tok.truncation_side, tok.padding_side = "right", "right"
-    from teachfit.logs import timed
 
     with timed("model_load"):
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -469,8 +468,6 @@ class ToneClassifier:
                  max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from teachfit.models import default_device, load_pretrained
-
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
             raise DataError(f"{self.model_dir}: not a model directory (no config.json)")
@@ -486,7 +483,6 @@ class ToneClassifier:
         self.tok = AutoTokenizer.from_pretrained(str(self.model_dir))
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        from teachfit.logs import timed
 
         with timed("model_load"):
             self.model = load_pretrained("AutoModelForSequenceClassification", self.model_dir,
@@ -665,8 +661,6 @@ def train_tone_classifier(data: str | Path, encoder_dir: str | Path, classifier:
     cross-entropy of the last epoch, nats), and the paper's held-out accuracy / precision / recall
     beside ours (AlShikh et al. 2023, Table 4: 0.970 / 0.983 / 0.925). Returns that row.
     """
-    from teachfit.studies.ifs.intervals import wilson_interval
-
     table = read_parquet(data, required=["text", "label", "split"])
     train, heldout = split_tone_dataset(table)
     info = fit_tone_classifier(encoder_dir, train, classifier, settings, seed)
