@@ -38,7 +38,8 @@ bench: setup
 
 # docs/measurements.md from what is under results/: the default run's log, per-rule times and
 # tables, `make bench`'s summary, `make gate-quality`, `make fidelity` (a missing one is marked
-# "not measured"). Run after `make run` (and `make bench`); the page is never edited by hand.
+# "not measured") and the README figure (docs/img/). Run after `make run` (and `make bench`);
+# the page is never edited by hand.
 MEASUREMENTS_OUT ?= docs/measurements.md
 measurements: setup
 	$(BIN)/python benchmarks/write_measurements.py --results results --out $(MEASUREMENTS_OUT)

@@ -13,6 +13,8 @@ makes it):
 * ``<results>/gate/quality.csv`` (`make gate-quality`);
 * ``<results>/fidelity/fidelity.json`` (`make fidelity`).
 
+It also copies the README's figure (:data:`README_FIGURE`: the IFS curve of gemma-3-270m tuned on
+SmolLM2's greedy answers) from ``<results>/figures/`` to ``docs/img/`` when the run made it.
 `make measurements` runs it on ``results/``.
 """
 
@@ -22,6 +24,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +62,8 @@ STUDY_TABLES: dict[str, list[tuple[str, str, Sequence[str] | None]]] = {
     ],
 }
 MAX_COLUMNS = 12
+#: (figure under <results>/figures, its copy next to the measurements page) embedded in README.md
+README_FIGURE = ("ifs/teacher/smol_greedy/full/gemma270m.png", "img/ifs_curve.png")
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _STEPS = re.compile(r"^(\d+) of (\d+) steps \((\d+)%\) done$")
 
@@ -345,7 +350,19 @@ def write_measurements(results: str | Path = "results", out: str | Path = "docs/
     text = "\n".join(lines).rstrip() + "\n"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text, encoding="utf-8")
+    copy_readme_figure(results, Path(out).parent)
     return text
+
+
+def copy_readme_figure(results: Path, docs: Path) -> Path | None:
+    """Copy :data:`README_FIGURE` from ``<results>/figures/`` to ``docs``; the copy's path, or None
+    (nothing changed) when the run has not made the figure."""
+    src, dst = results / "figures" / README_FIGURE[0], docs / README_FIGURE[1]
+    if not src.is_file():
+        return None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
 
 
 def main() -> None:

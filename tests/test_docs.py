@@ -16,6 +16,8 @@ README_MAX_BYTES = 12 * 1024
 #: Pages written on other branches; linked already, checked once they exist.
 PAGES_ADDED_ELSEWHERE = {"docs/layout.md", "docs/dag.md", "docs/environments.md", "docs/multi-gpu.md",
                          "docs/fidelity.md", "docs/teacher-measures.md"}
+#: Written by `make measurements` (benchmarks/write_measurements.py) from a finished default run.
+GENERATED_FIGURES = {"docs/img/ifs_curve.png"}
 LINK = re.compile(r"\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
 MAKE = re.compile(r"`make ([a-z][a-z0-9-]*)")
 
@@ -47,7 +49,7 @@ def test_every_relative_link_reaches_a_file():
         for target in relative_links(doc):
             path = (doc.parent / target).resolve()
             rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-            if not path.exists() and rel not in PAGES_ADDED_ELSEWHERE:
+            if not path.exists() and rel not in PAGES_ADDED_ELSEWHERE | GENERATED_FIGURES:
                 broken.append(f"{doc.relative_to(ROOT)}: {target}")
     assert not broken, broken
 
@@ -143,6 +145,19 @@ def test_measurements_page_from_a_results_folder(tmp_path):
     assert "No rows (the CSV has only its header: seedset, evolver, performance)." in text
     assert text.count("not measured: run `make bench`") == 1
     assert "not measured: run `make gate-quality`" in text and "not measured: run `make fidelity`" in text
+    assert not (tmp_path / "docs" / "img").exists()  # the run made no figure: nothing copied
+
+
+def test_measurements_copy_the_readme_figure(tmp_path):
+    wm = _writer()
+    res = _fake_run(tmp_path)
+    fig = res / "figures" / wm.README_FIGURE[0]
+    fig.parent.mkdir(parents=True)
+    fig.write_bytes(b"\x89PNG fake")
+    wm.write_measurements(res, tmp_path / "docs" / "measurements.md")
+    assert (tmp_path / "docs" / wm.README_FIGURE[1]).read_bytes() == b"\x89PNG fake"
+    assert f"docs/{wm.README_FIGURE[1]}" in GENERATED_FIGURES
+    assert f"](docs/{wm.README_FIGURE[1]})" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_measurements_page_with_bench_gate_and_fidelity(tmp_path):
