@@ -48,8 +48,12 @@ STUDY_TABLES: dict[str, list[tuple[str, str, Sequence[str] | None]]] = {
     ],
     "Evolver study": [
         ("evolved_instruction_stats.csv", "Validity gate (`evolved_instruction_stats.csv`)",
-         ("seedset", "scenario", "evolver", "round", "n_replies", "n_valid", "n_kept", "status")),
-        ("evolver_top1_stats.csv", "Output space (`evolver_top1_stats.csv`)", None),
+         ("seedset", "scenario", "evolver", "round", "n_replies", "n_dropped", "n_valid", "n_kept", "status",
+          "length_words", "difficulty", "diversity_nn_distance")),
+        ("evolver_top1_stats.csv", "Output space: top-1 probability over every sampled token and over the first "
+         "5 greedy tokens (`first_*`, the paper's statistic) (`evolver_top1_stats.csv`)",
+         ("evolver", "scenario", "round", "n_tokens", "mean", "median", "share_ge_0.9", "first_n_tokens",
+          "first_mean", "first_median", "first_share_ge_0.9")),
         ("evolver_comparison.csv", "Evolver comparison (`evolver_comparison.csv`)", None),
         ("selection_comparison.csv", "Data selection (`selection_comparison.csv`)", None),
     ],
@@ -71,7 +75,8 @@ _STEPS = re.compile(r"^(\d+) of (\d+) steps \((\d+)%\) done$")
 # --------------------------------------------------------------------------- formatting
 
 def fmt(v: Any) -> str:
-    """A table cell: numbers to 3 decimals below 10, 1 decimal below 100, whole above; NaN and
+    """A table cell: whole numbers as integers, others to 3 decimals below 10, 1 decimal below 100,
+    whole above; NaN and
     None as "–"."""
     if v is None:
         return "–"
@@ -83,6 +88,8 @@ def fmt(v: Any) -> str:
         if math.isnan(v):
             return "–"
         a = abs(v)
+        if a >= 1 and v.is_integer():
+            return f"{int(v):,}"
         if a >= 100:
             return f"{v:,.0f}"
         if a >= 10:
@@ -121,6 +128,8 @@ def csv_section(path: Path, prefer: Sequence[str] | None) -> str:
     intervals folded, p-value columns left out, at most :data:`MAX_COLUMNS` columns."""
     import polars as pl
 
+    if not path.read_text(encoding="utf-8").strip():
+        return "No rows (the CSV is empty)."
     df = pl.read_csv(path, infer_schema_length=None)
     if df.height == 0:
         return f"No rows (the CSV has only its header: {', '.join(df.columns)})."
@@ -131,7 +140,7 @@ def csv_section(path: Path, prefer: Sequence[str] | None) -> str:
     rows, cols = _with_intervals(df.to_dicts(), cols)
     note = ""
     if len(cols) > MAX_COLUMNS:
-        note = f"\n\n{len(cols) - MAX_COLUMNS} more columns in `{path.name}`."
+        note = f"\n\n{len(cols) - MAX_COLUMNS} more column(s) in `{path.name}`."
         cols = cols[:MAX_COLUMNS]
     return md_table(rows, cols) + note
 

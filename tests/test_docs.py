@@ -104,6 +104,7 @@ def _fake_run(root: Path) -> Path:
     (res / "tables" / "ifs_models.csv").write_text(
         "model,fmt,ifs,ifs_lo,ifs_hi\ngemma270m,none,0.41,0.31,0.52\n")
     (res / "tables" / "evolver_comparison.csv").write_text("seedset,evolver,performance\n")
+    (res / "tables" / "selection_comparison.csv").write_text("")
     for rule, job, timing in (("train_sft", "a", {"startup_s": 1.5, "model_load_s": 0.8, "run_s": 70.0}),
                               ("train_sft", "b", {"startup_s": 1.5, "model_load_s": 0.8, "run_s": 72.0}),
                               ("plot_teacher_figures", "x", {"startup_s": 0.4, "model_load_s": 0.0, "run_s": 1.0})):
@@ -143,6 +144,7 @@ def test_measurements_page_from_a_results_folder(tmp_path):
     assert "| car | 0.600 | 0.400 | 0.600 |" in text
     assert "| gemma270m | none | 0.410 (0.310–0.520) |" in text
     assert "No rows (the CSV has only its header: seedset, evolver, performance)." in text
+    assert "### Data selection (`selection_comparison.csv`)\n\nNo rows (the CSV is empty)." in text
     assert text.count("not measured: run `make bench`") == 1
     assert "not measured: run `make gate-quality`" in text and "not measured: run `make fidelity`" in text
     assert not (tmp_path / "docs" / "img").exists()  # the run made no figure: nothing copied
@@ -184,7 +186,7 @@ def test_measurements_page_with_bench_gate_and_fidelity(tmp_path):
     assert "2.13×, max rel. error 1.9e-05" in text
     assert "19.5 s for 1637 jobs" in text
     assert "| deterministic | all | 71 | 69 | 0.972 | 0.986 | 1 |" in text and "| empty |" not in text
-    assert "| smollm2 | cherry_512 | 12 | 1.6e-05 | 6.1e-06 | 1.000 | – |" in text
+    assert "| smollm2 | cherry_512 | 12 | 1.6e-05 | 6.1e-06 | 1 | – |" in text
 
 
 def test_measurements_page_without_a_run(tmp_path):
@@ -194,7 +196,7 @@ def test_measurements_page_without_a_run(tmp_path):
 
 
 @pytest.mark.parametrize("v, s", [(None, "–"), (float("nan"), "–"), (3307.4, "3,307"), (52.34, "52.3"),
-                                  (0.8281, "0.828"), (0.0, "0.000"), (1.9e-5, "1.9e-05"), (1637, "1,637"),
+                                  (0.8281, "0.828"), (8.0, "8"), (0.0, "0.000"), (1.9e-5, "1.9e-05"), (1637, "1,637"),
                                   (True, "yes"), ("a|b", "a\\|b")])
 def test_cell_format(v, s):
     assert _writer().fmt(v) == s
