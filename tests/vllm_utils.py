@@ -30,7 +30,7 @@ def smollm2_dir() -> Path:
 
 def record(name: str, value: object) -> None:
     """Print a measured number and, under ``make test-vllm`` (``TEACHFIT_VLLM_LOG`` set), append it
-    to ``vllm_measurements.jsonl`` next to the log, for the README."""
+    to ``vllm_measurements.jsonl`` next to the log (the numbers in docs/engines.md)."""
     print(f"{name}: {value}")
     log = os.environ.get("TEACHFIT_VLLM_LOG")
     if log:

@@ -118,7 +118,7 @@ def merge_lora(model: Any) -> tuple[Any, dict[str, Any]]:
     took 262 ms instead of 339 ms. The outputs are the same function of the input up to float
     rounding (``tests/test_sft.py::test_merge_lora_*``: logits within 1e-4 of the unmerged
     adapter's; all 258 greedy IFS answers of a default-run gemma-3-270m LoRA run identical,
-    README "Measured").
+    docs/engines.md).
     """
     import torch
     from peft import PeftModel

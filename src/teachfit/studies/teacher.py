@@ -1,7 +1,7 @@
 """The teacher study (Xu et al. 2024, "Stronger Models are NOT Stronger Teachers"): one function
 per rule of ``rules/teacher.smk``.
 
-Conventions (also in the README):
+Conventions (also in docs/conventions.md):
 
 * per-response losses are mean per-token NLLs (nats); a data set's L is the mean
   of its responses' L(A|Q) under the scorer in the CAR convention (``teacher.car.convention``,
