@@ -337,20 +337,23 @@ def fidelity_section(results: Path) -> list[str]:
 
 
 def write_measurements(results: str | Path = "results", out: str | Path = "docs/measurements.md",
-                       log: str | Path | None = None) -> str:
+                       log: str | Path | None = None, conditions: str | None = None) -> str:
     """Write the measurements page ``out`` (markdown) from ``results`` and return its text.
 
     Sections, in order: the default run (jobs, wall time, seconds per rule), the teacher,
     evolver and IFS studies' tables (``<results>/tables/*.csv``), ``make bench``, ``make
     gate-quality``, ``make fidelity``; a section whose input is missing says so in one line
     (:data:`NOT_MEASURED`). ``log`` is the run's Snakemake log (default: see
-    :func:`snakemake_log`).
+    :func:`snakemake_log`). ``conditions``: one sentence on how the numbers were obtained (the
+    code's commit, other load on the machine), printed under the title.
     """
     results = Path(results)
     lines = [TITLE, "",
              "Written by `benchmarks/write_measurements.py` (`make measurements`) from the files under "
              "`results/`; do not edit by hand. Definitions: [conventions.md](conventions.md); what each "
              "table means: [studies.md](studies.md).", ""]
+    if conditions:
+        lines += [f"Conditions: {conditions}", ""]
     lines += default_run_section(results, Path(log) if log else None)
     lines += study_sections(results)
     lines += bench_section(results)
@@ -379,8 +382,10 @@ def main() -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--log", default=None, help="the default run's Snakemake log")
     ap.add_argument("--out", default="docs/measurements.md")
+    ap.add_argument("--conditions", default=None,
+                    help="one sentence on how the numbers were obtained (commit, machine load)")
     args = ap.parse_args()
-    write_measurements(args.results, args.out, args.log)
+    write_measurements(args.results, args.out, args.log, args.conditions)
     print(args.out)
 
 
