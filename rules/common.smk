@@ -6,16 +6,13 @@
 # venv: `make setup`; conda envs: `-e ${TEACHFIT_WORKFLOW}` in envs/*.yaml); nothing here edits
 # sys.path. Snakemake builds a conda env from a copy of its yaml in .snakemake/conda/, so pip finds
 # this folder through TEACHFIT_WORKFLOW (docs/environments.md), not a relative path.
-import os
-
-os.environ["TEACHFIT_WORKFLOW"] = str(workflow.basedir)
-
 from teachfit.schema import check_duplicate_keys
-from teachfit.workflow.config import validate_config
+from teachfit.workflow.config import export_workflow_dir, validate_config
 from teachfit.workflow import inputs, paths, plan
 from teachfit.io import read_json
 from teachfit.workflow.resources import job_gpus
 
+export_workflow_dir(workflow.basedir)
 check_duplicate_keys(workflow.configfiles)
 validate_config(config)
 PLAN = plan.build_plan(config)

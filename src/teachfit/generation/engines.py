@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from teachfit.generation.base import BACKENDS, DTYPES, Backend
-from teachfit.generation.hf import TransformersBackend
-from teachfit.generation.openai import OpenAIBackend
-from teachfit.generation.vllm import VLLMBackend
 from teachfit.settings import from_dict as settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -86,13 +83,21 @@ class BackendConfig:
         an API model's directory holds only its manifest). ``threads`` sets torch's CPU threads
         (transformers); ``seed`` is vLLM's engine seed (per-prompt sampling seeds come from
         :class:`~teachfit.generation.base.SamplingConfig`)."""
+        # lazy: the backend modules stay out of this module's imports (rules/common.smk reads
+        # backend settings while Snakemake parses; tests/test_generation.py::test_engines_import_no_backend)
         if self.backend == "openai":
+            from teachfit.generation.openai import OpenAIBackend  # lazy: see above
+
             return OpenAIBackend(api_base=self.api_base, api_model=self.api_model,
                                  api_key_env=self.api_key_env, max_retries=self.api_max_retries,
                                  timeout_s=self.api_timeout_s)
         if self.backend == "transformers":
+            from teachfit.generation.hf import TransformersBackend  # lazy: see above
+
             return TransformersBackend(model_dir, batch_size=self.batch_size, dtype=self.dtype,
                                        device=self.device, max_length=self.max_length, threads=threads)
+
+        from teachfit.generation.vllm import VLLMBackend  # lazy: see above
 
         return VLLMBackend(model_dir, tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype,
                            gpu_memory_utilization=self.gpu_memory_utilization,

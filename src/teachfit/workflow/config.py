@@ -11,6 +11,7 @@ the composition root's checks, run when the Snakefile is parsed and by the ``tea
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from teachfit.studies.ifs.scores import PlateauSettings
 from teachfit.studies.ifs.tone import ToneClassifierSettings, ToneDataSettings
 from teachfit.training.sft import check_sft_settings
 
-__all__ = ["ConfigError", "check_duplicate_keys", "check_references", "check_stage_settings",
+__all__ = ["ConfigError", "check_duplicate_keys", "export_workflow_dir", "check_references", "check_stage_settings",
            "load_yaml", "validate_config", "winrate_problems"]
 
 
@@ -282,3 +283,11 @@ def check_references(config: dict[str, Any]) -> None:
                         "which needs ifs.activate and ifs.checkpoints true; choose final or all")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def export_workflow_dir(basedir: str | Path) -> None:
+    """Set ``TEACHFIT_WORKFLOW`` to the workflow's folder (``workflow.basedir``) for the jobs and
+    for conda: each ``envs/*.yaml`` installs the project with ``-e ${TEACHFIT_WORKFLOW}``, since
+    Snakemake builds an env from a copy of its yaml in ``.snakemake/conda/`` where a relative path
+    would point elsewhere (docs/environments.md). Called once while the Snakefile is parsed."""
+    os.environ["TEACHFIT_WORKFLOW"] = str(basedir)
