@@ -132,26 +132,6 @@ def _extend_with_default(validator_class, defs: dict[str, Any] | None = None):
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
-def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fill defaults in place and validate; raise ConfigError listing every problem."""
-    from jsonschema import Draft202012Validator
-
-    schema = schema if schema is not None else load_schema()
-    validator = _extend_with_default(Draft202012Validator, schema.get("$defs"))(schema)
-    # two passes: the first fills defaults of objects that are themselves defaults
-    for _ in range(2):
-        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = sorted({_format_error(e) for e in errors})
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    problems = non_finite_numbers(config)
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    check_references(config)
-    check_stage_settings(config)
-    return config
-
-
 def section_schema(path: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The sub-schema of a dotted config path: ``"sft"``, ``"evolver.scenarios.autoif"``,
     ``"models.*"`` (a map's value schema, e.g. one model entry). ``$ref``s are resolved."""
