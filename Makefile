@@ -146,6 +146,34 @@ test-vllm: setup $(VLLM_STAMP)
 		$(VLLM_BIN)/python -m pytest -v -m vllm \
 		--durations=0 tests/test_vllm.py tests/test_vllm_serve.py tests/test_vllm_lm_eval.py $(PYTEST_ARGS) 2>&1 | tee $(TEACHFIT_VLLM_LOG)
 
+# Paper-shaped rehearsal (docs/rehearsal.md): config/paper.yaml with tiny models of each hub
+# checkpoint's family (a seeded, offline hub cache), small local data, the API models behind a
+# local `vllm serve`, run through profiles/slurm on the one-node cluster of `make test-slurm`.
+# Every job runs in .venv-vllm (vLLM, lm-eval, training, analysis). Writes results/rehearsal/
+# (rehearsal.log: jobs per rule next to paper.yaml's dry run, sacct; summary.json; changes.md).
+# About 1.5 hours on 2 cores; not part of `make test`. REHEARSAL_ARGS=--resume keeps an earlier
+# run's results (only what is missing or out of date runs again).
+.PHONY: setup-rehearsal rehearsal
+REHEARSAL_STAMP := $(VLLM_VENV)/.teachfit-rehearsal-installed
+REHEARSAL_TIMEOUT ?= 7200
+REHEARSAL_ARGS ?=
+
+setup-rehearsal: $(REHEARSAL_STAMP)
+
+$(REHEARSAL_STAMP): $(VLLM_STAMP) requirements-rehearsal.txt requirements-rehearsal-nodeps.txt
+	$(VLLM_BIN)/python -m pip freeze --exclude-editable | grep -v ' @ ' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/python -m pip install -q -r requirements-rehearsal.txt -c $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/python -m pip install -q --no-deps -r requirements-rehearsal-nodeps.txt
+	$(VLLM_BIN)/python -c "import alpaca_eval, matplotlib, snakemake_executor_plugin_slurm, teachfit.rehearsal"
+	touch $(REHEARSAL_STAMP)
+
+rehearsal: setup $(REHEARSAL_STAMP)
+	time bash tests/slurm/start_cluster.sh
+	status=0; \
+	$(VLLM_BIN)/python tests/slurm/rehearsal.py --timeout $(REHEARSAL_TIMEOUT) $(REHEARSAL_ARGS) || status=$$?; \
+	if [ "$(TEACHFIT_SLURM_KEEP)" != 1 ]; then bash tests/slurm/stop_cluster.sh; fi; \
+	exit $$status
+
 # GPU check (docs/engines.md): one script, one JSON (benchmarks/gpu_check.py; < 8 min on one H200). The GPU machine
 # is assumed to have only torch, transformers, peft and accelerate and no network, so
 # `make gpu-check-bundle` (here, with PyPI) puts what else is needed into .gpu-check/ (~57 MB:

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: highest first; "" is the package's own ``__init__``
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("workflow",),  # the composition root: rules, scripts and the CLI enter here; no library module imports it
+    ("workflow", "rehearsal"),  # the composition root: rules, scripts and the CLI enter here; no library module imports it. rehearsal: make rehearsal's tiny hub and config (tests/slurm/rehearsal.py)
     ("studies", "data"),  # the three studies and recommend; data/: lm-eval task hooks shipped as package data
     ("evaluation", "training"),
     ("generation", "scoring"),

@@ -1,7 +1,7 @@
 """Models that need their own code (``models.<alias>.trust_remote_code``) and the load checks
 (teachfit.models.check_loading_info): built here, with no hub.
 
-The custom reward model mirrors ArmoRM's layout (RLHFlow/ArmoRM-Llama3-8B-v0.1): a llama config
+The custom reward model (teachfit.rehearsal.build_custom_reward) mirrors ArmoRM's layout (RLHFlow/ArmoRM-Llama3-8B-v0.1): a llama config
 (``model_type: llama``) whose ``auto_map`` points AutoModelForSequenceClassification at a class in
 a ``.py`` file next to config.json, a llama body, a multi-objective regression layer and a gating
 layer, and an output whose ``.score`` is the gated sum; loaded without its code, transformers
@@ -10,9 +10,7 @@ would build a LlamaForSequenceClassification with a new random ``score`` head.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import polars as pl
@@ -25,47 +23,13 @@ from teachfit.models import (
     load_causal_lm,
     load_pretrained,
     materialize,
-    train_tiny_tokenizer,
 )
+from teachfit.rehearsal import TINY_GATED_REWARD_CODE, build_custom_reward
 from teachfit.schema import defaults
 from teachfit.scoring.label_judge import JudgeError, JudgeSettings, SequenceClassifierReward
 from teachfit.scoring.rewards import score_rewards
 
-MODELING = '''
-from dataclasses import dataclass
-
-import torch
-from torch import nn
-from transformers import LlamaModel, LlamaPreTrainedModel
-from transformers.utils import ModelOutput
-
-
-@dataclass
-class TinyGatedRewardOutput(ModelOutput):
-    score: torch.FloatTensor | None = None
-    rewards: torch.FloatTensor | None = None
-    gating_output: torch.FloatTensor | None = None
-
-
-class TinyGatedReward(LlamaPreTrainedModel):
-    def __init__(self, config):
-        super().__init__(config)
-        self.model = LlamaModel(config)
-        self.regression_layer = nn.Linear(config.hidden_size, config.num_objectives, bias=False)
-        self.gating = nn.Sequential(nn.Linear(config.hidden_size, config.num_objectives), nn.Softmax(dim=-1))
-        self.post_init()
-
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids).last_hidden_state
-        # as ArmoRM: the token before the first pad id (none found: the last position)
-        last = (torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1) % input_ids.shape[-1]
-        h = hidden[torch.arange(input_ids.shape[0], device=hidden.device), last]
-        rewards = self.regression_layer(h)
-        gating = self.gating(h)
-        return TinyGatedRewardOutput(score=(rewards * gating).sum(-1, keepdim=True), rewards=rewards,
-                                     gating_output=gating)
-'''
+MODELING = TINY_GATED_REWARD_CODE
 
 PAIRS = [
     ("What is two plus two?", "Four."),
@@ -77,31 +41,13 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def custom_rm(tmp_path_factory):
-    """A checkpoint folder of the custom-code reward model (weights, tokenizer, modelling code)."""
-    from transformers import LlamaConfig
-
-    root = tmp_path_factory.mktemp("custom_rm")
-    src, code = root / "src", root / "code"
-    src.mkdir()
-    code.mkdir()
-    (code / "modeling_tiny_gated.py").write_text(MODELING)
-    spec = importlib.util.spec_from_file_location("modeling_tiny_gated", code / "modeling_tiny_gated.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["modeling_tiny_gated"] = module
-    spec.loader.exec_module(module)
-    tok = train_tiny_tokenizer(src)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.3)
-    cfg.num_objectives = 3
-    torch.manual_seed(0)
-    model = module.TinyGatedReward(cfg)
-    module.TinyGatedReward.register_for_auto_class("AutoModelForSequenceClassification")
-    model.save_pretrained(src)
-    del sys.modules["modeling_tiny_gated"]
+    """A checkpoint folder of the custom-code reward model (weights, tokenizer, modelling code),
+    built by the function the rehearsal's hub cache uses (teachfit.rehearsal)."""
+    src = build_custom_reward(tmp_path_factory.mktemp("custom_rm") / "src")
     auto_map = json.loads((src / "config.json").read_text())["auto_map"]
     assert auto_map == {"AutoModelForSequenceClassification": "modeling_tiny_gated.TinyGatedReward"}
     assert (src / "modeling_tiny_gated.py").read_text() == MODELING  # save_pretrained copied the code
+    assert sorted(p.name for p in src.iterdir() if p.suffix == ".py") == ["modeling_tiny_gated.py"]
     return src
 
 

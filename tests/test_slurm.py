@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,13 +37,20 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # What the real workflow needs in its temporary copy (results go there, not into the repo).
 WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "src", "config", "envs", "profiles",
                   "tests/configs", "tests/data"]
-MEM_CAP_MB = 3000
-RUNTIME_CAP_MIN = 30
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY",
-                   "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
-SUBMIT_RE = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: ([^)]*)\)")
-RUN_ID_RE = re.compile(r"SLURM run ID: (\S+)")
+from slurm_cluster import (  # noqa: E402  (tests/ is on sys.path, as for the other helpers)
+    RUN_ID_RE,
+    ClusterError,
+    SacctRow,
+    Submission,
+    _failed_job_logs,
+    _job_gpus,
+    _sacct,
+    _sacct_table,
+    _slurm_args,
+    _submissions,
+    discover_cluster,
+)
 
 pytestmark = [
     pytest.mark.slurm,
@@ -53,61 +59,12 @@ pytestmark = [
 ]
 
 
-@dataclass(frozen=True)
-class Cluster:
-    partition: str
-    account: str
-    cpus: int
-    mem_mb: int
-    gpus: int
-
-
-@dataclass(frozen=True)
-class Submission:
-    snakemake_jobid: int
-    slurm_jobid: str
-    rule: str
-
-
-@dataclass(frozen=True)
-class SacctRow:
-    jobid: str
-    name: str
-    state: str
-    exit_code: str
-    alloc_tres: str
-
-
-def _cmd(args: list[str], timeout: float = 30) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    if shutil.which("sinfo") is None or shutil.which("sacct") is None:
-        pytest.fail("TEACHFIT_SLURM=1 but sinfo/sacct are not installed: "
-                    "run tests/slurm/start_cluster.sh (or `make test-slurm`)")
+def cluster():
     try:
-        rows = _cmd(["sinfo", "-h", "-N", "-o", "%P|%t|%c|%m|%G"]).split()
-        _cmd(["sacct", "-n", "-X", "-S", "now-1minutes"])  # slurmdbd answers
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"TEACHFIT_SLURM=1 but the cluster does not answer: {e}")
-    nodes = [r.split("|") for r in rows if r.count("|") == 4]
-    usable = [n for n in nodes if n[1] in ("idle", "mix", "alloc")]
-    if not usable:
-        pytest.fail(f"no usable SLURM node (sinfo: {rows}); run tests/slurm/start_cluster.sh")
-    default = next((n[0].rstrip("*") for n in usable if n[0].endswith("*")), usable[0][0])
-    partition = os.environ.get("TEACHFIT_SLURM_PARTITION", default)
-    node = next((n for n in usable if n[0].rstrip("*") == partition), None)
-    if node is None:
-        pytest.fail(f"partition {partition!r} has no usable node (sinfo: {rows})")
-    gpus = re.search(r"gpu:(?:[^:,(]+:)?(\d+)", node[4])
-    return Cluster(partition=partition,
-                   account=os.environ.get("TEACHFIT_SLURM_ACCOUNT", "teachfit"),
-                   cpus=int(node[2]), mem_mb=int(node[3]), gpus=int(gpus[1]) if gpus else 0)
+        return discover_cluster()
+    except ClusterError as e:
+        pytest.fail(f"TEACHFIT_SLURM=1 but {e}")
 
 
 @pytest.fixture(scope="module")
@@ -116,63 +73,6 @@ def profile() -> dict:
 
     with open(PROFILE / "config.yaml") as f:
         return yaml.safe_load(f)
-
-
-def _clamp(value: int | str, cap: int) -> int | str:
-    """min(value, cap); a resource expression (e.g. "720 * attempt") is wrapped in min()."""
-    if isinstance(value, int):
-        return min(value, cap)
-    return f"min({value},{cap})".replace(" ", "")
-
-
-def _clamped(key: str, value: int | str, cluster: Cluster) -> int | str | None:
-    """A profile resource sized down to the test node (None: drop it)."""
-    if key == "mem_mb":
-        return _clamp(value, min(MEM_CAP_MB, cluster.mem_mb))
-    if key == "runtime":
-        return _clamp(value, RUNTIME_CAP_MIN)
-    if key == "gpu":
-        return _clamp(value, cluster.gpus)
-    if key == "gpu_model":
-        return None  # the test node's fake GPUs have no type
-    return value
-
-
-def _default_resources(profile: dict, cluster: Cluster) -> list[str]:
-    """The profile's default-resources with the site placeholders filled and sizes clamped."""
-    res = dict(profile["default-resources"])
-    assert {"slurm_partition", "slurm_account", "mem_mb", "runtime", "cpus_per_task"} <= set(res)
-    res.update(slurm_partition=cluster.partition, slurm_account=cluster.account)
-    out = [(k, _clamped(k, v, cluster)) for k, v in res.items()]
-    return [f"{k}={v}" for k, v in out if v is not None]
-
-
-def _set_resources(profile: dict, cluster: Cluster) -> list[str]:
-    """The profile's set-resources, clamped to what the test node has (GPU requests kept)."""
-    out = []
-    for rule, res in profile["set-resources"].items():
-        for key, value in res.items():
-            value = _clamped(key, value, cluster)
-            if value is not None:
-                out.append(f"{rule}:{key}={value}")
-    return out
-
-
-def _slurm_args(profile: dict, cluster: Cluster) -> list[str]:
-    """--executor slurm through the real profile; only site values and sizes overridden."""
-    return [
-        "--executor", "slurm",
-        "--workflow-profile", "profiles/slurm",
-        "--default-resources", *_default_resources(profile, cluster),
-        "--set-resources", *_set_resources(profile, cluster),
-        # Jobs run with OMP_NUM_THREADS=1: one CPU each lets two share the 2-CPU node. Twice
-        # as many jobs as CPUs are queued, so SLURM starts the next one the moment a job ends
-        # instead of at Snakemake's next status poll.
-        "--max-threads", "1",
-        "--jobs", str(2 * max(1, cluster.cpus)),
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--slurm-keep-successful-logs",
-    ]
 
 
 _LOG_STARTED = False
@@ -216,29 +116,6 @@ def _run(args: list[str], cwd: Path) -> tuple[int, str, float]:
     return proc.returncode, out, time.monotonic() - start
 
 
-def _submissions(log: str) -> list[Submission]:
-    subs = []
-    for m in SUBMIT_RE.finditer(log):
-        rule = re.search(r"/rule_([A-Za-z0-9_]+)/", m[3])
-        subs.append(Submission(int(m[1]), m[2], rule[1] if rule else "?"))
-    return subs
-
-
-def _job_gpus(log: str) -> dict[int, int]:
-    """Snakemake job id -> GPUs it asked for (`gpu=` in the job's logged resources)."""
-    gpus: dict[int, int] = {}
-    jobid = None
-    for line in log.splitlines():
-        if re.match(r"^(local)?rule \w+:$", line):
-            jobid = None
-        elif m := re.match(r"^    jobid: (\d+)$", line):
-            jobid = int(m[1])
-        elif (m := re.match(r"^    resources: (.*)$", line)) and jobid is not None:
-            res = dict(kv.split("=", 1) for kv in m[1].split(", ") if "=" in kv)
-            gpus[jobid] = int(res.get("gpu", 0))
-    return gpus
-
-
 def _check_gpus(log: str, subs: list[Submission], rows: dict[str, SacctRow], table: str) -> int:
     """Each job's gpu request reached SLURM: sacct shows exactly that gres/gpu allocation."""
     gpus = _job_gpus(log)
@@ -255,42 +132,6 @@ def _check_gpus(log: str, subs: list[Submission], rows: dict[str, SacctRow], tab
         else:
             assert "gres/gpu" not in tres, (s, table)
     return n_gpu_jobs
-
-
-def _sacct(jobids: list[str], run_id: str, wait_s: float = 60) -> dict[str, SacctRow]:
-    """sacct rows of this run's jobs (ids can repeat across purged clusters, so the run id
-    filters too), waiting until every one has a terminal state."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        out = _cmd(["sacct", "-X", "-n", "-P", "-j", ",".join(jobids), f"--name={run_id}",
-                    "--format=JobIDRaw,JobName,State,ExitCode,AllocTRES"])
-        rows = {}
-        for line in out.splitlines():
-            parts = line.split("|")
-            if len(parts) == 5:
-                rows[parts[0]] = SacctRow(parts[0], parts[1], parts[2].split()[0], parts[3],
-                                          parts[4])
-        if all(j in rows and rows[j].state in TERMINAL_STATES for j in jobids):
-            return rows
-        if time.monotonic() > deadline:
-            return rows
-        time.sleep(2)
-
-
-def _sacct_table(jobids: list[str], run_id: str) -> str:
-    return _cmd(["sacct", "-X", "-j", ",".join(jobids), f"--name={run_id}",
-                 "--format=JobID,JobName%36,State,ExitCode,Elapsed,AllocTRES%48,Account"])
-
-
-def _failed_job_logs(workdir: Path, rows: dict[str, SacctRow]) -> str:
-    """Tails of the SLURM logs of jobs that did not complete (for assertion messages)."""
-    parts = []
-    for row in rows.values():
-        if row.state == "COMPLETED":
-            continue
-        for log in (workdir / ".snakemake" / "slurm_logs").rglob(f"{row.jobid}.log"):
-            parts.append(f"--- {log} ---\n" + "\n".join(log.read_text().splitlines()[-25:]))
-    return "\n".join(parts)
 
 
 def _check_run(workdir: Path, title: str, rc: int, log: str, elapsed: float):

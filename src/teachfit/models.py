@@ -242,17 +242,70 @@ def _tiny_corpus() -> list[str]:
     return lines
 
 
-def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
-    """Tiny random model (llama / gemma3 causal LM, or bert encoder) + offline tokenizer."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        BertConfig,
-        Gemma3TextConfig,
-        LlamaConfig,
-    )
+# Decoder families a random model can take (``models.<alias>.arch``): the transformers config
+# class and the keyword names of its sizes. llama and gemma3 are the tests' tiny models; the
+# others are the architectures of config/paper.yaml's hub models, for the rehearsal
+# (teachfit.rehearsal). Only sizes differ from the published checkpoints' configs.
+DECODER_ARCHS = ("llama", "gemma3", "qwen2", "gemma2", "phi3", "mistral", "mpt", "falcon", "gpt_neox")
+RANDOM_ARCHS = DECODER_ARCHS + ("bert",)
 
+
+def _decoder_config(arch: str, common: dict[str, Any], heads: int, init_std: float) -> Any:
+    """The transformers config of a tiny ``arch`` decoder with the sizes in ``common``."""
+    import transformers as tf
+
+    hidden, kv = common["hidden_size"], common.pop("num_key_value_heads", heads)
+    if arch == "llama":
+        return tf.LlamaConfig(num_key_value_heads=heads, tie_word_embeddings=True,
+                              initializer_range=init_std, **common)
+    if arch == "gemma3":
+        return tf.Gemma3TextConfig(num_key_value_heads=1, head_dim=hidden // heads, sliding_window=64,
+                                   initializer_range=init_std, **common)
+    if arch == "qwen2":  # Qwen2 / Qwen2.5: grouped-query attention, qkv bias
+        return tf.Qwen2Config(num_key_value_heads=kv, initializer_range=init_std, **common)
+    if arch == "gemma2":  # soft-capped attention and logits, alternating sliding window
+        return tf.Gemma2Config(num_key_value_heads=kv, head_dim=hidden // heads, sliding_window=64,
+                               query_pre_attn_scalar=hidden // heads, initializer_range=init_std, **common)
+    if arch == "phi3":
+        return tf.Phi3Config(num_key_value_heads=kv, initializer_range=init_std, **common)
+    if arch == "mistral":
+        return tf.MistralConfig(num_key_value_heads=kv, sliding_window=None,
+                                initializer_range=init_std, **common)
+    if arch == "mpt":  # ALiBi attention, no bias (mosaicml/mpt-7b)
+        return tf.MptConfig(d_model=hidden, n_heads=heads, n_layers=common["num_hidden_layers"],
+                            expansion_ratio=common["intermediate_size"] // hidden,
+                            max_seq_len=common["max_position_embeddings"], vocab_size=common["vocab_size"],
+                            pad_token_id=common["pad_token_id"], bos_token_id=common["bos_token_id"],
+                            eos_token_id=common["eos_token_id"], initializer_range=init_std)
+    if arch == "falcon":  # falcon-7b: multi-query attention, rotary, parallel attention
+        return tf.FalconConfig(hidden_size=hidden, num_attention_heads=heads,
+                               num_hidden_layers=common["num_hidden_layers"], vocab_size=common["vocab_size"],
+                               multi_query=True, new_decoder_architecture=False, parallel_attn=True,
+                               bias=False, alibi=False, max_position_embeddings=common["max_position_embeddings"],
+                               pad_token_id=common["pad_token_id"], bos_token_id=common["bos_token_id"],
+                               eos_token_id=common["eos_token_id"], initializer_range=init_std)
+    if arch == "gpt_neox":  # dolly-v2 (pythia): partial rotary, parallel residual
+        return tf.GPTNeoXConfig(rotary_pct=0.25, use_parallel_residual=True,
+                                initializer_range=init_std, **common)
+    raise AssertionError(arch)
+
+
+def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
+    """Tiny random model + offline tokenizer (:func:`train_tiny_tokenizer`) in ``out_dir``.
+
+    ``spec.arch``: a decoder of :data:`DECODER_ARCHS` (causal LM, or with ``task: seq_cls`` a
+    one-logit reward head) or ``bert`` (a two-label sequence classifier). Sizes from
+    ``spec.size`` (hidden_size 32, num_layers 2, num_heads 4, intermediate_size 2*hidden,
+    max_position_embeddings 1024, vocab_size 512, init_std_milli 300 unless given). Raises
+    :class:`ModelSourceError` naming ``models.<alias>.arch`` for another architecture.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig
+
+    if spec.arch not in RANDOM_ARCHS:
+        raise ModelSourceError(
+            f"models.{spec.alias}.arch: {spec.arch!r} not supported; allowed: {', '.join(RANDOM_ARCHS)}"
+        )
     torch.manual_seed(seed)
     tok = train_tiny_tokenizer(out_dir, vocab_size=spec.size.get("vocab_size", 512))
     hidden = spec.size.get("hidden_size", 32)
@@ -269,32 +322,24 @@ def build_random_model(spec: ModelSpec, out_dir: Path, seed: int = 0) -> None:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
+    if "num_key_value_heads" in spec.size:
+        common["num_key_value_heads"] = spec.size["num_key_value_heads"]
     # A wide init (std 0.3) so tiny random decoders produce varied, non-degenerate text
     # (with the default 0.02 every prompt yields the same token).
     init_std = spec.size.get("init_std_milli", 300) / 1000.0
-    if spec.arch == "llama":
-        cfg = LlamaConfig(num_key_value_heads=heads, tie_word_embeddings=True,
-                          initializer_range=init_std, **common)
+    if spec.arch == "bert":
+        common.pop("bos_token_id")
+        common.pop("eos_token_id")
+        common.pop("num_key_value_heads", None)
+        cfg = BertConfig(num_labels=2, **common)
+        model = AutoModelForSequenceClassification.from_config(cfg)
+    else:
+        cfg = _decoder_config(spec.arch, common, heads, init_std)
         if spec.task == "seq_cls":  # a reward model: one score logit
             cfg.num_labels = 1
             model = AutoModelForSequenceClassification.from_config(cfg)
         else:
             model = AutoModelForCausalLM.from_config(cfg)
-    elif spec.arch == "gemma3":
-        cfg = Gemma3TextConfig(
-            num_key_value_heads=1, head_dim=hidden // heads, sliding_window=64,
-            initializer_range=init_std, **common
-        )
-        model = AutoModelForCausalLM.from_config(cfg)
-    elif spec.arch == "bert":
-        common.pop("bos_token_id")
-        common.pop("eos_token_id")
-        cfg = BertConfig(num_labels=2, **common)
-        model = AutoModelForSequenceClassification.from_config(cfg)
-    else:
-        raise ModelSourceError(
-            f"models.{spec.alias}.arch: {spec.arch!r} not supported; allowed: llama, gemma3, bert"
-        )
     model.save_pretrained(out_dir)
 
 
@@ -325,16 +370,20 @@ def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path,
     t0 = time.time()
     source_info: dict[str, Any] = {"source": spec.source}
     if spec.source == "hub":
-        _from_pretrained_copy(spec.hf_id, tmp_dir, spec, revision=spec.revision)
+        dropped = _from_pretrained_copy(spec.hf_id, tmp_dir, spec, revision=spec.revision)
         source_info.update(hf_id=spec.hf_id, revision=spec.revision)
+        if dropped:
+            source_info["dropped_keys"] = dropped
     elif spec.source == "local":
         src = Path(spec.path)
         if not (src / "config.json").exists():
             raise ModelSourceError(
                 f"models.{alias}.path: {src} is not a model directory (no config.json)"
             )
-        _from_pretrained_copy(str(src), tmp_dir, spec)
+        dropped = _from_pretrained_copy(str(src), tmp_dir, spec)
         source_info.update(path=str(src.resolve()))
+        if dropped:
+            source_info["dropped_keys"] = dropped
     elif spec.source == "pypi_gguf":
         gguf = resolve_gguf(spec, scratch_dir)
         source_info.update(package=spec.package, version=spec.version, file=spec.file,
@@ -379,7 +428,10 @@ def _materialize_into(spec: ModelSpec, entry: dict[str, Any], tmp_dir: Path,
 
 
 def _from_pretrained_copy(name: str, out_dir: Path, spec: ModelSpec,
-                          revision: str | None = None) -> None:
+                          revision: str | None = None) -> list[str]:
+    """Load ``name`` with the class of ``spec.task`` (refused by :func:`check_loading_info`),
+    save weights, tokenizer and (``trust_remote_code``) its code in ``out_dir``; returns the
+    checkpoint keys an encoder dropped."""
     import torch
     from transformers import (
         AutoModel,
@@ -396,11 +448,18 @@ def _from_pretrained_copy(name: str, out_dir: Path, spec: ModelSpec,
     model, info = cls.from_pretrained(name, revision=revision, dtype=getattr(torch, spec.dtype),
                                       trust_remote_code=trust, output_loading_info=True,
                                       ignore_mismatched_sizes=True)
-    check_loading_info(info, f"models.{spec.alias} ({name})", type(model).__name__)
+    # an encoder (AutoModel) drops the heads its checkpoint was published with (BERT's
+    # pre-training heads); a head Teachfit scores or generates with is never dropped
+    encoder = spec.task == "encoder"
+    check_loading_info(info, f"models.{spec.alias} ({name})", type(model).__name__, allow_unexpected=encoder)
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust).save_pretrained(out_dir)
     if trust:
         _copy_remote_code(name, out_dir, spec)
+    dropped = sorted(str(k) for k in info.get("unexpected_keys") or ())
+    if dropped:
+        log.info("models.%s: the encoder drops %d checkpoint weights (%s ...)", spec.alias, len(dropped), dropped[:3])
+    return dropped
 
 
 def _copy_remote_code(name: str, out_dir: Path, spec: ModelSpec) -> None:
@@ -436,16 +495,21 @@ def model_name(model_dir: str | Path) -> str:
     return f"models.{alias} ({model_dir})" if alias else str(model_dir)
 
 
-def check_loading_info(info: dict[str, Any], name: str, cls: str) -> None:
+def check_loading_info(info: dict[str, Any], name: str, cls: str, allow_unexpected: bool = False) -> None:
     """Refuse a load whose weights do not fit the class: ``info`` is transformers'
     ``output_loading_info`` (``missing_keys`` – parameters initialised anew, such as an untrained
     head; ``unexpected_keys`` – checkpoint weights dropped; ``mismatched_keys``; ``error_msgs``).
-    A tied ``lm_head`` is not reported missing by transformers. Raises :class:`ModelLoadError`
+    A tied ``lm_head`` is not reported missing by transformers. ``allow_unexpected``: dropped
+    weights are accepted (an encoder loaded without the pre-training heads its checkpoint
+    publishes, e.g. bert-base-uncased's ``cls.predictions.*``). Raises :class:`ModelLoadError`
     naming ``name`` and the keys (a model with its own code needs ``trust_remote_code: true``)."""
     parts = []
-    for key, what in (("missing_keys", "missing (would be newly initialised)"),
-                      ("unexpected_keys", "unexpected (would be dropped)"),
-                      ("mismatched_keys", "shape-mismatched (would be newly initialised)")):
+    checks = (("missing_keys", "missing (would be newly initialised)"),
+              ("unexpected_keys", "unexpected (would be dropped)"),
+              ("mismatched_keys", "shape-mismatched (would be newly initialised)"))
+    for key, what in checks:
+        if allow_unexpected and key == "unexpected_keys":
+            continue
         keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
         if keys:
             parts.append(f"{what}: {keys[:8]}{' …' if len(keys) > 8 else ''} ({len(keys)} keys)")
