@@ -279,7 +279,24 @@ def seed_tiny_hub(config: dict[str, Any], hf_home: Path, benchmark_rows: int = 6
                                                                   "token_len": 3}]}]}
                              for i in range(len(texts))], path)
             done["files"].append(f"{hub['repo']}/{hub['file']}")
+        if bench.get("length_controlled") == "alpaca_eval":
+            done["files"].append(write_alpaca_eval_gamed(hf_home, len(texts)))
     return done
+
+
+def write_alpaca_eval_gamed(hf_home: Path, n_instructions: int) -> str:
+    """alpaca-eval's length-controlled GLM reads ``df_gamed.csv`` from the hub dataset
+    tatsu-lab/alpaca_eval at scoring time (``alpaca_eval.metrics.glm_winrate._get_featurized_data``:
+    each instruction's difficulty and two gamed baselines' annotations). A small one for
+    ``n_instructions`` instructions, in that file's columns; returns its repo path."""
+    snap = cache_snapshot(hf_home, "tatsu-lab/alpaca_eval", "dataset")
+    lines = ["model,index,instruction_difficulty,preference,std_delta_len,not_gamed_baseline"]
+    for model, pref, delta in (("gamed_verbose", 0.7, 1.0), ("gamed_concise", 0.3, -1.0)):
+        for i in range(n_instructions):
+            difficulty = round((i - n_instructions / 2) / n_instructions, 4)
+            lines.append(f"{model},{i},{difficulty},{pref},{delta},False")
+    (snap / "df_gamed.csv").write_text("\n".join(lines) + "\n")
+    return "tatsu-lab/alpaca_eval/df_gamed.csv"
 
 
 # --------------------------------------------------------------------------- the config
@@ -288,7 +305,7 @@ def seed_tiny_hub(config: dict[str, Any], hf_home: Path, benchmark_rows: int = 6
 @dataclass(frozen=True)
 class Change:
     """One difference between paper.yaml and the rehearsal's config: the key path, the old and
-    new values, and the kind of change (size, list, source, speed)."""
+    new values, and the kind of change (size, list, source, speed, random weights)."""
     key: str
     old: Any
     new: Any
@@ -297,9 +314,9 @@ class Change:
 
 # One item per distinct code path (docs/rehearsal.md lists why each was kept).
 LIST_CUTS: dict[str, list[str]] = {
-    # vLLM greedy (Qwen2, Phi3), the OpenAI-API generator, n > 1 best and worst (Llama)
-    "teacher.generators": ["g_qwen2_1p5b", "g_phi3_mini", "g_gpt4",
-                           "g_llama31_70b_best4", "g_llama31_70b_worst4"],
+    # vLLM greedy (Phi3; Qwen2 generates as an evolver), the OpenAI-API generator, n > 1 best
+    # and worst (Llama)
+    "teacher.generators": ["g_phi3_mini", "g_gpt4", "g_llama31_70b_best4", "g_llama31_70b_worst4"],
     # Gemma2 (soft-capped attention) as the student
     "teacher.bases": ["gemma2_2b_base"],
     # instruction + input field (alpaca); a small and a large evolver of two families
@@ -325,6 +342,13 @@ SIZES: dict[str, Any] = {
     "sft.save_steps": 1,
     "eval.limit": 4,
     "eval.max_gen_toks": 16,
+}
+# Random weights write no instructions: with the gate as paper.yaml runs it, every evolution is
+# dropped and round 2 has nothing to evolve. The gate keeps its judge-backed check and asks the
+# judge (the calibrated yes/no path runs), with a threshold that keeps what the judge is asked about.
+RANDOM_WEIGHTS: dict[str, Any] = {
+    "evolver.gate.checks": ["not_instruction"],
+    "evolver.gate.threshold": 0.0,
 }
 SEED_LIMIT = 8
 TINY_PARAMS_B = 0.001  # about the tiny models' size (0.4-0.5 M parameters, rounded up)
@@ -386,6 +410,8 @@ def rehearsal_config(paper: dict[str, Any], *, api_base: str, api_model: str, ap
         else:
             _get(cfg, key.rsplit(".", 1)[0])  # the parent must exist in paper.yaml
             change(key, value, "size")
+    for key, value in RANDOM_WEIGHTS.items():
+        change(key, value, "random weights")
     for name, entry in cfg["seedsets"].items():
         if "hf_dataset" in entry:
             new = {k: v for k, v in entry.items() if k in ("instruction_field", "input_field")}

@@ -250,15 +250,24 @@ def main(argv: list[str] | None = None) -> int:
     ids = [s.slurm_jobid for s in subs]
     rows = _sacct(ids, run_id[1]) if ids and run_id else {}
     table = _sacct_table(ids, run_id[1]) if ids and run_id else "(no SLURM job)\n"
-    ran = Counter(s.rule for s in subs if rows.get(s.slurm_jobid) and rows[s.slurm_jobid].state == "COMPLETED")
-    ran.update({r: n for r, n in finished_rules(log).items() if r == "all"})
+    # every SLURM job of this rehearsal: this invocation's, and with --resume the earlier ones'
+    jobs_file = work / "slurm_jobs.jsonl"
+    earlier = [json.loads(line) for line in jobs_file.read_text().splitlines()] if args.resume and jobs_file.exists() else []
+    now = [{"run_id": run_id[1] if run_id else None, "slurm_jobid": s.slurm_jobid, "rule": s.rule,
+            "state": rows[s.slurm_jobid].state if s.slurm_jobid in rows else "UNKNOWN"} for s in subs]
+    local = [{"run_id": None, "slurm_jobid": None, "rule": r, "state": "COMPLETED (local)"}
+             for r, n in finished_rules(log).items() if r not in {s.rule for s in subs} for _ in range(n)]
+    jobs = earlier + now + local
+    jobs_file.write_text("".join(json.dumps(j) + "\n" for j in jobs))
+    ran = Counter(j["rule"] for j in jobs if j["state"].startswith("COMPLETED"))
+    invocations = len({j["run_id"] for j in jobs if j["run_id"]})
     return _report(work, paper_jobs, planned, ran, table, rc, run_s, hub, seeds, hub_s, serve_s, subs, rows,
-                   total_s=time.monotonic() - t_start, log=log)
+                   total_s=time.monotonic() - t_start, log=log, invocations=invocations)
 
 
 def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran: Counter, table: str,
             rc: int, run_s: float, hub: dict, seeds: dict, hub_s: float, serve_s: float | None,
-            subs: list, rows: dict, total_s: float | None = None, log: str = "") -> int:
+            subs: list, rows: dict, total_s: float | None = None, log: str = "", invocations: int = 1) -> int:
     rules = sorted(set(paper_jobs) | set(planned))
     lines = [f"{'rule':32} {'paper.yaml':>10} {'rehearsal':>10} {'ran':>6}"]
     for r in rules:
@@ -271,7 +280,7 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
     summary = {
         "exit_code": rc, "ok": ok, "run_seconds": round(run_s, 1),
         "total_seconds": round(total_s, 1) if total_s is not None else None,
-        "slurm_jobs": len(subs), "failed_slurm_jobs": failed,
+        "slurm_jobs": len(subs), "failed_slurm_jobs": failed, "slurm_invocations": invocations,
         "paper_jobs": paper_jobs, "planned_jobs": planned, "ran_jobs": dict(ran),
         "paper_rules_not_run": not_ran, "hub_only_rules": hub_only,
         "hub_cache": hub, "hub_cache_seconds": round(hub_s, 1),
@@ -280,7 +289,8 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = "\n".join([
-        "===== jobs per rule: paper.yaml dry run | rehearsal dry run | rehearsal SLURM jobs COMPLETED =====",
+        "===== jobs per rule: paper.yaml dry run | rehearsal dry run | rehearsal jobs COMPLETED "
+        f"(SLURM, and local rules; over {invocations} Snakemake invocation(s)) =====",
         *lines,
         f"paper.yaml rules not run (besides hub-only): {not_ran or 'none'}",
         f"hub-only rules not run: {hub_only}",
