@@ -35,6 +35,8 @@ from teachfit.logs import job_times
 TITLE = "# Measurements"
 NOT_MEASURED = "not measured: run `{target}`"
 
+#: marks teacher_ranking.csv: shown by :func:`ranking_section`
+RANKING = ("ranking",)
 #: (CSV under <results>/tables, heading, columns to show first; None = every column)
 STUDY_TABLES: dict[str, list[tuple[str, str, Sequence[str] | None]]] = {
     "Teacher study": [
@@ -43,8 +45,7 @@ STUDY_TABLES: dict[str, list[tuple[str, str, Sequence[str] | None]]] = {
         ("teacher_performance.csv", "Performance after SFT (`teacher_performance.csv`)", None),
         ("teacher_metric_correlations.csv", "Spearman ρ of each metric with performance "
          "(`teacher_metric_correlations.csv`)", ()),
-        ("teacher_ranking.csv", "Ranking without fine-tuning (`teacher_ranking.csv`)",
-         ("base", "generator", "car", "car_rank", "performance", "performance_rank", "car_rho")),
+        ("teacher_ranking.csv", "Ranking without fine-tuning (`teacher_ranking.csv`)", RANKING),
     ],
     "Evolver study": [
         ("evolved_instruction_stats.csv", "Validity gate (`evolved_instruction_stats.csv`)",
@@ -143,6 +144,32 @@ def csv_section(path: Path, prefer: Sequence[str] | None) -> str:
         note = f"\n\n{len(cols) - MAX_COLUMNS} more column(s) in `{path.name}`."
         cols = cols[:MAX_COLUMNS]
     return md_table(rows, cols) + note
+
+
+def ranking_section(path: Path) -> str:
+    """``teacher_ranking.csv`` in two tables: per generator (performance, each measure's rank, the
+    mixed teacher's margin over the best single one with its 95% interval), then per measure its
+    Spearman ρ with the measured ranking and the 95% bootstrap interval, and the best measure."""
+    import polars as pl
+
+    df = pl.read_csv(path, infer_schema_length=None)
+    if df.height == 0 or "performance" not in df.columns:
+        return csv_section(path, None)
+    measures = [c[: -len("_rho")] for c in df.columns if c.endswith("_rho")]
+    out = []
+    for base, part in df.group_by("base", maintain_order=True):
+        cols = ["generator", "performance", "performance_rank", *[f"{m}_rank" for m in measures],
+                "margin_vs_best_single", "margin_low", "margin_high", "beats_every_single"]
+        cols = [c for c in cols if c in part.columns]
+        out += [f"Student {base[0]}: ranks (1 = predicted best) and the mixed teacher's margin.", "",
+                md_table(part.sort("performance_rank").to_dicts(), cols), ""]
+        first = part.row(0, named=True)
+        rows = [{"measure": m, "ρ": first[f"{m}_rho"], "95% low": first.get(f"{m}_rho_low"),
+                 "95% high": first.get(f"{m}_rho_high"), "teachers": first.get("rho_n")} for m in measures]
+        out += [f"Student {base[0]}: Spearman ρ of each measure's ranking with the fine-tuned ranking "
+                f"(95% bootstrap interval over generators); best measure: {first.get('best_measure') or '–'}.", "",
+                md_table(rows, ["measure", "ρ", "95% low", "95% high", "teachers"]), ""]
+    return "\n".join(out).rstrip()
 
 
 def correlation_section(path: Path) -> str:
@@ -263,6 +290,7 @@ def study_sections(results: Path) -> list[str]:
             continue
         for name, heading, prefer in present:
             body = (correlation_section(tables / name) if prefer == ()
+                    else ranking_section(tables / name) if prefer == RANKING
                     else csv_section(tables / name, prefer))
             out += [f"### {heading}", "", body, ""]
     return out

@@ -234,6 +234,7 @@ def test_rank_teachers_measured_has_a_rho_and_interval_per_measure_and_names_the
     assert mix["margin_vs_best_single"] == pytest.approx(-0.05)
     assert mix["margin_low"] < -0.05 < mix["margin_high"]
     assert "``mix`` did not beat every single teacher" in verdict
+    assert "within noise: the interval contains 0" in verdict
     # the interval is reproducible (fixed seed) and resamples generators
     again = bootstrap_rho([1, 2, 3, 4, 5], [1, 2, 3, 5, 4], boot["n"], boot["seed"])
     assert again == bootstrap_rho([1, 2, 3, 4, 5], [1, 2, 3, 5, 4], boot["n"], boot["seed"])

@@ -271,9 +271,12 @@ def verdict_paragraph(part: pl.DataFrame) -> str:
         for r in rows:
             if r.get("mixed"):
                 verdict = "beat" if r["beats_every_single"] else "did not beat"
+                lo, hi = r["margin_low"], r["margin_high"]
+                noise = (" -- within noise: the interval contains 0"
+                         if lo is not None and hi is not None and lo <= 0 <= hi else "")
                 s.append(f"The mixed teacher ``{r['generator']}`` {verdict} every single teacher (margin over "
                          f"the best single one {_fmt(r['margin_vs_best_single'])}, 95% interval "
-                         f"[{_fmt(r['margin_low'])}, {_fmt(r['margin_high'])}]).")
+                         f"[{_fmt(lo)}, {_fmt(hi)}]{noise}).")
         if rows[0]["rho_n"] < 10:
             s.append(f"With {rows[0]['rho_n']} teachers a rank correlation is weak evidence.")
     else:
