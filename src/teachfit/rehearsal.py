@@ -181,28 +181,18 @@ def build_tiny_checkpoint(hf_id: str, out_dir: Path, seed: int = 0) -> str:
     if family == "custom_reward":
         build_custom_reward(out_dir, seed=seed, hidden=TINY_SIZE["hidden_size"], heads=TINY_SIZE["num_heads"])
         return family
-    if family == "bert_pretraining":
-        # bert-base-uncased publishes BertForPreTraining weights: an encoder load drops its heads
+    if family in ("bert", "bert_pretraining"):
+        # all-MiniLM publishes a BertModel; bert-base-uncased BertForPreTraining weights, whose
+        # heads an encoder load drops
         import torch
-        from transformers import BertConfig, BertForPreTraining
+        from transformers import BertConfig, BertForPreTraining, BertModel
 
         torch.manual_seed(seed)
         tok = train_tiny_tokenizer(out_dir, vocab_size=TINY_SIZE["vocab_size"])
         cfg = BertConfig(vocab_size=len(tok), hidden_size=TINY_SIZE["hidden_size"],
                          num_attention_heads=TINY_SIZE["num_heads"], num_hidden_layers=TINY_SIZE["num_layers"],
                          intermediate_size=TINY_SIZE["intermediate_size"], pad_token_id=tok.pad_token_id)
-        BertForPreTraining(cfg).save_pretrained(out_dir)
-        return family
-    if family == "bert":
-        import torch
-        from transformers import BertConfig, BertModel
-
-        torch.manual_seed(seed)
-        tok = train_tiny_tokenizer(out_dir, vocab_size=TINY_SIZE["vocab_size"])
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=TINY_SIZE["hidden_size"],
-                         num_attention_heads=TINY_SIZE["num_heads"], num_hidden_layers=TINY_SIZE["num_layers"],
-                         intermediate_size=TINY_SIZE["intermediate_size"], pad_token_id=tok.pad_token_id)
-        BertModel(cfg).save_pretrained(out_dir)
+        (BertModel if family == "bert" else BertForPreTraining)(cfg).save_pretrained(out_dir)
         return family
     spec = ModelSpec.from_config(hf_id.replace("/", "_"), {"source": "random", "arch": family, "size": TINY_SIZE})
     build_random_model(spec, out_dir, seed=seed)

@@ -157,6 +157,16 @@ def snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: float, l
     return rc, log_path.read_text()
 
 
+def dry_run(configfile: str, cwd: Path, env: dict[str, str], log_path: Path) -> dict[str, int] | None:
+    """Jobs per rule of ``snakemake -n --configfile <configfile>`` in ``cwd``; None (the log's
+    tail printed) when the dry run fails."""
+    rc, log = snakemake(["-n", "--configfile", configfile], cwd, env, 600, log_path)
+    if rc != 0:
+        print(log[-3000:])
+        return None
+    return job_stats(log)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=str(REPO / "results" / "rehearsal"))
@@ -219,18 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # 4. dry runs: paper.yaml in the repository, the rehearsal in its copy
-        paper_rc, paper_log = snakemake(["-n", "--configfile", "config/paper.yaml"], REPO, env, 600,
-                                        work / "paper_dryrun.log")
-        if paper_rc != 0:
-            print(paper_log[-3000:])
+        paper_jobs = dry_run("config/paper.yaml", REPO, env, work / "paper_dryrun.log")
+        planned = dry_run("config/rehearsal.yaml", run, env, work / "rehearsal_dryrun.log")
+        if paper_jobs is None or planned is None:
             return 2
-        paper_jobs = job_stats(paper_log)
-        dry_rc, dry_log = snakemake(["-n", "--configfile", "config/rehearsal.yaml"], run, env, 600,
-                                    work / "rehearsal_dryrun.log")
-        if dry_rc != 0:
-            print(dry_log[-3000:])
-            return 2
-        planned = job_stats(dry_log)
         if args.dry_run:
             _report(work, paper_jobs, planned, Counter(), "", 0, time.monotonic() - t_start, hub, seeds,
                     hub_s, serve_s, [], {})
