@@ -302,3 +302,40 @@ def test_generation_rule_through_snakemake(tmp_path):
     assert df["n_response_tokens"].max() <= 12
     text = log.read_text()
     assert "starting vLLM" in text and "KV cache 1 GiB" in text
+
+
+def vllm_models(config: dict) -> dict[str, str]:
+    """Models entries a config runs through vLLM -> why: ``backend: vllm`` (generation, answering),
+    and with ``eval.backend: vllm`` every model lm-eval evaluates (teacher and evolver bases)."""
+    used = {alias: "backend: vllm" for alias, e in config["models"].items() if e.get("backend") == "vllm"}
+    if config.get("eval", {}).get("backend") == "vllm":
+        for key in ("teacher", "evolver"):
+            for alias in config.get(key, {}).get("bases", []):
+                used.setdefault(alias, f"eval.backend: vllm ({key}.bases)")
+    return used
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
+def test_vllm_supports_every_vllm_model_family(configfile):
+    """Every hub model a config sends through vLLM has an architecture this vLLM serves (MPT left
+    vLLM after 0.28: paper.yaml's MPT entries answer through transformers). The architecture is
+    transformers' causal-LM class of the checkpoint's family (teachfit.rehearsal.HUB_FAMILIES)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from vllm import ModelRegistry
+
+    from teachfit.rehearsal import hub_family
+    from teachfit.workflow.cli import load_config
+
+    config = load_config(REPO, [REPO / configfile])
+    supported = set(ModelRegistry.get_supported_archs())
+    checked, refused = [], []
+    for alias, why in vllm_models(config).items():
+        entry = config["models"][alias]
+        if entry.get("source") != "hub":
+            continue
+        arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[hub_family(entry["hf_id"])]
+        checked.append(alias)
+        if arch not in supported:
+            refused.append(f"models.{alias} ({entry['hf_id']}, {arch}; {why})")
+    assert not refused, f"{configfile}: vLLM {__import__('vllm').__version__} does not serve: {refused}"
+    assert checked or configfile == "config/config.yaml"

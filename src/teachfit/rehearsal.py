@@ -336,9 +336,13 @@ SIZES: dict[str, Any] = {
 # Random weights write no instructions: with the gate as paper.yaml runs it, every evolution is
 # dropped and round 2 has nothing to evolve. The gate keeps its judge-backed check and asks the
 # judge (the calibrated yes/no path runs), with a threshold that keeps what the judge is asked about.
+# The random reward head scores with either sign (a generator's mean came out at -0.26), and CAR
+# refuses a mean reward + teacher.car.reward_offset <= 0 (its length penalty would invert), so the
+# offset lifts every random mean above 0; CAR's code path is the same.
 RANDOM_WEIGHTS: dict[str, Any] = {
     "evolver.gate.checks": ["not_instruction"],
     "evolver.gate.threshold": 0.0,
+    "teacher.car.reward_offset": 100.0,
 }
 SEED_LIMIT = 8
 TINY_PARAMS_B = 0.001  # about the tiny models' size (0.4-0.5 M parameters, rounded up)
