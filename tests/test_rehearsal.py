@@ -150,3 +150,31 @@ def test_tiny_hub_materializes_offline(tmp_path):
     assert dropped and all(k.startswith("cls.") for k in dropped)
     assert "dropped_keys" not in manifests["armorm"]["source"]
     assert (tmp_path / "out" / "armorm" / "modeling_tiny_gated.py").exists()
+
+
+def test_runner_report_counts_rules_after_checkpoints_and_names_what_did_not_run(tmp_path):
+    """The runner's report (tests/slurm/rehearsal.py): a rule the rehearsal ran that no dry run
+    lists (planned after a checkpoint) gets its own row, marked; a paper rule that did not run
+    makes the rehearsal fail; workflow rules outside paper.yaml's run are named."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rehearsal_runner", REPO / "tests" / "slurm" / "rehearsal.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    from collections import Counter
+
+    sub = runner._submissions("Job 1 has been submitted with SLURM jobid 7 (log: /x/slurm_logs/rule_train_sft/a/7.log).")
+    rows = {"7": type("Row", (), {"state": "COMPLETED"})()}
+    paper, planned = {"train_sft": 100, "build_ifs_tables": 1}, {"train_sft": 4, "build_ifs_tables": 1}
+    kw = dict(table="", rc=0, run_s=1.0, hub={}, seeds={}, hub_s=0.0, serve_s=0.0, subs=sub, rows=rows,
+              workflow_rules=["answer_ifs_model", "build_ifs_tables", "select_data", "train_sft"])
+    ran = Counter({"train_sft": 4, "answer_ifs_model": 3})
+    assert runner._report(tmp_path, paper, planned, ran, **kw) == 1  # build_ifs_tables did not run
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["paper_rules_not_run"] == ["build_ifs_tables"]
+    assert summary["rules_after_checkpoint"] == ["answer_ifs_model"]
+    assert summary["workflow_rules_not_in_paper_run"] == ["select_data"]
+    log = (tmp_path / "rehearsal.log").read_text()
+    assert "answer_ifs_model*" in log and "select_data" in log
+    ran["build_ifs_tables"] = 1
+    assert runner._report(tmp_path, paper, planned, ran, **kw) == 0

@@ -377,3 +377,30 @@ def test_performance_stderr_and_the_mixed_margin_interval(tmp_path):
     half = 1.959963984540054 * math.sqrt(2) * rows["s1"]["performance_stderr"]
     assert (mix["margin_low"], mix["margin_high"]) == (pytest.approx(0.15 - half), pytest.approx(0.15 + half))
     assert mix["beats_every_single"] is True
+
+
+@pytest.mark.parametrize("undefined", [["g2"], ["g1", "g2", "g3", "g4", "mix"]])
+def test_rank_teachers_with_undefined_performance_says_so(tmp_path, undefined):
+    """A teacher whose measured performance is NaN (a win rate with no parseable judgment: the
+    paper-shaped rehearsal's random judge) gets no measured rank; the verdict names it, and when
+    every performance is undefined it says the check cannot be made instead of failing."""
+    dm = tmp_path / "dm.csv"
+    METRICS.write_csv(dm)
+    perf = PERF.with_columns(pl.when(pl.col("generator").is_in(undefined)).then(float("nan"))
+                             .otherwise(pl.col("performance")).alias("performance"))
+    perf.write_csv(tmp_path / "perf.csv")
+    out = {k: tmp_path / f"{k}.{ext}" for k, ext in (("table", "csv"), ("figure", "png"), ("verdict", "rst"))}
+    df = rank_teachers(dm, [], [str(tmp_path / "perf.csv")], out["table"], out["figure"], out["verdict"],
+                       generators=["g1", "g2", "g3", "g4", "mix"], sources={}, join_generators=[],
+                       style=defaults("analysis.figures", formats=["png"]),
+                       bootstrap=defaults("teacher.ranking.bootstrap", n=50))
+    verdict = out["verdict"].read_text()
+    assert df.filter(pl.col("generator").is_in(undefined))["performance_rank"].null_count() == len(undefined)
+    assert df["rho_n"][0] == 5 - len(undefined)
+    assert "Measured performance is undefined" in verdict and "``g2``" in verdict
+    if len(undefined) == 5:
+        assert "cannot be made" in verdict and "Spearman rho" not in verdict
+    else:
+        # the 4 teachers with a performance: g1 0.30 is now the best single one
+        assert "``mix`` performed best" in verdict and "over 4 teachers" in verdict
+    assert out["figure"].exists()

@@ -158,9 +158,10 @@ def snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: float, l
 
 
 def dry_run(configfile: str, cwd: Path, env: dict[str, str], log_path: Path) -> dict[str, int] | None:
-    """Jobs per rule of ``snakemake -n --configfile <configfile>`` in ``cwd``; None (the log's
-    tail printed) when the dry run fails."""
-    rc, log = snakemake(["-n", "--configfile", configfile], cwd, env, 600, log_path)
+    """Jobs per rule of ``snakemake -n --forceall --configfile <configfile>`` in ``cwd`` (the whole
+    plan up to the checkpoints, whatever outputs exist, so a --resume run's table shows the full
+    plan too); None (the log's tail printed) when the dry run fails."""
+    rc, log = snakemake(["-n", "--forceall", "--configfile", configfile], cwd, env, 600, log_path)
     if rc != 0:
         print(log[-3000:])
         return None
@@ -233,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         planned = dry_run("config/rehearsal.yaml", run, env, work / "rehearsal_dryrun.log")
         if paper_jobs is None or planned is None:
             return 2
+        rc_rules, rules_out = snakemake(["--list-rules", "--configfile", "config/rehearsal.yaml"], run, env, 600,
+                                        work / "list_rules.log")
+        workflow_rules = sorted({line.strip() for line in rules_out.splitlines()
+                                 if rc_rules == 0 and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", line.strip())})
         if args.dry_run:
             _report(work, paper_jobs, planned, Counter(), "", 0, time.monotonic() - t_start, hub, seeds,
-                    hub_s, serve_s, [], {})
+                    hub_s, serve_s, [], {}, workflow_rules=workflow_rules)
             return 0
         # 5. the SLURM run
         cluster = discover_cluster()
@@ -264,18 +269,26 @@ def main(argv: list[str] | None = None) -> int:
     ran = Counter(j["rule"] for j in jobs if j["state"].startswith("COMPLETED"))
     invocations = len({j["run_id"] for j in jobs if j["run_id"]})
     return _report(work, paper_jobs, planned, ran, table, rc, run_s, hub, seeds, hub_s, serve_s, subs, rows,
-                   total_s=time.monotonic() - t_start, log=log, invocations=invocations)
+                   total_s=time.monotonic() - t_start, log=log, invocations=invocations,
+                   workflow_rules=workflow_rules)
 
 
 def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran: Counter, table: str,
             rc: int, run_s: float, hub: dict, seeds: dict, hub_s: float, serve_s: float | None,
-            subs: list, rows: dict, total_s: float | None = None, log: str = "", invocations: int = 1) -> int:
-    rules = sorted(set(paper_jobs) | set(planned))
+            subs: list, rows: dict, total_s: float | None = None, log: str = "", invocations: int = 1,
+            workflow_rules: list[str] = ()) -> int:
+    # A dry run counts only the jobs it can plan before a checkpoint's output exists; rules that
+    # the rehearsal ran but neither dry run lists come after a checkpoint (marked "*").
+    rules = sorted(set(paper_jobs) | set(planned) | set(ran))
+    after_checkpoint = sorted(r for r in ran if r not in paper_jobs and r not in planned)
     lines = [f"{'rule':32} {'paper.yaml':>10} {'rehearsal':>10} {'ran':>6}"]
     for r in rules:
-        lines.append(f"{r:32} {paper_jobs.get(r, 0):>10} {planned.get(r, 0):>10} {ran.get(r, 0):>6}")
+        mark = "*" if r in after_checkpoint else ""
+        lines.append(f"{r + mark:32} {paper_jobs.get(r, 0):>10} {planned.get(r, 0):>10} {ran.get(r, 0):>6}")
     lines.append(f"{'total':32} {sum(paper_jobs.values()):>10} {sum(planned.values()):>10} {sum(ran.values()):>6}")
     not_ran = [r for r in paper_jobs if ran.get(r, 0) == 0 and r not in HUB_ONLY_RULES]
+    # rules of the workflow that neither paper.yaml's dry run plans nor the rehearsal ran
+    unreached = [r for r in workflow_rules if r not in paper_jobs and r not in ran]
     hub_only = {r: why for r, why in HUB_ONLY_RULES.items() if r in paper_jobs}
     failed = [s.slurm_jobid for s in subs if rows.get(s.slurm_jobid) is None or rows[s.slurm_jobid].state != "COMPLETED"]
     ok = rc == 0 and not not_ran and not failed and bool(subs)
@@ -285,6 +298,7 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
         "slurm_jobs": len(subs), "failed_slurm_jobs": failed, "slurm_invocations": invocations,
         "paper_jobs": paper_jobs, "planned_jobs": planned, "ran_jobs": dict(ran),
         "paper_rules_not_run": not_ran, "hub_only_rules": hub_only,
+        "rules_after_checkpoint": after_checkpoint, "workflow_rules_not_in_paper_run": unreached,
         "hub_cache": hub, "hub_cache_seconds": round(hub_s, 1),
         "vllm_serve_ready_seconds": round(serve_s, 1) if serve_s is not None else None,
         "seed_files": seeds,
@@ -294,7 +308,10 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
         "===== jobs per rule: paper.yaml dry run | rehearsal dry run | rehearsal jobs COMPLETED "
         f"(SLURM, and local rules; over {invocations} Snakemake invocation(s)) =====",
         *lines,
+        "* after a checkpoint: no dry run can count these jobs (they are planned once the checkpoint's "
+        "output exists); paper.yaml runs them too",
         f"paper.yaml rules not run (besides hub-only): {not_ran or 'none'}",
+        f"workflow rules neither paper.yaml's dry run nor the rehearsal reached: {unreached or 'none'}",
         f"hub-only rules not run: {hub_only}",
         f"SLURM jobs: {len(subs)}, not COMPLETED: {failed or 'none'}",
         f"Snakemake exit code: {rc}; SLURM run {run_s / 60:.1f} min"

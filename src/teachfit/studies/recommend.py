@@ -181,7 +181,8 @@ def build_ranking(metrics: pl.DataFrame, generators: Sequence[str], sources: Map
                 cols_rho.update({f"{m}_rho": rho, f"{m}_rho_low": lo, f"{m}_rho_high": hi})
             best = best_measure(rhos)
             part = part.with_columns(*(pl.lit(v, dtype=pl.Float64).alias(k) for k, v in cols_rho.items()),
-                                     pl.lit(part.height, dtype=pl.Int64).alias("rho_n"),
+                                     # teachers with a measured rank (an undefined performance has none)
+                                     pl.lit(int(np.isfinite(measured_rank).sum()), dtype=pl.Int64).alias("rho_n"),
                                      pl.lit(best, dtype=pl.String).alias("best_measure"))
         frames.append(part.sort(["car_rank", "_order"], nulls_last=True))
     df = pl.concat(frames, how="vertical")
@@ -251,7 +252,14 @@ def verdict_paragraph(part: pl.DataFrame) -> str:
                      f"{used + r['missing_instructions']} instructions ({r['rows_read']} rows read: "
                      f"{r['unmatched_rows']} unmatched, {r['duplicate_rows']} duplicate, "
                      f"{r['unusable_rows']} unusable); its metrics average over those {used}.")
-    if "performance" in part.columns:
+    undefined = ([r["generator"] for r in rows if r["performance_rank"] is None]
+                 if "performance" in part.columns else [])
+    if undefined:
+        s.append(f"Measured performance is undefined (not a finite number) for {_names(undefined)} "
+                 "(teacher_performance.csv: e.g. a win rate with no parseable judgment); "
+                 + ("the predicted-vs-measured check cannot be made." if len(undefined) == k
+                    else "the check below ranks the others only."))
+    if "performance" in part.columns and len(undefined) < k:
         best_measured = [r["generator"] for r in rows if r["performance_rank"] == 1]
         top = next(r for r in rows if r["generator"] == best_measured[0])
         s.append(f"Measured after fine-tuning (the full study): {_names(best_measured)} performed best "
@@ -279,7 +287,7 @@ def verdict_paragraph(part: pl.DataFrame) -> str:
                          f"[{_fmt(lo)}, {_fmt(hi)}]{noise}).")
         if rows[0]["rho_n"] < 10:
             s.append(f"With {rows[0]['rho_n']} teachers a rank correlation is weak evidence.")
-    else:
+    elif "performance" not in part.columns:
         s.append("Not checked against fine-tuned students: ``teachfit rank-teachers --measured`` (or the "
                  "full teacher study) adds the predicted-vs-measured check.")
     return " ".join(s)
