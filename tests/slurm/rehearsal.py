@@ -268,15 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     jobs_file.write_text("".join(json.dumps(j) + "\n" for j in jobs))
     ran = Counter(j["rule"] for j in jobs if j["state"].startswith("COMPLETED"))
     invocations = len({j["run_id"] for j in jobs if j["run_id"]})
+    # sacct of every invocation's jobs (sacct filters by the run id, Snakemake's SLURM job name)
+    by_run: dict[str, list[str]] = {}
+    for j in jobs:
+        if j["run_id"]:
+            by_run.setdefault(j["run_id"], []).append(str(j["slurm_jobid"]))
+    table = "".join(f"--- invocation {k}: run id {rid}, {len(jids)} SLURM jobs ---\n{_sacct_table(jids, rid)}"
+                    for k, (rid, jids) in enumerate(by_run.items(), 1)) or table
     return _report(work, paper_jobs, planned, ran, table, rc, run_s, hub, seeds, hub_s, serve_s, subs, rows,
                    total_s=time.monotonic() - t_start, log=log, invocations=invocations,
-                   workflow_rules=workflow_rules)
+                   workflow_rules=workflow_rules, jobs=jobs)
 
 
 def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran: Counter, table: str,
             rc: int, run_s: float, hub: dict, seeds: dict, hub_s: float, serve_s: float | None,
             subs: list, rows: dict, total_s: float | None = None, log: str = "", invocations: int = 1,
-            workflow_rules: list[str] = ()) -> int:
+            workflow_rules: list[str] = (), jobs: list[dict] | None = None) -> int:
     # A dry run counts only the jobs it can plan before a checkpoint's output exists; rules that
     # the rehearsal ran but neither dry run lists come after a checkpoint (marked "*").
     rules = sorted(set(paper_jobs) | set(planned) | set(ran))
@@ -291,11 +298,20 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
     unreached = [r for r in workflow_rules if r not in paper_jobs and r not in ran]
     hub_only = {r: why for r, why in HUB_ONLY_RULES.items() if r in paper_jobs}
     failed = [s.slurm_jobid for s in subs if rows.get(s.slurm_jobid) is None or rows[s.slurm_jobid].state != "COMPLETED"]
-    ok = rc == 0 and not not_ran and not failed and bool(subs)
+    if jobs is None:  # this invocation only
+        jobs = [{"run_id": "this", "slurm_jobid": s.slurm_jobid, "rule": s.rule,
+                 "state": rows[s.slurm_jobid].state if s.slurm_jobid in rows else "UNKNOWN"} for s in subs]
+    slurm_all = [j for j in jobs if j["slurm_jobid"] is not None]
+    # jobs of any invocation that did not complete (earlier ones: failures fixed before a --resume);
+    # each must have its rule completed later, or not_ran names it
+    failed_all = [f"{j['slurm_jobid']} ({j['rule']}: {j['state']})" for j in slurm_all
+                  if not j["state"].startswith("COMPLETED")]
+    ok = rc == 0 and not not_ran and not failed and bool(slurm_all)
     summary = {
         "exit_code": rc, "ok": ok, "run_seconds": round(run_s, 1),
         "total_seconds": round(total_s, 1) if total_s is not None else None,
         "slurm_jobs": len(subs), "failed_slurm_jobs": failed, "slurm_invocations": invocations,
+        "slurm_jobs_all_invocations": len(slurm_all), "not_completed_all_invocations": failed_all,
         "paper_jobs": paper_jobs, "planned_jobs": planned, "ran_jobs": dict(ran),
         "paper_rules_not_run": not_ran, "hub_only_rules": hub_only,
         "rules_after_checkpoint": after_checkpoint, "workflow_rules_not_in_paper_run": unreached,
@@ -313,7 +329,9 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
         f"paper.yaml rules not run (besides hub-only): {not_ran or 'none'}",
         f"workflow rules neither paper.yaml's dry run nor the rehearsal reached: {unreached or 'none'}",
         f"hub-only rules not run: {hub_only}",
-        f"SLURM jobs: {len(subs)}, not COMPLETED: {failed or 'none'}",
+        f"SLURM jobs of this invocation: {len(subs)}, not COMPLETED: {failed or 'none'}",
+        f"SLURM jobs of all {invocations} invocation(s): {len(slurm_all)}, not COMPLETED (each rule completed "
+        f"in a later job, else listed as not run above): {failed_all or 'none'}",
         f"Snakemake exit code: {rc}; SLURM run {run_s / 60:.1f} min"
         + (f"; whole rehearsal {total_s / 60:.1f} min" if total_s is not None else ""),
         "===== sacct =====", table,
