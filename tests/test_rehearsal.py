@@ -167,7 +167,8 @@ def test_runner_report_counts_rules_after_checkpoints_and_names_what_did_not_run
     rows = {"7": type("Row", (), {"state": "COMPLETED"})()}
     paper, planned = {"train_sft": 100, "build_ifs_tables": 1}, {"train_sft": 4, "build_ifs_tables": 1}
     kw = dict(table="", rc=0, run_s=1.0, hub={}, seeds={}, hub_s=0.0, serve_s=0.0, subs=sub, rows=rows,
-              workflow_rules=["answer_ifs_model", "build_ifs_tables", "select_data", "train_sft"])
+              workflow_rules=["answer_ifs_model", "build_ifs_tables", "select_data", "train_sft"],
+              jobs=[{"run_id": "r1", "slurm_jobid": "7", "rule": "train_sft", "state": "COMPLETED"}])
     ran = Counter({"train_sft": 4, "answer_ifs_model": 3})
     assert runner._report(tmp_path, paper, planned, ran, **kw) == 1  # build_ifs_tables did not run
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran: Counter, table: str,
             rc: int, run_s: float, hub: dict, seeds: dict, hub_s: float, serve_s: float | None,
             subs: list, rows: dict, total_s: float | None = None, log: str = "", invocations: int = 1,
-            workflow_rules: list[str] = (), jobs: list[dict] | None = None) -> int:
+            workflow_rules: list[str] = (), jobs: list[dict] = ()) -> int:
+    # ``jobs``: every SLURM / local job of all invocations (slurm_jobs.jsonl rows).
     # A dry run counts only the jobs it can plan before a checkpoint's output exists; rules that
     # the rehearsal ran but neither dry run lists come after a checkpoint (marked "*").
     rules = sorted(set(paper_jobs) | set(planned) | set(ran))
@@ -298,9 +299,6 @@ def _report(work: Path, paper_jobs: dict[str, int], planned: dict[str, int], ran
     unreached = [r for r in workflow_rules if r not in paper_jobs and r not in ran]
     hub_only = {r: why for r, why in HUB_ONLY_RULES.items() if r in paper_jobs}
     failed = [s.slurm_jobid for s in subs if rows.get(s.slurm_jobid) is None or rows[s.slurm_jobid].state != "COMPLETED"]
-    if jobs is None:  # this invocation only
-        jobs = [{"run_id": "this", "slurm_jobid": s.slurm_jobid, "rule": s.rule,
-                 "state": rows[s.slurm_jobid].state if s.slurm_jobid in rows else "UNKNOWN"} for s in subs]
     slurm_all = [j for j in jobs if j["slurm_jobid"] is not None]
     # jobs of any invocation that did not complete (earlier ones: failures fixed before a --resume);
     # each must have its rule completed later, or not_ran names it
